@@ -1,0 +1,52 @@
+# Every target that needs Python builds the virtualenv first, so a fresh
+# machine with only Python 3.11+ needs nothing but `make run` or `make test`.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+PROTO_OUT := batchd/v1
+PROTOC := $(BIN)/python -m grpc_tools.protoc -Iprotos -Ithird_party/googleapis
+
+# The dev-mode settings `make run` uses; never use them in production.
+DEV_TOKEN ?= dev-token
+DEV_TENANT ?= dev
+
+.PHONY: install run test test-sqlite lint typecheck proto proto-check bench clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+proto: $(STAMP)
+	$(PROTOC) --python_out=. --pyi_out=. --grpc_python_out=. protos/batchd/v1/batch.proto
+
+# Fails when the committed generated code differs from a fresh generation.
+proto-check: $(STAMP)
+	rm -rf var/proto-check && mkdir -p var/proto-check
+	$(PROTOC) --python_out=var/proto-check --pyi_out=var/proto-check \
+		--grpc_python_out=var/proto-check protos/batchd/v1/batch.proto
+	diff -r -x __init__.py -x __pycache__ var/proto-check/batchd/v1 $(PROTO_OUT)
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+typecheck: $(STAMP)
+	$(BIN)/mypy batchd service gateway tests
+
+test: $(STAMP)
+	$(BIN)/pytest -q
+
+run: $(STAMP)
+	BATCH_DEV_MODE=1 BATCH_API_TOKENS=$${BATCH_API_TOKENS:-$(DEV_TOKEN):$(DEV_TENANT)} \
+		$(BIN)/batchd
+
+bench: $(STAMP)
+	$(BIN)/python -m benchmarks
+
+clean:
+	rm -rf $(VENV) var

@@ -1,0 +1,44 @@
+"""Conversions between JSON-like Python values and protobuf Struct/Value.
+
+Struct numbers are doubles; whole numbers come back as ints so that a `1`
+sent in a body is shown as `1`, not `1.0` (exact up to 2**53).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from google.protobuf import json_format, struct_pb2
+
+JSON = Any
+_EXACT = 2**53
+
+
+def from_struct(struct: struct_pb2.Struct) -> dict[str, JSON]:
+    return {key: from_value(value) for key, value in struct.fields.items()}
+
+
+def from_value(value: struct_pb2.Value) -> JSON:
+    kind = value.WhichOneof("kind")
+    if kind == "struct_value":
+        return from_struct(value.struct_value)
+    if kind == "list_value":
+        return [from_value(item) for item in value.list_value.values]
+    if kind == "number_value":
+        number = value.number_value
+        return int(number) if number.is_integer() and abs(number) < _EXACT else number
+    if kind == "string_value":
+        return value.string_value
+    if kind == "bool_value":
+        return value.bool_value
+    return None
+
+
+def to_struct(data: dict[str, JSON]) -> struct_pb2.Struct:
+    struct = struct_pb2.Struct()
+    struct.update(data)
+    return struct
+
+
+def to_value(data: JSON) -> struct_pb2.Value:
+    return json_format.ParseDict(data, struct_pb2.Value())

@@ -1,0 +1,54 @@
+"""Running a server process until SIGTERM or SIGINT, with a graceful drain.
+
+The first signal starts an orderly stop; a second one exits at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+import sys
+from collections.abc import Awaitable, Callable
+
+from batchd.config import ConfigError
+
+Stop = Callable[[], Awaitable[None]]
+
+
+def configure_logging() -> None:
+    logging.basicConfig(
+        level=os.environ.get("BATCH_LOG_LEVEL", "INFO").upper(),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+
+
+def run(start: Callable[[], Awaitable[Stop]]) -> None:
+    """Starts the process's parts, waits for a signal, stops them; exits 0 after a drain."""
+    configure_logging()
+    try:
+        asyncio.run(_serve(start))
+    except ConfigError as error:
+        print(f"batchd: {error}", file=sys.stderr)
+        raise SystemExit(2) from None
+    except OSError as error:
+        print(f"batchd: {error}", file=sys.stderr)
+        raise SystemExit(1) from None
+
+
+async def _serve(start: Callable[[], Awaitable[Stop]]) -> None:
+    stopping = asyncio.Event()
+    loop = asyncio.get_running_loop()
+
+    def on_signal() -> None:
+        if stopping.is_set():
+            os._exit(1)
+        stopping.set()
+
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, on_signal)
+    stop = await start()
+    await stopping.wait()
+    logging.getLogger("batchd").info("stopping: draining in-flight work")
+    await stop()

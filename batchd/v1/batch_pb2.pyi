@@ -1,0 +1,200 @@
+import datetime
+
+from google.api import annotations_pb2 as _annotations_pb2
+from google.api import field_behavior_pb2 as _field_behavior_pb2
+from google.protobuf import struct_pb2 as _struct_pb2
+from google.protobuf import timestamp_pb2 as _timestamp_pb2
+from google.protobuf.internal import containers as _containers
+from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
+from google.protobuf import descriptor as _descriptor
+from google.protobuf import message as _message
+from collections.abc import Iterable as _Iterable, Mapping as _Mapping
+from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
+
+DESCRIPTOR: _descriptor.FileDescriptor
+
+class HttpMethod(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    HTTP_METHOD_UNSPECIFIED: _ClassVar[HttpMethod]
+    HTTP_METHOD_GET: _ClassVar[HttpMethod]
+    HTTP_METHOD_POST: _ClassVar[HttpMethod]
+    HTTP_METHOD_PUT: _ClassVar[HttpMethod]
+    HTTP_METHOD_PATCH: _ClassVar[HttpMethod]
+    HTTP_METHOD_DELETE: _ClassVar[HttpMethod]
+
+class BatchOperationStatus(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    BATCH_OPERATION_STATUS_UNSPECIFIED: _ClassVar[BatchOperationStatus]
+    BATCH_OPERATION_STATUS_PENDING: _ClassVar[BatchOperationStatus]
+    BATCH_OPERATION_STATUS_IN_PROGRESS: _ClassVar[BatchOperationStatus]
+    BATCH_OPERATION_STATUS_COMPLETED: _ClassVar[BatchOperationStatus]
+    BATCH_OPERATION_STATUS_FAILED: _ClassVar[BatchOperationStatus]
+    BATCH_OPERATION_STATUS_TIMED_OUT: _ClassVar[BatchOperationStatus]
+
+class BatchStatus(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    BATCH_STATUS_UNSPECIFIED: _ClassVar[BatchStatus]
+    BATCH_STATUS_PENDING: _ClassVar[BatchStatus]
+    BATCH_STATUS_IN_PROGRESS: _ClassVar[BatchStatus]
+    BATCH_STATUS_COMPLETED: _ClassVar[BatchStatus]
+
+class BatchView(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    BATCH_VIEW_UNSPECIFIED: _ClassVar[BatchView]
+    BATCH_VIEW_BASIC: _ClassVar[BatchView]
+    BATCH_VIEW_FULL: _ClassVar[BatchView]
+HTTP_METHOD_UNSPECIFIED: HttpMethod
+HTTP_METHOD_GET: HttpMethod
+HTTP_METHOD_POST: HttpMethod
+HTTP_METHOD_PUT: HttpMethod
+HTTP_METHOD_PATCH: HttpMethod
+HTTP_METHOD_DELETE: HttpMethod
+BATCH_OPERATION_STATUS_UNSPECIFIED: BatchOperationStatus
+BATCH_OPERATION_STATUS_PENDING: BatchOperationStatus
+BATCH_OPERATION_STATUS_IN_PROGRESS: BatchOperationStatus
+BATCH_OPERATION_STATUS_COMPLETED: BatchOperationStatus
+BATCH_OPERATION_STATUS_FAILED: BatchOperationStatus
+BATCH_OPERATION_STATUS_TIMED_OUT: BatchOperationStatus
+BATCH_STATUS_UNSPECIFIED: BatchStatus
+BATCH_STATUS_PENDING: BatchStatus
+BATCH_STATUS_IN_PROGRESS: BatchStatus
+BATCH_STATUS_COMPLETED: BatchStatus
+BATCH_VIEW_UNSPECIFIED: BatchView
+BATCH_VIEW_BASIC: BatchView
+BATCH_VIEW_FULL: BatchView
+
+class BatchOperation(_message.Message):
+    __slots__ = ("id", "batch_id", "http_method", "path", "query_params", "body", "status", "response_status", "response_body", "failure_reason", "attempts", "position", "create_time", "update_time")
+    ID_FIELD_NUMBER: _ClassVar[int]
+    BATCH_ID_FIELD_NUMBER: _ClassVar[int]
+    HTTP_METHOD_FIELD_NUMBER: _ClassVar[int]
+    PATH_FIELD_NUMBER: _ClassVar[int]
+    QUERY_PARAMS_FIELD_NUMBER: _ClassVar[int]
+    BODY_FIELD_NUMBER: _ClassVar[int]
+    STATUS_FIELD_NUMBER: _ClassVar[int]
+    RESPONSE_STATUS_FIELD_NUMBER: _ClassVar[int]
+    RESPONSE_BODY_FIELD_NUMBER: _ClassVar[int]
+    FAILURE_REASON_FIELD_NUMBER: _ClassVar[int]
+    ATTEMPTS_FIELD_NUMBER: _ClassVar[int]
+    POSITION_FIELD_NUMBER: _ClassVar[int]
+    CREATE_TIME_FIELD_NUMBER: _ClassVar[int]
+    UPDATE_TIME_FIELD_NUMBER: _ClassVar[int]
+    id: str
+    batch_id: str
+    http_method: HttpMethod
+    path: str
+    query_params: _struct_pb2.Struct
+    body: _struct_pb2.Struct
+    status: BatchOperationStatus
+    response_status: int
+    response_body: _struct_pb2.Value
+    failure_reason: str
+    attempts: int
+    position: int
+    create_time: _timestamp_pb2.Timestamp
+    update_time: _timestamp_pb2.Timestamp
+    def __init__(self, id: _Optional[str] = ..., batch_id: _Optional[str] = ..., http_method: _Optional[_Union[HttpMethod, str]] = ..., path: _Optional[str] = ..., query_params: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., body: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., status: _Optional[_Union[BatchOperationStatus, str]] = ..., response_status: _Optional[int] = ..., response_body: _Optional[_Union[_struct_pb2.Value, _Mapping]] = ..., failure_reason: _Optional[str] = ..., attempts: _Optional[int] = ..., position: _Optional[int] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., update_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+
+class Batch(_message.Message):
+    __slots__ = ("id", "status", "batch_operations_count", "finished_batch_operations_count", "batch_operations", "create_time", "update_time")
+    ID_FIELD_NUMBER: _ClassVar[int]
+    STATUS_FIELD_NUMBER: _ClassVar[int]
+    BATCH_OPERATIONS_COUNT_FIELD_NUMBER: _ClassVar[int]
+    FINISHED_BATCH_OPERATIONS_COUNT_FIELD_NUMBER: _ClassVar[int]
+    BATCH_OPERATIONS_FIELD_NUMBER: _ClassVar[int]
+    CREATE_TIME_FIELD_NUMBER: _ClassVar[int]
+    UPDATE_TIME_FIELD_NUMBER: _ClassVar[int]
+    id: str
+    status: BatchStatus
+    batch_operations_count: int
+    finished_batch_operations_count: int
+    batch_operations: _containers.RepeatedCompositeFieldContainer[BatchOperation]
+    create_time: _timestamp_pb2.Timestamp
+    update_time: _timestamp_pb2.Timestamp
+    def __init__(self, id: _Optional[str] = ..., status: _Optional[_Union[BatchStatus, str]] = ..., batch_operations_count: _Optional[int] = ..., finished_batch_operations_count: _Optional[int] = ..., batch_operations: _Optional[_Iterable[_Union[BatchOperation, _Mapping]]] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., update_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+
+class CreateBatchRequest(_message.Message):
+    __slots__ = ("batch", "view")
+    BATCH_FIELD_NUMBER: _ClassVar[int]
+    VIEW_FIELD_NUMBER: _ClassVar[int]
+    batch: Batch
+    view: BatchView
+    def __init__(self, batch: _Optional[_Union[Batch, _Mapping]] = ..., view: _Optional[_Union[BatchView, str]] = ...) -> None: ...
+
+class CreateBatchResponse(_message.Message):
+    __slots__ = ("batch",)
+    BATCH_FIELD_NUMBER: _ClassVar[int]
+    batch: Batch
+    def __init__(self, batch: _Optional[_Union[Batch, _Mapping]] = ...) -> None: ...
+
+class GetBatchRequest(_message.Message):
+    __slots__ = ("id", "view")
+    ID_FIELD_NUMBER: _ClassVar[int]
+    VIEW_FIELD_NUMBER: _ClassVar[int]
+    id: str
+    view: BatchView
+    def __init__(self, id: _Optional[str] = ..., view: _Optional[_Union[BatchView, str]] = ...) -> None: ...
+
+class GetBatchResponse(_message.Message):
+    __slots__ = ("batch",)
+    BATCH_FIELD_NUMBER: _ClassVar[int]
+    batch: Batch
+    def __init__(self, batch: _Optional[_Union[Batch, _Mapping]] = ...) -> None: ...
+
+class ListBatchesRequest(_message.Message):
+    __slots__ = ("page_size", "page", "ids", "statuses", "order_by", "view")
+    PAGE_SIZE_FIELD_NUMBER: _ClassVar[int]
+    PAGE_FIELD_NUMBER: _ClassVar[int]
+    IDS_FIELD_NUMBER: _ClassVar[int]
+    STATUSES_FIELD_NUMBER: _ClassVar[int]
+    ORDER_BY_FIELD_NUMBER: _ClassVar[int]
+    VIEW_FIELD_NUMBER: _ClassVar[int]
+    page_size: int
+    page: int
+    ids: _containers.RepeatedScalarFieldContainer[str]
+    statuses: _containers.RepeatedScalarFieldContainer[BatchStatus]
+    order_by: str
+    view: BatchView
+    def __init__(self, page_size: _Optional[int] = ..., page: _Optional[int] = ..., ids: _Optional[_Iterable[str]] = ..., statuses: _Optional[_Iterable[_Union[BatchStatus, str]]] = ..., order_by: _Optional[str] = ..., view: _Optional[_Union[BatchView, str]] = ...) -> None: ...
+
+class ListBatchesResponse(_message.Message):
+    __slots__ = ("batches", "total_size")
+    BATCHES_FIELD_NUMBER: _ClassVar[int]
+    TOTAL_SIZE_FIELD_NUMBER: _ClassVar[int]
+    batches: _containers.RepeatedCompositeFieldContainer[Batch]
+    total_size: int
+    def __init__(self, batches: _Optional[_Iterable[_Union[Batch, _Mapping]]] = ..., total_size: _Optional[int] = ...) -> None: ...
+
+class GetBatchOperationRequest(_message.Message):
+    __slots__ = ("id",)
+    ID_FIELD_NUMBER: _ClassVar[int]
+    id: str
+    def __init__(self, id: _Optional[str] = ...) -> None: ...
+
+class GetBatchOperationResponse(_message.Message):
+    __slots__ = ("batch_operation",)
+    BATCH_OPERATION_FIELD_NUMBER: _ClassVar[int]
+    batch_operation: BatchOperation
+    def __init__(self, batch_operation: _Optional[_Union[BatchOperation, _Mapping]] = ...) -> None: ...
+
+class ListBatchOperationsRequest(_message.Message):
+    __slots__ = ("page_size", "page", "batch_ids", "statuses", "order_by")
+    PAGE_SIZE_FIELD_NUMBER: _ClassVar[int]
+    PAGE_FIELD_NUMBER: _ClassVar[int]
+    BATCH_IDS_FIELD_NUMBER: _ClassVar[int]
+    STATUSES_FIELD_NUMBER: _ClassVar[int]
+    ORDER_BY_FIELD_NUMBER: _ClassVar[int]
+    page_size: int
+    page: int
+    batch_ids: _containers.RepeatedScalarFieldContainer[str]
+    statuses: _containers.RepeatedScalarFieldContainer[BatchOperationStatus]
+    order_by: str
+    def __init__(self, page_size: _Optional[int] = ..., page: _Optional[int] = ..., batch_ids: _Optional[_Iterable[str]] = ..., statuses: _Optional[_Iterable[_Union[BatchOperationStatus, str]]] = ..., order_by: _Optional[str] = ...) -> None: ...
+
+class ListBatchOperationsResponse(_message.Message):
+    __slots__ = ("batch_operations", "total_size")
+    BATCH_OPERATIONS_FIELD_NUMBER: _ClassVar[int]
+    TOTAL_SIZE_FIELD_NUMBER: _ClassVar[int]
+    batch_operations: _containers.RepeatedCompositeFieldContainer[BatchOperation]
+    total_size: int
+    def __init__(self, batch_operations: _Optional[_Iterable[_Union[BatchOperation, _Mapping]]] = ..., total_size: _Optional[int] = ...) -> None: ...

@@ -1,0 +1,56 @@
+"""The service process: database, gRPC server and execution engine, started and stopped together."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+import grpc
+from grpc_health.v1 import health
+
+from service.auth import Tenants
+from service.credentials import sealer_from_settings
+from service.database import Database, open_database
+from service.engine.engine import Engine
+from service.engine.urls import Upstream
+from service.server import build_server, set_serving
+from service.servicer import BatchServicer
+from service.settings import ServiceSettings
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Service:
+    settings: ServiceSettings
+    database: Database
+    engine: Engine
+    server: grpc.aio.Server
+    health: health.aio.HealthServicer
+
+    @classmethod
+    async def start(cls, settings: ServiceSettings, upstream: Upstream) -> Service:
+        sealer = sealer_from_settings(settings.secret_key, settings.dev_mode)
+        database = open_database(settings.database_url)
+        await database.create_tables()
+        engine = Engine(database, settings, sealer, upstream)
+        servicer = BatchServicer(
+            database,
+            Tenants(settings.tenants_by_token),
+            sealer,
+            settings.max_operations,
+            on_batch_created=engine.wake,
+        )
+        server, health_servicer = build_server(servicer, settings.grpc_address)
+        await engine.start()
+        await server.start()
+        await set_serving(health_servicer, True)
+        log.info("gRPC server listening on %s", settings.grpc_address)
+        return cls(settings, database, engine, server, health_servicer)
+
+    async def stop(self) -> None:
+        """Drains: refuses new calls, lets in-flight work finish within the grace period."""
+        await set_serving(self.health, False)
+        await self.server.stop(grace=min(5.0, self.settings.shutdown_grace))
+        await self.engine.stop(grace=self.settings.shutdown_grace)
+        await self.database.dispose()

@@ -1,0 +1,76 @@
+"""Stored rows as API messages."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+from google.protobuf import timestamp_pb2
+
+from batchd.json_values import to_struct, to_value
+from batchd.v1 import batch_pb2
+from service.models import BatchStatus, OperationStatus
+
+METHOD_ENUMS = {
+    "GET": batch_pb2.HTTP_METHOD_GET,
+    "POST": batch_pb2.HTTP_METHOD_POST,
+    "PUT": batch_pb2.HTTP_METHOD_PUT,
+    "PATCH": batch_pb2.HTTP_METHOD_PATCH,
+    "DELETE": batch_pb2.HTTP_METHOD_DELETE,
+}
+OPERATION_STATUS_ENUMS = {
+    OperationStatus.PENDING: batch_pb2.BATCH_OPERATION_STATUS_PENDING,
+    OperationStatus.IN_PROGRESS: batch_pb2.BATCH_OPERATION_STATUS_IN_PROGRESS,
+    OperationStatus.COMPLETED: batch_pb2.BATCH_OPERATION_STATUS_COMPLETED,
+    OperationStatus.FAILED: batch_pb2.BATCH_OPERATION_STATUS_FAILED,
+    OperationStatus.TIMED_OUT: batch_pb2.BATCH_OPERATION_STATUS_TIMED_OUT,
+}
+BATCH_STATUS_ENUMS = {
+    BatchStatus.PENDING: batch_pb2.BATCH_STATUS_PENDING,
+    BatchStatus.IN_PROGRESS: batch_pb2.BATCH_STATUS_IN_PROGRESS,
+    BatchStatus.COMPLETED: batch_pb2.BATCH_STATUS_COMPLETED,
+}
+OPERATION_STATUS_NAMES = {enum: str(name) for name, enum in OPERATION_STATUS_ENUMS.items()}
+BATCH_STATUS_NAMES = {enum: str(name) for name, enum in BATCH_STATUS_ENUMS.items()}
+
+
+def timestamp(unix_seconds: float) -> timestamp_pb2.Timestamp:
+    return timestamp_pb2.Timestamp(
+        seconds=int(unix_seconds), nanos=int((unix_seconds % 1) * 1_000_000_000)
+    )
+
+
+def operation_message(row: Any) -> batch_pb2.BatchOperation:
+    message = batch_pb2.BatchOperation(
+        id=row.id,
+        batch_id=row.batch_id,
+        http_method=METHOD_ENUMS[row.http_method],
+        path=row.path,
+        status=OPERATION_STATUS_ENUMS[row.status],
+        attempts=row.attempts,
+        position=row.position,
+        create_time=timestamp(row.created_at),
+        update_time=timestamp(row.updated_at),
+    )
+    if row.query_params is not None:
+        message.query_params.CopyFrom(to_struct(row.query_params))
+    if row.body is not None:
+        message.body.CopyFrom(to_struct(row.body))
+    if row.response_status is not None:
+        message.response_status = row.response_status
+        message.response_body.CopyFrom(to_value(row.response_body))
+    if row.failure_reason is not None:
+        message.failure_reason = row.failure_reason
+    return message
+
+
+def batch_message(row: Any, operations: Iterable[Any] = ()) -> batch_pb2.Batch:
+    return batch_pb2.Batch(
+        id=row.id,
+        status=BATCH_STATUS_ENUMS[row.status],
+        batch_operations_count=row.operations_count,
+        finished_batch_operations_count=row.finished_count,
+        batch_operations=[operation_message(op) for op in operations],
+        create_time=timestamp(row.created_at),
+        update_time=timestamp(row.updated_at),
+    )

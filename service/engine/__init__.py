@@ -1,0 +1,1 @@
+"""The execution engine: claims stored operations and runs them against the upstream."""

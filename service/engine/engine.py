@@ -1,0 +1,229 @@
+"""The engine: claims pending operations fairly, runs them, records their results.
+
+One dispatcher task claims work whenever slots are free, a flusher writes
+results in groups (one transaction for many operations), a keeper renews this
+process's leases and recovers expired ones. A new batch wakes the dispatcher
+at once; a poll covers work created by other replicas.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import uuid
+from collections import Counter
+from collections.abc import Awaitable, Callable
+
+import aiohttp
+from sqlalchemy.exc import DBAPIError
+
+from service.credentials import Sealer
+from service.database import Database
+from service.engine import queue
+from service.engine.executor import Executor, Outcome
+from service.engine.fairness import share_slots
+from service.engine.urls import Upstream
+from service.models import OperationStatus
+from service.settings import ServiceSettings
+
+log = logging.getLogger(__name__)
+POLL_SECONDS = 0.5
+MAX_RESULTS_PER_WRITE = 500
+MAX_CANDIDATE_BATCHES = 256
+DB_RETRY_CAP = 5.0
+
+
+class Engine:
+    def __init__(
+        self, database: Database, settings: ServiceSettings, sealer: Sealer, upstream: Upstream
+    ) -> None:
+        self.database = database
+        self.settings = settings
+        self.sealer = sealer
+        self.upstream = upstream
+        self.owner = f"{uuid.uuid4()}"
+        self._wake = asyncio.Event()
+        self._results: asyncio.Queue[queue.Result] = asyncio.Queue()
+        self._running: dict[str, asyncio.Task[None]] = {}
+        # Claimed and not yet recorded: their leases must stay renewed.
+        self._held: set[str] = set()
+        self._running_per_batch: Counter[str] = Counter()
+        self._authorizations: dict[str, str | None] = {}
+        self._stopping = False
+        self._loops: list[asyncio.Task[None]] = []
+        self._session: aiohttp.ClientSession | None = None
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    async def start(self) -> None:
+        limit = self.settings.max_in_flight
+        connector = aiohttp.TCPConnector(limit=limit, limit_per_host=limit)
+        self._session = aiohttp.ClientSession(connector=connector, auto_decompress=True)
+        self._executor = Executor(
+            self._session,
+            self.upstream,
+            self.settings.operation_timeout,
+            self.settings.max_retries,
+            self.settings.max_response_bytes,
+        )
+        await self._with_db_retry("recover", self._recover_expired)
+        self._flusher = asyncio.create_task(self._flush_results(), name="engine-flusher")
+        self._loops = [
+            asyncio.create_task(self._dispatch(), name="engine-dispatcher"),
+            asyncio.create_task(self._keep_leases(), name="engine-leases"),
+        ]
+
+    async def stop(self, grace: float) -> None:
+        """Stops claiming, gives in-flight work `grace` seconds, releases the rest."""
+        self._stopping = True
+        self._wake.set()
+        for task in self._loops:
+            task.cancel()
+        await asyncio.gather(*self._loops, return_exceptions=True)
+        if self._running:
+            await asyncio.wait(list(self._running.values()), timeout=grace)
+        unfinished = list(self._running.values())
+        for task in unfinished:
+            task.cancel()
+        await asyncio.gather(*unfinished, return_exceptions=True)
+        await self._results.join()
+        self._flusher.cancel()
+        await asyncio.gather(self._flusher, return_exceptions=True)
+        if unfinished:
+            await self._with_db_retry("release", self._release_own)
+        if self._session is not None:
+            await self._session.close()
+
+    @property
+    def in_flight(self) -> int:
+        return len(self._running)
+
+    async def _dispatch(self) -> None:
+        while not self._stopping:
+            self._wake.clear()
+            free = self.settings.max_in_flight - len(self._running)
+            claimed = 0
+            if free > 0:
+                claimed = await self._with_db_retry("claim", lambda: self._claim(free))
+            if claimed == 0 or len(self._running) >= self.settings.max_in_flight:
+                try:
+                    await asyncio.wait_for(self._wake.wait(), POLL_SECONDS)
+                except TimeoutError:
+                    pass
+
+    async def _claim(self, free: int) -> int:
+        async with self.database.read() as connection:
+            candidates = await queue.batches_with_pending_work(connection, MAX_CANDIDATE_BATCHES)
+        wanted = share_slots(
+            [batch.id for batch in candidates],
+            free,
+            self.settings.max_in_flight_per_batch,
+            self._running_per_batch,
+        )
+        if not wanted:
+            return 0
+        now = time.time()
+        async with self.database.write() as connection:
+            claims = await queue.claim(
+                connection, self.owner, now, now + self.settings.lease_seconds, wanted
+            )
+        sealed = {batch.id: batch.sealed_authorization for batch in candidates}
+        for claim in claims:
+            authorization = self._authorization(claim.batch_id, sealed.get(claim.batch_id))
+            self._running_per_batch[claim.batch_id] += 1
+            self._held.add(claim.id)
+            self._running[claim.id] = asyncio.create_task(self._run(claim, authorization))
+        return len(claims)
+
+    def _authorization(self, batch_id: str, sealed: bytes | None) -> str | None:
+        if batch_id not in self._authorizations:
+            if len(self._authorizations) > 10_000:
+                self._authorizations.clear()
+            self._authorizations[batch_id] = self.sealer.unseal(sealed) if sealed else None
+        return self._authorizations[batch_id]
+
+    async def _run(self, claim: queue.Claim, authorization: str | None) -> None:
+        try:
+            outcome = await self._executor.execute(claim, authorization)
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("operation %s could not be executed", claim.id)
+            outcome = Outcome(OperationStatus.FAILED, failure_reason="internal_error", attempts=1)
+        finally:
+            del self._running[claim.id]
+            self._running_per_batch[claim.batch_id] -= 1
+            if self._running_per_batch[claim.batch_id] <= 0:
+                del self._running_per_batch[claim.batch_id]
+            self._wake.set()
+        self._results.put_nowait(
+            queue.Result(
+                claim.id,
+                claim.batch_id,
+                claim.generation,
+                outcome.status,
+                outcome.response_status,
+                outcome.response_body,
+                outcome.failure_reason,
+                claim.attempts + outcome.attempts,
+            )
+        )
+
+    async def _flush_results(self) -> None:
+        while True:
+            results = [await self._results.get()]
+            while len(results) < MAX_RESULTS_PER_WRITE and not self._results.empty():
+                results.append(self._results.get_nowait())
+            await self._with_db_retry("record results", lambda: self._record(results))
+            for _ in results:
+                self._results.task_done()
+
+    async def _record(self, results: list[queue.Result]) -> None:
+        async with self.database.write() as connection:
+            completed = await queue.record_results(connection, self.owner, time.time(), results)
+        self._held.difference_update(result.id for result in results)
+        for batch_id in completed:
+            self._authorizations.pop(batch_id, None)
+
+    async def _keep_leases(self) -> None:
+        interval = self.settings.lease_seconds / 3
+        while True:
+            await asyncio.sleep(interval)
+            await self._with_db_retry("renew leases", self._renew)
+            await self._with_db_retry("recover", self._recover_expired)
+
+    async def _renew(self) -> None:
+        async with self.database.write() as connection:
+            await queue.renew_leases(
+                connection, self.owner, list(self._held), time.time() + self.settings.lease_seconds
+            )
+
+    async def _recover_expired(self) -> None:
+        now = time.time()
+        async with self.database.write() as connection:
+            count = await queue.requeue(
+                connection, now, self.settings.resend_interrupted, expired_before=now
+            )
+        if count:
+            log.warning("recovered %d operations whose lease expired", count)
+            self._wake.set()
+
+    async def _release_own(self) -> None:
+        async with self.database.write() as connection:
+            count = await queue.requeue(
+                connection, time.time(), self.settings.resend_interrupted, owner=self.owner
+            )
+        log.warning("released %d operations still running at shutdown", count)
+
+    async def _with_db_retry(self, what: str, action: Callable[[], Awaitable[int | None]]) -> int:
+        """Runs a database step until it succeeds: results must never be dropped."""
+        delay = 0.1
+        while True:
+            try:
+                return await action() or 0
+            except DBAPIError as error:
+                log.warning("%s failed (%s); retrying in %.1fs", what, type(error).__name__, delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, DB_RETRY_CAP)

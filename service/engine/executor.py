@@ -1,0 +1,178 @@
+"""Sends one operation to the upstream, with retries, and describes the outcome."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import random
+import time
+from dataclasses import dataclass
+from email.utils import parsedate_to_datetime
+from typing import Any
+
+import aiohttp
+
+from service.engine.queue import IDEMPOTENT_METHODS, Claim
+from service.engine.urls import Upstream
+from service.models import OperationStatus
+
+RETRY_STATUSES = frozenset({429, 502, 503, 504})
+BACKOFF_BASE = 0.1
+BACKOFF_CAP = 5.0
+PREVIEW_CHARACTERS = 4096
+USER_AGENT = "batchd/0.1"
+
+
+@dataclass(frozen=True)
+class Outcome:
+    status: OperationStatus
+    response_status: int | None = None
+    response_body: Any = None
+    failure_reason: str | None = None
+    attempts: int = 0
+
+
+@dataclass(frozen=True)
+class _Response:
+    status: int
+    body: Any
+    retry_after: float | None
+
+
+class _Failure(Exception):
+    def __init__(self, reason: str, never_sent: bool) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.never_sent = never_sent
+
+
+class Executor:
+    def __init__(
+        self,
+        session: aiohttp.ClientSession,
+        upstream: Upstream,
+        timeout: float,
+        max_retries: int,
+        max_response_bytes: int,
+    ) -> None:
+        self.session = session
+        self.upstream = upstream
+        self.timeout = timeout
+        self.max_retries = max_retries
+        self.max_response_bytes = max_response_bytes
+
+    async def execute(self, claim: Claim, authorization: str | None) -> Outcome:
+        attempts = 0
+        deadline = time.monotonic() + self.timeout
+        idempotent = claim.http_method in IDEMPOTENT_METHODS
+        try:
+            async with asyncio.timeout_at(asyncio.get_running_loop().time() + self.timeout):
+                while True:
+                    attempts += 1
+                    try:
+                        response = await self._send(claim, authorization)
+                    except _Failure as failure:
+                        retryable = idempotent or failure.never_sent
+                        delay = self._retry_delay(attempts, None, deadline) if retryable else None
+                        if delay is None:
+                            return Outcome(OperationStatus.FAILED, failure_reason=failure.reason, attempts=attempts)
+                    else:
+                        retryable = idempotent and response.status in RETRY_STATUSES
+                        delay = self._retry_delay(attempts, response.retry_after, deadline) if retryable else None
+                        if delay is None:
+                            return Outcome(
+                                OperationStatus.COMPLETED, response.status, response.body, attempts=attempts
+                            )
+                    await asyncio.sleep(delay)
+        except TimeoutError:
+            return Outcome(OperationStatus.TIMED_OUT, failure_reason="deadline_exceeded", attempts=attempts)
+
+    def _retry_delay(self, attempts: int, retry_after: float | None, deadline: float) -> float | None:
+        """Seconds to wait before the next attempt, or None to stop retrying."""
+        if attempts > self.max_retries:
+            return None
+        delay = random.uniform(0, min(BACKOFF_CAP, BACKOFF_BASE * 2 ** (attempts - 1)))
+        if retry_after is not None:
+            delay = max(delay, retry_after)
+        if time.monotonic() + delay >= deadline:
+            return None
+        return delay
+
+    async def _send(self, claim: Claim, authorization: str | None) -> _Response:
+        url = self.upstream.url_for(claim.path, claim.query_params)
+        headers = {"Idempotency-Key": claim.id, "Accept": "application/json", "User-Agent": USER_AGENT}
+        if authorization:
+            headers["Authorization"] = authorization
+        try:
+            async with self.session.request(
+                claim.http_method,
+                url,
+                json=claim.body,
+                headers=headers,
+                allow_redirects=False,
+            ) as response:
+                raw, size = await self._read_bounded(response)
+                return _Response(
+                    response.status,
+                    self._stored_body(raw, size, response.content_type),
+                    _retry_after(response.headers.get("Retry-After")),
+                )
+        except aiohttp.ClientConnectorError as error:
+            refused = isinstance(error.os_error, ConnectionRefusedError)
+            reason = "connection_refused" if refused else _connector_reason(error)
+            raise _Failure(reason, never_sent=True) from None
+        except aiohttp.ServerDisconnectedError:
+            raise _Failure("server_disconnected", never_sent=False) from None
+        except aiohttp.ClientPayloadError:
+            raise _Failure("response_cut_off", never_sent=False) from None
+        except aiohttp.ClientError:
+            raise _Failure("connection_error", never_sent=False) from None
+
+    async def _read_bounded(self, response: aiohttp.ClientResponse) -> tuple[bytes, int]:
+        """Up to max_response_bytes of the body, and the body's whole size."""
+        chunks: list[bytes] = []
+        kept = size = 0
+        async for chunk in response.content.iter_any():
+            size += len(chunk)
+            if kept < self.max_response_bytes:
+                chunks.append(chunk[: self.max_response_bytes - kept])
+                kept += len(chunks[-1])
+        return b"".join(chunks), size
+
+    def _stored_body(self, raw: bytes, size: int, content_type: str) -> Any:
+        """Parsed JSON; None for an empty body; else a bounded description."""
+        if size == 0:
+            return None
+        if size <= self.max_response_bytes:
+            try:
+                return json.loads(raw)
+            except ValueError:
+                kind = "non_json"
+        else:
+            kind = "too_large"
+        return {
+            "batchd_unparsed_body": kind,
+            "content_type": content_type,
+            "size_bytes": size,
+            "preview": raw[:PREVIEW_CHARACTERS].decode("utf-8", errors="replace"),
+        }
+
+
+def _connector_reason(error: aiohttp.ClientConnectorError) -> str:
+    if isinstance(error, aiohttp.ClientConnectorDNSError):
+        return "dns_failure"
+    if isinstance(error, aiohttp.ClientConnectorCertificateError | aiohttp.ClientConnectorSSLError):
+        return "tls_error"
+    return "connection_error"
+
+
+def _retry_after(value: str | None) -> float | None:
+    """Retry-After in seconds, from either its seconds or its HTTP-date form."""
+    if not value:
+        return None
+    if value.strip().isdigit():
+        return float(value.strip())
+    try:
+        return max(0.0, parsedate_to_datetime(value).timestamp() - time.time())
+    except (TypeError, ValueError):
+        return None

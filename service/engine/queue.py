@@ -1,0 +1,254 @@
+"""The operations table used as a work queue: claims, leases, results, recovery.
+
+Every claim stamps the operation with an owner, a lease expiry and a new
+generation; a result is written only while owner and generation still match,
+so a worker whose lease was taken over (a zombie) changes nothing. Batch
+counters are recomputed from the operations' own statuses in the same
+transaction as the results, so a read never sees them disagree.
+On PostgreSQL the claim skips rows other replicas hold (FOR UPDATE SKIP
+LOCKED); SQLite ignores that clause, its writes being serialised anyway.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import bindparam, exists, func, select, true, update
+from sqlalchemy.ext.asyncio import AsyncConnection
+from sqlalchemy.sql import ColumnElement
+
+from service.models import TERMINAL_STATUSES, BatchStatus, OperationStatus
+from service.store import batches, operations
+
+IDEMPOTENT_METHODS = ("GET", "PUT", "DELETE")
+
+
+@dataclass(frozen=True)
+class ActiveBatch:
+    id: str
+    sealed_authorization: bytes | None
+
+
+@dataclass(frozen=True)
+class Claim:
+    id: str
+    batch_id: str
+    generation: int
+    http_method: str
+    path: str
+    query_params: dict[str, Any] | None
+    body: dict[str, Any] | None
+    attempts: int
+
+
+@dataclass(frozen=True)
+class Result:
+    id: str
+    batch_id: str
+    generation: int
+    status: OperationStatus
+    response_status: int | None
+    response_body: Any
+    failure_reason: str | None
+    attempts: int
+
+
+async def batches_with_pending_work(connection: AsyncConnection, limit: int) -> list[ActiveBatch]:
+    """Unfinished batches that still have pending operations, oldest first."""
+    has_pending = exists().where(
+        operations.c.batch_id == batches.c.id, operations.c.status == OperationStatus.PENDING
+    )
+    query = (
+        select(batches.c.id, batches.c.sealed_authorization)
+        .where(batches.c.status.in_((BatchStatus.PENDING, BatchStatus.IN_PROGRESS)), has_pending)
+        .order_by(batches.c.created_at, batches.c.id)
+        .limit(limit)
+    )
+    rows = (await connection.execute(query)).all()
+    return [ActiveBatch(row.id, row.sealed_authorization) for row in rows]
+
+
+async def claim(
+    connection: AsyncConnection,
+    owner: str,
+    now: float,
+    lease_until: float,
+    wanted: Mapping[str, int],
+) -> list[Claim]:
+    """Claims up to `wanted[batch_id]` pending operations of each batch, in order."""
+    claims: list[Claim] = []
+    for batch_id, count in wanted.items():
+        next_pending = (
+            select(operations.c.id)
+            .where(operations.c.batch_id == batch_id, operations.c.status == OperationStatus.PENDING)
+            .order_by(operations.c.position)
+            .limit(count)
+            .with_for_update(skip_locked=True)
+        )
+        statement = (
+            update(operations)
+            .where(operations.c.id.in_(next_pending), operations.c.status == OperationStatus.PENDING)
+            .values(
+                status=OperationStatus.IN_PROGRESS,
+                lease_owner=owner,
+                lease_expires_at=lease_until,
+                lease_generation=operations.c.lease_generation + 1,
+                updated_at=now,
+            )
+            .returning(
+                operations.c.id,
+                operations.c.batch_id,
+                operations.c.lease_generation,
+                operations.c.http_method,
+                operations.c.path,
+                operations.c.query_params,
+                operations.c.body,
+                operations.c.attempts,
+            )
+        )
+        rows = (await connection.execute(statement)).all()
+        claims.extend(Claim(*row) for row in rows)
+    started = {claim.batch_id for claim in claims}
+    if started:
+        await connection.execute(
+            update(batches)
+            .where(batches.c.id.in_(started), batches.c.status == BatchStatus.PENDING)
+            .values(status=BatchStatus.IN_PROGRESS, updated_at=now)
+        )
+    claims.sort(key=lambda claim: claim.id)
+    return claims
+
+
+_record_result = (
+    update(operations)
+    .where(
+        operations.c.id == bindparam("result_id"),
+        operations.c.lease_generation == bindparam("generation"),
+        operations.c.lease_owner == bindparam("owner"),
+        operations.c.status == OperationStatus.IN_PROGRESS,
+    )
+    .values(
+        status=bindparam("status"),
+        response_status=bindparam("response_status"),
+        response_body=bindparam("response_body"),
+        failure_reason=bindparam("failure_reason"),
+        attempts=bindparam("attempts"),
+        lease_owner=None,
+        lease_expires_at=None,
+        updated_at=bindparam("now"),
+    )
+)
+
+
+async def record_results(
+    connection: AsyncConnection, owner: str, now: float, results: Sequence[Result]
+) -> list[str]:
+    """Stores finished operations held by `owner`; returns the batches that completed."""
+    await connection.execute(
+        _record_result,
+        [
+            {
+                "result_id": result.id,
+                "generation": result.generation,
+                "owner": owner,
+                "status": result.status,
+                "response_status": result.response_status,
+                "response_body": result.response_body,
+                "failure_reason": result.failure_reason,
+                "attempts": result.attempts,
+                "now": now,
+            }
+            for result in results
+        ],
+    )
+    return await refresh_batches(connection, now, {result.batch_id for result in results})
+
+
+async def refresh_batches(
+    connection: AsyncConnection, now: float, batch_ids: Iterable[str]
+) -> list[str]:
+    """Recounts finished operations; completes batches with none left, erasing credentials."""
+    ids = sorted(batch_ids)
+    if not ids:
+        return []
+    finished = (
+        select(func.count())
+        .select_from(operations)
+        .where(operations.c.batch_id == batches.c.id, operations.c.status.in_(TERMINAL_STATUSES))
+        .scalar_subquery()
+    )
+    await connection.execute(
+        update(batches).where(batches.c.id.in_(ids)).values(finished_count=finished, updated_at=now)
+    )
+    completed = await connection.execute(
+        update(batches)
+        .where(
+            batches.c.id.in_(ids),
+            batches.c.finished_count == batches.c.operations_count,
+            batches.c.status != BatchStatus.COMPLETED,
+        )
+        .values(status=BatchStatus.COMPLETED, sealed_authorization=None)
+        .returning(batches.c.id)
+    )
+    return list(completed.scalars())
+
+
+async def renew_leases(
+    connection: AsyncConnection, owner: str, operation_ids: Sequence[str], lease_until: float
+) -> None:
+    if not operation_ids:
+        return
+    await connection.execute(
+        update(operations)
+        .where(
+            operations.c.id.in_(operation_ids),
+            operations.c.lease_owner == owner,
+            operations.c.status == OperationStatus.IN_PROGRESS,
+        )
+        .values(lease_expires_at=lease_until)
+    )
+
+
+async def requeue(
+    connection: AsyncConnection,
+    now: float,
+    resend_interrupted: bool,
+    *,
+    expired_before: float | None = None,
+    owner: str | None = None,
+) -> int:
+    """Takes back in-progress operations whose lease expired (or that `owner` holds).
+
+    An idempotent operation goes back to pending. A POST or PATCH may already
+    have reached the upstream, so it fails as `interrupted`, unless re-sending
+    (with the same Idempotency-Key) is allowed.
+    """
+    held = [operations.c.status == OperationStatus.IN_PROGRESS]
+    if expired_before is not None:
+        held.append(operations.c.lease_expires_at < expired_before)
+    if owner is not None:
+        held.append(operations.c.lease_owner == owner)
+    released = {"lease_owner": None, "lease_expires_at": None, "updated_at": now}
+    requeued = await connection.execute(
+        update(operations)
+        .where(*held, _resendable(resend_interrupted))
+        .values(status=OperationStatus.PENDING, **released)
+        .returning(operations.c.batch_id)
+    )
+    failed = await connection.execute(
+        update(operations)
+        .where(*held)
+        .values(status=OperationStatus.FAILED, failure_reason="interrupted", **released)
+        .returning(operations.c.batch_id)
+    )
+    failed_batches = list(failed.scalars())
+    await refresh_batches(connection, now, set(failed_batches))
+    return len(requeued.all()) + len(failed_batches)
+
+
+def _resendable(resend_interrupted: bool) -> ColumnElement[bool]:
+    if resend_interrupted:
+        return true()
+    return operations.c.http_method.in_(IDEMPOTENT_METHODS)

@@ -1,0 +1,79 @@
+"""Errors the API reports, carried as rich gRPC statuses (google.rpc.Status).
+
+Every error names a machine-readable code in an `ErrorInfo` detail (such as
+`batch.not_found`); validation errors add a `BadRequest` with one field
+violation per problem, whose `reason` is the problem's code. The gateway turns
+both into the REST contract's error JSON.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import grpc
+from google.protobuf import any_pb2
+from google.rpc import code_pb2, error_details_pb2, status_pb2
+from grpc_status import rpc_status
+
+ERROR_DOMAIN = "batchd"
+
+
+@dataclass(frozen=True)
+class Violation:
+    field: str
+    code: str
+    message: str
+
+
+@dataclass
+class ApiError(Exception):
+    status: grpc.StatusCode
+    code: str
+    message: str
+    violations: list[Violation] = field(default_factory=list)
+
+    def to_status(self) -> grpc.Status:
+        details = [_packed(error_details_pb2.ErrorInfo(reason=self.code, domain=ERROR_DOMAIN))]
+        if self.violations:
+            bad_request = error_details_pb2.BadRequest(
+                field_violations=[
+                    error_details_pb2.BadRequest.FieldViolation(
+                        field=v.field, description=v.message, reason=v.code
+                    )
+                    for v in self.violations
+                ]
+            )
+            details.append(_packed(bad_request))
+        status = status_pb2.Status(
+            code=getattr(code_pb2, self.status.name), message=self.message, details=details
+        )
+        return rpc_status.to_status(status)
+
+
+def _packed(message: object) -> any_pb2.Any:
+    packed = any_pb2.Any()
+    packed.Pack(message)  # type: ignore[arg-type]
+    return packed
+
+
+def not_found(kind: str, object_id: str) -> ApiError:
+    return ApiError(
+        grpc.StatusCode.NOT_FOUND,
+        f"{kind}.not_found",
+        f"Unable to find {kind} with id='{object_id}'",
+    )
+
+
+def invalid(code: str, violations: list[Violation]) -> ApiError:
+    message = "; ".join(f"{v.field}: {v.message}" for v in violations[:5])
+    if len(violations) > 5:
+        message += f"; and {len(violations) - 5} more"
+    return ApiError(grpc.StatusCode.INVALID_ARGUMENT, code, message, violations)
+
+
+def unauthenticated() -> ApiError:
+    return ApiError(
+        grpc.StatusCode.UNAUTHENTICATED,
+        "unauthorized",
+        "Missing or unknown bearer token in the authorization metadata",
+    )

@@ -1,0 +1,88 @@
+"""The SQLModel tables: every stored field of batches and their operations.
+
+Timestamps are Unix seconds as floats, so ordering keeps sub-second precision
+while the API shows whole seconds. Statuses are stored as their contract
+spellings (`pending`, `in_progress`, ...), readable in plain SQL.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from typing import Any
+
+from sqlalchemy import JSON, Column, Index, LargeBinary
+from sqlalchemy.dialects.postgresql import JSONB
+from sqlmodel import Field, SQLModel
+
+# JSONB on PostgreSQL; SQL NULL (not JSON 'null') for a Python None.
+JsonColumn = JSON(none_as_null=True).with_variant(JSONB(none_as_null=True), "postgresql")
+
+
+class OperationStatus(StrEnum):
+    PENDING = "pending"
+    IN_PROGRESS = "in_progress"
+    COMPLETED = "completed"
+    FAILED = "failed"
+    TIMED_OUT = "timed_out"
+
+
+TERMINAL_STATUSES = (OperationStatus.COMPLETED, OperationStatus.FAILED, OperationStatus.TIMED_OUT)
+
+
+class BatchStatus(StrEnum):
+    PENDING = "pending"
+    IN_PROGRESS = "in_progress"
+    COMPLETED = "completed"
+
+
+class Batch(SQLModel, table=True):
+    __tablename__ = "batches"
+    __table_args__ = (
+        Index("ix_batches_tenant_created", "tenant", "created_at"),
+        Index("ix_batches_tenant_updated", "tenant", "updated_at"),
+        # The engine scans unfinished batches only; they are few.
+        Index("ix_batches_status", "status"),
+    )
+
+    id: str = Field(primary_key=True, max_length=36)
+    tenant: str = Field(max_length=200)
+    status: str = Field(default=BatchStatus.PENDING, max_length=16)
+    operations_count: int
+    finished_count: int = 0
+    # The caller's Authorization header, Fernet-encrypted; erased on completion.
+    sealed_authorization: bytes | None = Field(default=None, sa_column=Column(LargeBinary))
+    created_at: float
+    updated_at: float
+
+
+class BatchOperation(SQLModel, table=True):
+    __tablename__ = "batch_operations"
+    __table_args__ = (
+        # Claims: the next pending operations of one batch, in submitted order.
+        Index("ix_operations_batch_status_position", "batch_id", "status", "position"),
+        Index("ix_operations_tenant_created", "tenant", "created_at"),
+        Index("ix_operations_tenant_updated", "tenant", "updated_at"),
+        # Recovery: in-progress operations whose lease expired.
+        Index("ix_operations_status_lease", "status", "lease_expires_at"),
+    )
+
+    id: str = Field(primary_key=True, max_length=36)
+    batch_id: str = Field(foreign_key="batches.id", max_length=36)
+    tenant: str = Field(max_length=200)
+    position: int
+    http_method: str = Field(max_length=8)
+    path: str
+    query_params: dict[str, Any] | None = Field(default=None, sa_column=Column(JsonColumn))
+    body: dict[str, Any] | None = Field(default=None, sa_column=Column(JsonColumn))
+    status: str = Field(default=OperationStatus.PENDING, max_length=16)
+    response_status: int | None = None
+    response_body: Any = Field(default=None, sa_column=Column(JsonColumn))
+    failure_reason: str | None = Field(default=None, max_length=64)
+    attempts: int = 0
+    # The claim: who runs it, until when, and a generation that fences late
+    # writers whose lease was taken over.
+    lease_owner: str | None = Field(default=None, max_length=64)
+    lease_expires_at: float | None = None
+    lease_generation: int = 0
+    created_at: float
+    updated_at: float

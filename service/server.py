@@ -1,0 +1,42 @@
+"""The grpc.aio server: BatchService, health checking and reflection."""
+
+from __future__ import annotations
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from batchd.v1 import batch_pb2, batch_pb2_grpc
+from service.servicer import BatchServicer
+
+SERVICE_NAME = batch_pb2.DESCRIPTOR.services_by_name["BatchService"].full_name
+# Big enough for a full batch of 1,000 operations with modest bodies.
+MAX_MESSAGE_BYTES = 16 * 1024 * 1024
+
+
+def build_server(servicer: BatchServicer, address: str) -> tuple[grpc.aio.Server, health.aio.HealthServicer]:
+    options = [
+        ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+        ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+        ("grpc.so_reuseport", 0),
+    ]
+    server = grpc.aio.server(options=options)
+    batch_pb2_grpc.add_BatchServiceServicer_to_server(servicer, server)
+    health_servicer = health.aio.HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    reflection.enable_server_reflection(
+        (SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), server
+    )
+    if server.add_insecure_port(address) == 0:
+        raise OSError(f"cannot bind the gRPC server to {address}")
+    return server, health_servicer
+
+
+async def set_serving(health_servicer: health.aio.HealthServicer, serving: bool) -> None:
+    status = (
+        health_pb2.HealthCheckResponse.SERVING
+        if serving
+        else health_pb2.HealthCheckResponse.NOT_SERVING
+    )
+    for name in ("", SERVICE_NAME):
+        await health_servicer.set(name, status)

@@ -1,0 +1,177 @@
+"""BatchService over gRPC: validates, authorizes and stores; the engine executes."""
+
+from __future__ import annotations
+
+import functools
+import logging
+import time
+import uuid
+from collections.abc import Awaitable, Callable, Sequence
+from itertools import groupby
+from types import SimpleNamespace
+from typing import Any, TypeVar
+
+import grpc
+from sqlalchemy import Row
+from sqlalchemy.exc import DBAPIError
+
+from batchd.v1 import batch_pb2, batch_pb2_grpc
+from service import convert, store, validation
+from service.auth import Caller, Tenants
+from service.credentials import Sealer
+from service.database import Database
+from service.errors import ApiError, not_found
+from service.models import BatchStatus, OperationStatus
+
+log = logging.getLogger(__name__)
+Request = TypeVar("Request")
+Response = TypeVar("Response")
+
+
+def rpc(
+    method: Callable[[BatchServicer, Request, Caller], Awaitable[Response]],
+) -> Callable[[BatchServicer, Request, grpc.aio.ServicerContext], Awaitable[Response]]:
+    """Authenticates the caller and turns errors into gRPC statuses."""
+
+    @functools.wraps(method)
+    async def handler(
+        self: BatchServicer, request: Request, context: grpc.aio.ServicerContext
+    ) -> Response:
+        try:
+            caller = self.tenants.authenticate(context.invocation_metadata() or ())
+            return await method(self, request, caller)
+        except ApiError as error:
+            await context.abort_with_status(error.to_status())
+        except DBAPIError as error:
+            log.warning("database unavailable in %s: %s", method.__name__, type(error).__name__)
+            await context.abort(grpc.StatusCode.UNAVAILABLE, "the database is unavailable; retry later")
+        raise AssertionError("unreachable: abort raises")
+
+    return handler
+
+
+class BatchServicer(batch_pb2_grpc.BatchServiceServicer):
+    def __init__(
+        self,
+        database: Database,
+        tenants: Tenants,
+        sealer: Sealer,
+        max_operations: int,
+        on_batch_created: Callable[[], None] = lambda: None,
+    ) -> None:
+        self.database = database
+        self.tenants = tenants
+        self.sealer = sealer
+        self.max_operations = max_operations
+        self.on_batch_created = on_batch_created
+
+    @rpc
+    async def CreateBatch(  # noqa: N802 (gRPC names)
+        self, request: batch_pb2.CreateBatchRequest, caller: Caller
+    ) -> batch_pb2.CreateBatchResponse:
+        new_operations = validation.new_operations(request.batch, self.max_operations)
+        now = time.time()
+        batch = {
+            "id": str(uuid.uuid4()),
+            "tenant": caller.tenant,
+            "status": BatchStatus.PENDING,
+            "operations_count": len(new_operations),
+            "finished_count": 0,
+            "sealed_authorization": self.sealer.seal(caller.authorization),
+            "created_at": now,
+            "updated_at": now,
+        }
+        operations = [
+            {
+                "id": str(uuid.uuid4()),
+                "batch_id": batch["id"],
+                "tenant": caller.tenant,
+                "position": position,
+                "http_method": new.http_method,
+                "path": new.path,
+                "query_params": new.query_params,
+                "body": new.body,
+                "status": OperationStatus.PENDING,
+                "response_status": None,
+                "response_body": None,
+                "failure_reason": None,
+                "attempts": 0,
+                "lease_owner": None,
+                "lease_expires_at": None,
+                "lease_generation": 0,
+                "created_at": now,
+                "updated_at": now,
+            }
+            for position, new in enumerate(new_operations)
+        ]
+        async with self.database.write() as connection:
+            await store.insert_batch(connection, batch, operations)
+        self.on_batch_created()
+        shown = operations if request.view == batch_pb2.BATCH_VIEW_FULL else []
+        message = convert.batch_message(
+            SimpleNamespace(**batch), (SimpleNamespace(**op) for op in shown)
+        )
+        return batch_pb2.CreateBatchResponse(batch=message)
+
+    @rpc
+    async def GetBatch(  # noqa: N802
+        self, request: batch_pb2.GetBatchRequest, caller: Caller
+    ) -> batch_pb2.GetBatchResponse:
+        batch_id = validation.object_id("batch", request.id)
+        async with self.database.read() as connection:
+            row = await store.get_batch(connection, caller.tenant, batch_id)
+            if row is None:
+                raise not_found("batch", request.id)
+            [message] = await self._batch_messages(connection, caller, [row], request.view)
+        return batch_pb2.GetBatchResponse(batch=message)
+
+    @rpc
+    async def ListBatches(  # noqa: N802
+        self, request: batch_pb2.ListBatchesRequest, caller: Caller
+    ) -> batch_pb2.ListBatchesResponse:
+        page = validation.page_request(request.page_size, request.page, request.order_by)
+        ids = validation.filter_ids("ids", request.ids)
+        statuses = validation.enum_names(request.statuses, convert.BATCH_STATUS_NAMES, "statuses")
+        async with self.database.read() as connection:
+            rows, total = await store.list_batches(connection, caller.tenant, ids, statuses, page)
+            messages = await self._batch_messages(connection, caller, rows, request.view)
+        return batch_pb2.ListBatchesResponse(batches=messages, total_size=total)
+
+    @rpc
+    async def GetBatchOperation(  # noqa: N802
+        self, request: batch_pb2.GetBatchOperationRequest, caller: Caller
+    ) -> batch_pb2.GetBatchOperationResponse:
+        operation_id = validation.object_id("batch_operation", request.id)
+        async with self.database.read() as connection:
+            row = await store.get_operation(connection, caller.tenant, operation_id)
+        if row is None:
+            raise not_found("batch_operation", request.id)
+        return batch_pb2.GetBatchOperationResponse(batch_operation=convert.operation_message(row))
+
+    @rpc
+    async def ListBatchOperations(  # noqa: N802
+        self, request: batch_pb2.ListBatchOperationsRequest, caller: Caller
+    ) -> batch_pb2.ListBatchOperationsResponse:
+        page = validation.page_request(request.page_size, request.page, request.order_by)
+        batch_ids = validation.filter_ids("batch_ids", request.batch_ids)
+        statuses = validation.enum_names(
+            request.statuses, convert.OPERATION_STATUS_NAMES, "statuses"
+        )
+        async with self.database.read() as connection:
+            rows, total = await store.list_operations(
+                connection, caller.tenant, batch_ids, statuses, page
+            )
+        return batch_pb2.ListBatchOperationsResponse(
+            batch_operations=[convert.operation_message(row) for row in rows], total_size=total
+        )
+
+    async def _batch_messages(
+        self, connection: Any, caller: Caller, rows: Sequence[Row[Any]], view: int
+    ) -> list[batch_pb2.Batch]:
+        if view != batch_pb2.BATCH_VIEW_FULL or not rows:
+            return [convert.batch_message(row) for row in rows]
+        operations = await store.operations_of_batches(
+            connection, caller.tenant, [row.id for row in rows]
+        )
+        by_batch = {key: list(group) for key, group in groupby(operations, key=lambda op: op.batch_id)}
+        return [convert.batch_message(row, by_batch.get(row.id, [])) for row in rows]

@@ -1,0 +1,117 @@
+"""Reads and writes of batches and operations for the API, always scoped to a tenant."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from sqlalchemy import Row, func, insert, select
+from sqlalchemy.ext.asyncio import AsyncConnection
+from sqlalchemy.sql import ColumnElement, Select
+
+from service.models import Batch, BatchOperation
+
+batches = Batch.__table__  # type: ignore[attr-defined]
+operations = BatchOperation.__table__  # type: ignore[attr-defined]
+
+
+@dataclass(frozen=True)
+class Ordering:
+    column: Literal["created_at", "updated_at"] = "created_at"
+    descending: bool = True
+
+
+@dataclass(frozen=True)
+class PageRequest:
+    limit: int
+    page: int
+    ordering: Ordering
+
+    @property
+    def offset(self) -> int:
+        return (self.page - 1) * self.limit
+
+
+async def insert_batch(
+    connection: AsyncConnection, batch: dict[str, Any], batch_operations: list[dict[str, Any]]
+) -> None:
+    """Stores a batch and all its operations: one insert, then one bulk insert."""
+    await connection.execute(insert(batches), [batch])
+    await connection.execute(insert(operations), batch_operations)
+
+
+async def get_batch(connection: AsyncConnection, tenant: str, batch_id: str) -> Row[Any] | None:
+    query = select(batches).where(batches.c.id == batch_id, batches.c.tenant == tenant)
+    return (await connection.execute(query)).first()
+
+
+async def list_batches(
+    connection: AsyncConnection,
+    tenant: str,
+    ids: Sequence[str],
+    statuses: Sequence[str],
+    page: PageRequest,
+) -> tuple[Sequence[Row[Any]], int]:
+    filters = [batches.c.tenant == tenant]
+    if ids:
+        filters.append(batches.c.id.in_(ids))
+    if statuses:
+        filters.append(batches.c.status.in_(statuses))
+    return await _page(connection, select(batches), batches, filters, page)
+
+
+async def get_operation(
+    connection: AsyncConnection, tenant: str, operation_id: str
+) -> Row[Any] | None:
+    query = select(operations).where(
+        operations.c.id == operation_id, operations.c.tenant == tenant
+    )
+    return (await connection.execute(query)).first()
+
+
+async def list_operations(
+    connection: AsyncConnection,
+    tenant: str,
+    batch_ids: Sequence[str],
+    statuses: Sequence[str],
+    page: PageRequest,
+) -> tuple[Sequence[Row[Any]], int]:
+    filters = [operations.c.tenant == tenant]
+    if batch_ids:
+        filters.append(operations.c.batch_id.in_(batch_ids))
+    if statuses:
+        filters.append(operations.c.status.in_(statuses))
+    return await _page(connection, select(operations), operations, filters, page)
+
+
+async def operations_of_batches(
+    connection: AsyncConnection, tenant: str, batch_ids: Sequence[str]
+) -> Sequence[Row[Any]]:
+    """All operations of these batches, each batch's in submitted order."""
+    query = (
+        select(operations)
+        .where(operations.c.tenant == tenant, operations.c.batch_id.in_(batch_ids))
+        .order_by(operations.c.batch_id, operations.c.position)
+    )
+    return (await connection.execute(query)).all()
+
+
+async def _page(
+    connection: AsyncConnection,
+    query: Select[Any],
+    table: Any,
+    filters: list[ColumnElement[bool]],
+    page: PageRequest,
+) -> tuple[Sequence[Row[Any]], int]:
+    count_query = select(func.count()).select_from(table).where(*filters)
+    total = (await connection.execute(count_query)).scalar_one()
+    if total <= page.offset:
+        return [], total
+    column = table.c[page.ordering.column]
+    # The id breaks ties so that pages never overlap or skip rows.
+    order = (column.desc(), table.c.id.desc()) if page.ordering.descending else (column, table.c.id)
+    rows = await connection.execute(
+        query.where(*filters).order_by(*order).limit(page.limit).offset(page.offset)
+    )
+    return rows.all(), total

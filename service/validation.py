@@ -1,0 +1,166 @@
+"""Checks of API requests, reporting every problem at once as field violations."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from batchd.json_values import from_struct
+from batchd.v1 import batch_pb2
+from service.engine.urls import path_problem
+from service.errors import Violation, invalid, not_found
+from service.store import Ordering, PageRequest
+
+HTTP_METHODS = {
+    batch_pb2.HTTP_METHOD_GET: "GET",
+    batch_pb2.HTTP_METHOD_POST: "POST",
+    batch_pb2.HTTP_METHOD_PUT: "PUT",
+    batch_pb2.HTTP_METHOD_PATCH: "PATCH",
+    batch_pb2.HTTP_METHOD_DELETE: "DELETE",
+}
+MAX_JSON_DEPTH = 32
+DEFAULT_PAGE_SIZE = 20
+MAX_PAGE_SIZE = 100
+
+
+@dataclass(frozen=True)
+class NewOperation:
+    http_method: str
+    path: str
+    query_params: dict[str, Any] | None
+    body: dict[str, Any] | None
+
+
+def new_operations(batch: batch_pb2.Batch, max_operations: int) -> list[NewOperation]:
+    """The operations of a create request, or an ApiError naming every problem."""
+    count = len(batch.batch_operations)
+    if count == 0:
+        raise invalid(
+            "batch.invalid",
+            [Violation("batch_operations", "batch.batch_operations.blank", "a batch needs at least one operation")],
+        )
+    if count > max_operations:
+        raise invalid(
+            "batch.invalid",
+            [
+                Violation(
+                    "batch_operations",
+                    "batch.batch_operations.too_long",
+                    f"a batch holds at most {max_operations} operations, not {count}",
+                )
+            ],
+        )
+    violations: list[Violation] = []
+    result = [_new_operation(index, op, violations) for index, op in enumerate(batch.batch_operations)]
+    if violations:
+        raise invalid("batch.invalid", violations)
+    return result
+
+
+def _new_operation(
+    index: int, operation: batch_pb2.BatchOperation, violations: list[Violation]
+) -> NewOperation:
+    prefix = f"batch_operations[{index}]"
+    method = HTTP_METHODS.get(operation.http_method)
+    if method is None:
+        violations.append(
+            Violation(
+                f"{prefix}.http_method",
+                "batch_operation.http_method.invalid",
+                "http_method must be one of DELETE, GET, PATCH, POST, PUT",
+            )
+        )
+    if not operation.path:
+        violations.append(Violation(f"{prefix}.path", "batch_operation.path.blank", "path is required"))
+    elif problem := path_problem(operation.path):
+        violations.append(Violation(f"{prefix}.path", "batch_operation.path.invalid", problem))
+    query_params = from_struct(operation.query_params) if operation.HasField("query_params") else None
+    body = from_struct(operation.body) if operation.HasField("body") else None
+    for name, value in (("query_params", query_params), ("body", body)):
+        if value is not None and _depth(value) > MAX_JSON_DEPTH:
+            violations.append(
+                Violation(
+                    f"{prefix}.{name}",
+                    f"batch_operation.{name}.too_deep",
+                    f"{name} must nest at most {MAX_JSON_DEPTH} levels",
+                )
+            )
+    return NewOperation(method or "", operation.path, query_params, body)
+
+
+def _depth(value: Any) -> int:
+    if isinstance(value, dict):
+        return 1 + max((_depth(item) for item in value.values()), default=0)
+    if isinstance(value, list):
+        return 1 + max((_depth(item) for item in value), default=0)
+    return 0
+
+
+def object_id(kind: str, raw: str) -> str:
+    """A canonical UUID string; anything else names no object, so NOT_FOUND."""
+    try:
+        return str(uuid.UUID(raw))
+    except ValueError:
+        raise not_found(kind, raw[:100]) from None
+
+
+def filter_ids(field: str, raw_ids: Sequence[str]) -> list[str]:
+    ids, violations = [], []
+    for index, raw in enumerate(raw_ids):
+        try:
+            ids.append(str(uuid.UUID(raw)))
+        except ValueError:
+            violations.append(Violation(f"{field}[{index}]", f"{field}.invalid", "must be a UUID"))
+    if violations:
+        raise invalid("list.invalid", violations)
+    return ids
+
+
+def page_request(page_size: int, page: int, order_by: str) -> PageRequest:
+    violations = []
+    limit = page_size or DEFAULT_PAGE_SIZE
+    if not 1 <= limit <= MAX_PAGE_SIZE:
+        violations.append(
+            Violation("page_size", "list.limit.invalid", f"must be between 1 and {MAX_PAGE_SIZE}")
+        )
+    number = page or 1
+    if number < 1:
+        violations.append(Violation("page", "list.page.invalid", "must be 1 or more"))
+    ordering = _ordering(order_by, violations)
+    if violations:
+        raise invalid("list.invalid", violations)
+    return PageRequest(limit=limit, page=number, ordering=ordering)
+
+
+_ORDER_COLUMNS = {"create_time": "created_at", "update_time": "updated_at"}
+
+
+def _ordering(order_by: str, violations: list[Violation]) -> Ordering:
+    if not order_by.strip():
+        return Ordering()
+    parts = order_by.split()
+    column = _ORDER_COLUMNS.get(parts[0])
+    direction = parts[1] if len(parts) == 2 else "asc" if len(parts) == 1 else ""
+    if column is None or direction not in ("asc", "desc"):
+        violations.append(
+            Violation(
+                "order_by",
+                "list.sort.invalid",
+                "must be create_time or update_time, then asc or desc",
+            )
+        )
+        return Ordering()
+    return Ordering(column=column, descending=direction == "desc")  # type: ignore[arg-type]
+
+
+def enum_names(values: Sequence[int], names: dict[int, str], field: str) -> list[str]:
+    violations = [
+        Violation(f"{field}[{index}]", f"{field}.invalid", "unknown status")
+        for index, value in enumerate(values)
+        if value not in names
+    ]
+    if violations:
+        raise invalid("list.invalid", violations)
+    return [names[value] for value in values]
