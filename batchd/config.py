@@ -39,10 +39,16 @@ def add_arguments(
         added.add(name)
         if field.type in ("bool", bool):
             parser.add_argument(
-                flag_name(name), dest=name, action="store_const", const="1", help=field.metadata["help"]
+                flag_name(name),
+                dest=name,
+                action="store_const",
+                const="1",
+                help=field.metadata["help"],
             )
         else:
-            parser.add_argument(flag_name(name), dest=name, metavar=name, help=field.metadata["help"])
+            parser.add_argument(
+                flag_name(name), dest=name, metavar=name, help=field.metadata["help"]
+            )
 
 
 def load(
@@ -89,8 +95,12 @@ def _boolean(raw: str) -> bool:
     raise ValueError(raw)
 
 
-def parse(settings_types: Sequence[type[Any]], argv: Sequence[str] | None, prog: str) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog=prog, description="Settings come from BATCH_* variables or these flags.")
+def parse(
+    settings_types: Sequence[type[Any]], argv: Sequence[str] | None, prog: str
+) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog=prog, description="Settings come from BATCH_* variables or these flags."
+    )
     added: set[str] = set()
     for settings_type in settings_types:
         add_arguments(parser, settings_type, added)

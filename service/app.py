@@ -6,7 +6,7 @@ import logging
 from dataclasses import dataclass
 
 import grpc
-from grpc_health.v1 import health
+from grpc_health.v1._async import HealthServicer
 
 from service.auth import Tenants
 from service.credentials import sealer_from_settings
@@ -26,7 +26,7 @@ class Service:
     database: Database
     engine: Engine
     server: grpc.aio.Server
-    health: health.aio.HealthServicer
+    health: HealthServicer
 
     @classmethod
     async def start(cls, settings: ServiceSettings, upstream: Upstream) -> Service:

@@ -24,7 +24,8 @@ class Sealer:
         except ValueError:
             raise ConfigError(
                 "BATCH_SECRET_KEY is not a Fernet key; make one with "
-                "python -c 'from cryptography.fernet import Fernet; print(Fernet.generate_key().decode())'"
+                "python -c 'from cryptography.fernet import Fernet; "
+                "print(Fernet.generate_key().decode())'"
             ) from None
 
     def seal(self, secret: str) -> bytes:

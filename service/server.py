@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_health.v1._async import HealthServicer
 from grpc_reflection.v1alpha import reflection
 
 from batchd.v1 import batch_pb2, batch_pb2_grpc
@@ -14,7 +15,7 @@ SERVICE_NAME = batch_pb2.DESCRIPTOR.services_by_name["BatchService"].full_name
 MAX_MESSAGE_BYTES = 16 * 1024 * 1024
 
 
-def build_server(servicer: BatchServicer, address: str) -> tuple[grpc.aio.Server, health.aio.HealthServicer]:
+def build_server(servicer: BatchServicer, address: str) -> tuple[grpc.aio.Server, HealthServicer]:
     options = [
         ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
         ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
@@ -22,7 +23,7 @@ def build_server(servicer: BatchServicer, address: str) -> tuple[grpc.aio.Server
     ]
     server = grpc.aio.server(options=options)
     batch_pb2_grpc.add_BatchServiceServicer_to_server(servicer, server)
-    health_servicer = health.aio.HealthServicer()
+    health_servicer = HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     reflection.enable_server_reflection(
         (SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), server
@@ -32,7 +33,7 @@ def build_server(servicer: BatchServicer, address: str) -> tuple[grpc.aio.Server
     return server, health_servicer
 
 
-async def set_serving(health_servicer: health.aio.HealthServicer, serving: bool) -> None:
+async def set_serving(health_servicer: HealthServicer, serving: bool) -> None:
     status = (
         health_pb2.HealthCheckResponse.SERVING
         if serving

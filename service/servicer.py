@@ -30,21 +30,23 @@ Response = TypeVar("Response")
 
 def rpc(
     method: Callable[[BatchServicer, Request, Caller], Awaitable[Response]],
-) -> Callable[[BatchServicer, Request, grpc.aio.ServicerContext], Awaitable[Response]]:
+) -> Callable[[BatchServicer, Request, grpc.aio.ServicerContext[Any, Any]], Awaitable[Response]]:
     """Authenticates the caller and turns errors into gRPC statuses."""
 
     @functools.wraps(method)
     async def handler(
-        self: BatchServicer, request: Request, context: grpc.aio.ServicerContext
+        self: BatchServicer, request: Request, context: grpc.aio.ServicerContext[Any, Any]
     ) -> Response:
         try:
             caller = self.tenants.authenticate(context.invocation_metadata() or ())
             return await method(self, request, caller)
         except ApiError as error:
-            await context.abort_with_status(error.to_status())
+            await context.abort_with_status(error.to_status())  # type: ignore[attr-defined]
         except DBAPIError as error:
             log.warning("database unavailable in %s: %s", method.__name__, type(error).__name__)
-            await context.abort(grpc.StatusCode.UNAVAILABLE, "the database is unavailable; retry later")
+            await context.abort(
+                grpc.StatusCode.UNAVAILABLE, "the database is unavailable; retry later"
+            )
         raise AssertionError("unreachable: abort raises")
 
     return handler
@@ -66,7 +68,7 @@ class BatchServicer(batch_pb2_grpc.BatchServiceServicer):
         self.on_batch_created = on_batch_created
 
     @rpc
-    async def CreateBatch(  # noqa: N802 (gRPC names)
+    async def CreateBatch(
         self, request: batch_pb2.CreateBatchRequest, caller: Caller
     ) -> batch_pb2.CreateBatchResponse:
         new_operations = validation.new_operations(request.batch, self.max_operations)
@@ -114,7 +116,7 @@ class BatchServicer(batch_pb2_grpc.BatchServiceServicer):
         return batch_pb2.CreateBatchResponse(batch=message)
 
     @rpc
-    async def GetBatch(  # noqa: N802
+    async def GetBatch(
         self, request: batch_pb2.GetBatchRequest, caller: Caller
     ) -> batch_pb2.GetBatchResponse:
         batch_id = validation.object_id("batch", request.id)
@@ -126,7 +128,7 @@ class BatchServicer(batch_pb2_grpc.BatchServiceServicer):
         return batch_pb2.GetBatchResponse(batch=message)
 
     @rpc
-    async def ListBatches(  # noqa: N802
+    async def ListBatches(
         self, request: batch_pb2.ListBatchesRequest, caller: Caller
     ) -> batch_pb2.ListBatchesResponse:
         page = validation.page_request(request.page_size, request.page, request.order_by)
@@ -138,7 +140,7 @@ class BatchServicer(batch_pb2_grpc.BatchServiceServicer):
         return batch_pb2.ListBatchesResponse(batches=messages, total_size=total)
 
     @rpc
-    async def GetBatchOperation(  # noqa: N802
+    async def GetBatchOperation(
         self, request: batch_pb2.GetBatchOperationRequest, caller: Caller
     ) -> batch_pb2.GetBatchOperationResponse:
         operation_id = validation.object_id("batch_operation", request.id)
@@ -149,7 +151,7 @@ class BatchServicer(batch_pb2_grpc.BatchServiceServicer):
         return batch_pb2.GetBatchOperationResponse(batch_operation=convert.operation_message(row))
 
     @rpc
-    async def ListBatchOperations(  # noqa: N802
+    async def ListBatchOperations(
         self, request: batch_pb2.ListBatchOperationsRequest, caller: Caller
     ) -> batch_pb2.ListBatchOperationsResponse:
         page = validation.page_request(request.page_size, request.page, request.order_by)
@@ -173,5 +175,7 @@ class BatchServicer(batch_pb2_grpc.BatchServiceServicer):
         operations = await store.operations_of_batches(
             connection, caller.tenant, [row.id for row in rows]
         )
-        by_batch = {key: list(group) for key, group in groupby(operations, key=lambda op: op.batch_id)}
+        by_batch = {
+            key: list(group) for key, group in groupby(operations, key=lambda op: op.batch_id)
+        }
         return [convert.batch_message(row, by_batch.get(row.id, [])) for row in rows]

@@ -14,10 +14,14 @@ DEFAULT_DATABASE_URL = "sqlite+aiosqlite:///var/batchd.db"
 class ServiceSettings:
     database_url: str = field(
         default=DEFAULT_DATABASE_URL,
-        metadata=env("BATCH_DATABASE_URL", "SQLAlchemy URL: sqlite+aiosqlite:///FILE or postgresql+asyncpg://..."),
+        metadata=env(
+            "BATCH_DATABASE_URL",
+            "SQLAlchemy URL: sqlite+aiosqlite:///FILE or postgresql+asyncpg://...",
+        ),
     )
     grpc_address: str = field(
-        default="127.0.0.1:50051", metadata=env("BATCH_GRPC_ADDRESS", "host:port the gRPC server binds")
+        default="127.0.0.1:50051",
+        metadata=env("BATCH_GRPC_ADDRESS", "host:port the gRPC server binds"),
     )
     upstream_url: str = field(
         default="", metadata=env("BATCH_UPSTREAM_URL", "base URL operations are executed against")
@@ -33,19 +37,27 @@ class ServiceSettings:
         metadata=env("BATCH_DEV_MODE", "allow running without BATCH_SECRET_KEY (an ephemeral key)"),
     )
     operation_timeout: float = field(
-        default=30.0, metadata=env("BATCH_OPERATION_TIMEOUT", "seconds one operation may take, retries included")
+        default=30.0,
+        metadata=env("BATCH_OPERATION_TIMEOUT", "seconds one operation may take, retries included"),
     )
     max_operations: int = field(
         default=1000, metadata=env("BATCH_MAX_OPERATIONS", "most operations in one batch")
     )
     max_in_flight: int = field(
-        default=64, metadata=env("BATCH_MAX_IN_FLIGHT", "most operations executing at once in this process")
+        default=64,
+        metadata=env("BATCH_MAX_IN_FLIGHT", "most operations executing at once in this process"),
     )
     max_in_flight_per_batch: int = field(
-        default=16, metadata=env("BATCH_MAX_IN_FLIGHT_PER_BATCH", "most operations of one batch executing at once")
+        default=16,
+        metadata=env(
+            "BATCH_MAX_IN_FLIGHT_PER_BATCH", "most operations of one batch executing at once"
+        ),
     )
     max_retries: int = field(
-        default=3, metadata=env("BATCH_MAX_RETRIES", "retries of an idempotent operation after the first attempt")
+        default=3,
+        metadata=env(
+            "BATCH_MAX_RETRIES", "retries of an idempotent operation after the first attempt"
+        ),
     )
     lease_seconds: float = field(
         default=30.0, metadata=env("BATCH_LEASE_SECONDS", "how long a claim lives without renewal")
@@ -58,16 +70,19 @@ class ServiceSettings:
         ),
     )
     max_response_bytes: int = field(
-        default=1 << 20, metadata=env("BATCH_MAX_RESPONSE_BYTES", "largest upstream body stored as is")
+        default=1 << 20,
+        metadata=env("BATCH_MAX_RESPONSE_BYTES", "largest upstream body stored as is"),
     )
     shutdown_grace: float = field(
-        default=10.0, metadata=env("BATCH_SHUTDOWN_GRACE", "seconds SIGTERM waits for in-flight work")
+        default=10.0,
+        metadata=env("BATCH_SHUTDOWN_GRACE", "seconds SIGTERM waits for in-flight work"),
     )
 
     def __post_init__(self) -> None:
         if not self.tenants_by_token:
             raise ConfigError(
-                "BATCH_API_TOKENS is empty: set comma-separated token:tenant pairs; batchd never runs open"
+                "BATCH_API_TOKENS is empty: set comma-separated token:tenant pairs; "
+                "batchd never runs open"
             )
         if self.max_operations < 1 or self.max_in_flight < 1 or self.max_in_flight_per_batch < 1:
             raise ConfigError("BATCH_MAX_OPERATIONS and the in-flight limits must be at least 1")
@@ -87,6 +102,8 @@ def parse_tokens(raw: str) -> dict[str, str]:
     for pair in filter(None, (part.strip() for part in raw.split(","))):
         token, separator, tenant = pair.partition(":")
         if not separator or not token.strip() or not tenant.strip():
-            raise ConfigError(f"BATCH_API_TOKENS entry {pair.split(':')[0][:4]}... is not token:tenant")
+            raise ConfigError(
+                f"BATCH_API_TOKENS entry {pair.split(':')[0][:4]}... is not token:tenant"
+            )
         tokens[token.strip()] = tenant.strip()
     return tokens

@@ -64,9 +64,7 @@ async def list_batches(
 async def get_operation(
     connection: AsyncConnection, tenant: str, operation_id: str
 ) -> Row[Any] | None:
-    query = select(operations).where(
-        operations.c.id == operation_id, operations.c.tenant == tenant
-    )
+    query = select(operations).where(operations.c.id == operation_id, operations.c.tenant == tenant)
     return (await connection.execute(query)).first()
 
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -39,7 +39,13 @@ def new_operations(batch: batch_pb2.Batch, max_operations: int) -> list[NewOpera
     if count == 0:
         raise invalid(
             "batch.invalid",
-            [Violation("batch_operations", "batch.batch_operations.blank", "a batch needs at least one operation")],
+            [
+                Violation(
+                    "batch_operations",
+                    "batch.batch_operations.blank",
+                    "a batch needs at least one operation",
+                )
+            ],
         )
     if count > max_operations:
         raise invalid(
@@ -53,7 +59,9 @@ def new_operations(batch: batch_pb2.Batch, max_operations: int) -> list[NewOpera
             ],
         )
     violations: list[Violation] = []
-    result = [_new_operation(index, op, violations) for index, op in enumerate(batch.batch_operations)]
+    result = [
+        _new_operation(index, op, violations) for index, op in enumerate(batch.batch_operations)
+    ]
     if violations:
         raise invalid("batch.invalid", violations)
     return result
@@ -73,10 +81,14 @@ def _new_operation(
             )
         )
     if not operation.path:
-        violations.append(Violation(f"{prefix}.path", "batch_operation.path.blank", "path is required"))
+        violations.append(
+            Violation(f"{prefix}.path", "batch_operation.path.blank", "path is required")
+        )
     elif problem := path_problem(operation.path):
         violations.append(Violation(f"{prefix}.path", "batch_operation.path.invalid", problem))
-    query_params = from_struct(operation.query_params) if operation.HasField("query_params") else None
+    query_params = (
+        from_struct(operation.query_params) if operation.HasField("query_params") else None
+    )
     body = from_struct(operation.body) if operation.HasField("body") else None
     for name, value in (("query_params", query_params), ("body", body)):
         if value is not None and _depth(value) > MAX_JSON_DEPTH:
@@ -155,7 +167,7 @@ def _ordering(order_by: str, violations: list[Violation]) -> Ordering:
     return Ordering(column=column, descending=direction == "desc")  # type: ignore[arg-type]
 
 
-def enum_names(values: Sequence[int], names: dict[int, str], field: str) -> list[str]:
+def enum_names(values: Sequence[int], names: Mapping[Any, str], field: str) -> list[str]:
     violations = [
         Violation(f"{field}[{index}]", f"{field}.invalid", "unknown status")
         for index, value in enumerate(values)

@@ -9,6 +9,8 @@ at once; a poll covers work created by other replicas.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import functools
 import logging
 import time
 import uuid
@@ -106,12 +108,10 @@ class Engine:
             free = self.settings.max_in_flight - len(self._running)
             claimed = 0
             if free > 0:
-                claimed = await self._with_db_retry("claim", lambda: self._claim(free))
+                claimed = await self._with_db_retry("claim", functools.partial(self._claim, free))
             if claimed == 0 or len(self._running) >= self.settings.max_in_flight:
-                try:
+                with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._wake.wait(), POLL_SECONDS)
-                except TimeoutError:
-                    pass
 
     async def _claim(self, free: int) -> int:
         async with self.database.read() as connection:
@@ -176,7 +176,7 @@ class Engine:
             results = [await self._results.get()]
             while len(results) < MAX_RESULTS_PER_WRITE and not self._results.empty():
                 results.append(self._results.get_nowait())
-            await self._with_db_retry("record results", lambda: self._record(results))
+            await self._with_db_retry("record results", functools.partial(self._record, results))
             for _ in results:
                 self._results.task_done()
 

@@ -75,19 +75,34 @@ class Executor:
                         retryable = idempotent or failure.never_sent
                         delay = self._retry_delay(attempts, None, deadline) if retryable else None
                         if delay is None:
-                            return Outcome(OperationStatus.FAILED, failure_reason=failure.reason, attempts=attempts)
+                            return Outcome(
+                                OperationStatus.FAILED,
+                                failure_reason=failure.reason,
+                                attempts=attempts,
+                            )
                     else:
                         retryable = idempotent and response.status in RETRY_STATUSES
-                        delay = self._retry_delay(attempts, response.retry_after, deadline) if retryable else None
+                        delay = (
+                            self._retry_delay(attempts, response.retry_after, deadline)
+                            if retryable
+                            else None
+                        )
                         if delay is None:
                             return Outcome(
-                                OperationStatus.COMPLETED, response.status, response.body, attempts=attempts
+                                OperationStatus.COMPLETED,
+                                response.status,
+                                response.body,
+                                attempts=attempts,
                             )
                     await asyncio.sleep(delay)
         except TimeoutError:
-            return Outcome(OperationStatus.TIMED_OUT, failure_reason="deadline_exceeded", attempts=attempts)
+            return Outcome(
+                OperationStatus.TIMED_OUT, failure_reason="deadline_exceeded", attempts=attempts
+            )
 
-    def _retry_delay(self, attempts: int, retry_after: float | None, deadline: float) -> float | None:
+    def _retry_delay(
+        self, attempts: int, retry_after: float | None, deadline: float
+    ) -> float | None:
         """Seconds to wait before the next attempt, or None to stop retrying."""
         if attempts > self.max_retries:
             return None
@@ -100,7 +115,11 @@ class Executor:
 
     async def _send(self, claim: Claim, authorization: str | None) -> _Response:
         url = self.upstream.url_for(claim.path, claim.query_params)
-        headers = {"Idempotency-Key": claim.id, "Accept": "application/json", "User-Agent": USER_AGENT}
+        headers = {
+            "Idempotency-Key": claim.id,
+            "Accept": "application/json",
+            "User-Agent": USER_AGENT,
+        }
         if authorization:
             headers["Authorization"] = authorization
         try:

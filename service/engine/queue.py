@@ -82,14 +82,18 @@ async def claim(
     for batch_id, count in wanted.items():
         next_pending = (
             select(operations.c.id)
-            .where(operations.c.batch_id == batch_id, operations.c.status == OperationStatus.PENDING)
+            .where(
+                operations.c.batch_id == batch_id, operations.c.status == OperationStatus.PENDING
+            )
             .order_by(operations.c.position)
             .limit(count)
             .with_for_update(skip_locked=True)
         )
         statement = (
             update(operations)
-            .where(operations.c.id.in_(next_pending), operations.c.status == OperationStatus.PENDING)
+            .where(
+                operations.c.id.in_(next_pending), operations.c.status == OperationStatus.PENDING
+            )
             .values(
                 status=OperationStatus.IN_PROGRESS,
                 lease_owner=owner,
@@ -251,4 +255,5 @@ async def requeue(
 def _resendable(resend_interrupted: bool) -> ColumnElement[bool]:
     if resend_interrupted:
         return true()
-    return operations.c.http_method.in_(IDEMPOTENT_METHODS)
+    idempotent: ColumnElement[bool] = operations.c.http_method.in_(IDEMPOTENT_METHODS)
+    return idempotent

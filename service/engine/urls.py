@@ -95,7 +95,9 @@ class Upstream:
         if url.scheme not in ("http", "https") or not url.host:
             raise UpstreamError("BATCH_UPSTREAM_URL must be an http:// or https:// URL with a host")
         if url.user or url.password or url.query_string or url.fragment:
-            raise UpstreamError("BATCH_UPSTREAM_URL must not carry user info, a query or a fragment")
+            raise UpstreamError(
+                "BATCH_UPSTREAM_URL must not carry user info, a query or a fragment"
+            )
         assert url.port is not None
         return cls(url.scheme, url.host, url.port, url.raw_path.rstrip("/"))
 

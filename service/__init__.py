@@ -1,0 +1,1 @@
+"""The service: owns the data (SQLModel storage) and the execution of batches."""

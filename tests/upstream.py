@@ -1,0 +1,128 @@
+"""A real upstream REST API for tests and benchmarks, with a log of every request it saw.
+
+Routes answer fast, slowly, with chosen statuses, 429/503 with Retry-After,
+non-JSON, huge bodies, a cut-off connection, and redirects.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections import Counter
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from aiohttp import web
+
+
+@dataclass(frozen=True)
+class SeenRequest:
+    method: str
+    path: str
+    query_string: str
+    headers: dict[str, str]
+    body: Any
+
+
+@dataclass
+class UpstreamLog:
+    requests: list[SeenRequest] = field(default_factory=list)
+
+    def by_idempotency_key(self) -> Counter[str]:
+        return Counter(r.headers.get("Idempotency-Key", "") for r in self.requests)
+
+
+LOG_KEY = web.AppKey("log", UpstreamLog)
+HITS_KEY = web.AppKey("hits", Counter)
+
+
+@web.middleware
+async def record(
+    request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+) -> web.StreamResponse:
+    raw = await request.read()
+    body = json.loads(raw) if raw else None
+    request.app[LOG_KEY].requests.append(
+        SeenRequest(request.method, request.path, request.query_string, dict(request.headers), body)
+    )
+    return await handler(request)
+
+
+async def echo(request: web.Request) -> web.Response:
+    raw = await request.read()
+    return web.json_response(
+        {
+            "method": request.method,
+            "path": request.path,
+            "query": request.query_string,
+            "body": json.loads(raw) if raw else None,
+        }
+    )
+
+
+async def status(request: web.Request) -> web.Response:
+    return web.json_response(
+        {"status": int(request.match_info["code"])}, status=int(request.match_info["code"])
+    )
+
+
+async def slow(request: web.Request) -> web.Response:
+    await asyncio.sleep(float(request.match_info["seconds"]))
+    return web.json_response({"slept": float(request.match_info["seconds"])})
+
+
+async def flaky(request: web.Request) -> web.Response:
+    """Answers `code` the first `times` calls per key, then 200."""
+    key = request.match_info["key"]
+    hits = request.app[HITS_KEY]
+    hits[key] += 1
+    if hits[key] <= int(request.match_info["times"]):
+        code = int(request.match_info["code"])
+        headers = {"Retry-After": request.query.get("retry_after", "0")}
+        return web.json_response({"error": "try again"}, status=code, headers=headers)
+    return web.json_response({"ok": True, "calls": hits[key]})
+
+
+async def text(_: web.Request) -> web.Response:
+    return web.Response(text="<html>not json</html>", content_type="text/html")
+
+
+async def huge(request: web.Request) -> web.Response:
+    size = int(request.query.get("bytes", str(5 * 1024 * 1024)))
+    return web.json_response({"data": "x" * size})
+
+
+async def empty(_: web.Request) -> web.Response:
+    return web.Response(status=204)
+
+
+async def cut_off(request: web.Request) -> web.StreamResponse:
+    response = web.StreamResponse(
+        headers={"Content-Length": "1000", "Content-Type": "application/json"}
+    )
+    await response.prepare(request)
+    await response.write(b'{"partial": ')
+    assert request.transport is not None
+    request.transport.close()
+    return response
+
+
+async def redirect(_: web.Request) -> web.Response:
+    raise web.HTTPFound("http://198.51.100.7/stolen")
+
+
+def make_app() -> web.Application:
+    app = web.Application(middlewares=[record])
+    app[LOG_KEY] = UpstreamLog()
+    app[HITS_KEY] = Counter()
+    app.router.add_route("*", "/echo/{tail:.*}", echo)
+    app.router.add_route("*", "/status/{code}", status)
+    app.router.add_route("*", "/slow/{seconds}", slow)
+    app.router.add_route("*", "/flaky/{key}/{times}/{code}", flaky)
+    app.router.add_route("*", "/text", text)
+    app.router.add_route("*", "/huge", huge)
+    app.router.add_route("*", "/empty", empty)
+    app.router.add_route("*", "/cutoff", cut_off)
+    app.router.add_route("*", "/redirect", redirect)
+    return app
