@@ -3,10 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import sqlite3
+from pathlib import Path
+
+import grpc
 
 from batchd.json_values import from_value, to_struct
 from batchd.v1 import batch_pb2, batch_pb2_grpc
 from tests.conftest import bearer
+from tests.processes import TOKEN, Process, free_port, service_env, start_service
 from tests.upstream import UpstreamLog
 
 GET = batch_pb2.HTTP_METHOD_GET
@@ -33,18 +38,24 @@ async def run_batch(
         batch_pb2.CreateBatchRequest(batch=batch_pb2.Batch(batch_operations=operations)),
         metadata=bearer(),
     )
+    return await wait_completed(stub, created.batch.id, timeout)
+
+
+async def wait_completed(
+    stub: batch_pb2_grpc.BatchServiceStub, batch_id: str, timeout: float = 30
+) -> batch_pb2.Batch:
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout
     while loop.time() < deadline:
         reply = await stub.GetBatch(
-            batch_pb2.GetBatchRequest(id=created.batch.id, view=batch_pb2.BATCH_VIEW_FULL),
+            batch_pb2.GetBatchRequest(id=batch_id, view=batch_pb2.BATCH_VIEW_FULL),
             metadata=bearer(),
         )
         batch: batch_pb2.Batch = reply.batch
         if batch.status == batch_pb2.BATCH_STATUS_COMPLETED:
             return batch
         await asyncio.sleep(0.02)
-    raise TimeoutError(f"batch {created.batch.id} did not complete")
+    raise TimeoutError(f"batch {batch_id} did not complete")
 
 
 async def test_executes_operations_and_records_responses(
@@ -65,7 +76,7 @@ async def test_executes_operations_and_records_responses(
     assert from_value(get.response_body) == {
         "method": "GET",
         "path": "/echo/products",
-        "query": "ids[]=a&ids[]=b&f[x]=true",
+        "query": "f[x]=true&ids[]=a&ids[]=b",
         "body": None,
     }
     assert from_value(post.response_body)["body"] == {"product": {"name": "Test", "qty": 2}}
@@ -74,3 +85,135 @@ async def test_executes_operations_and_records_responses(
     seen = upstream_server[1].requests
     assert {r.headers["Idempotency-Key"] for r in seen} == {op.id for op in batch.batch_operations}
     assert all(r.headers["Authorization"] == "Bearer token-a" for r in seen)
+
+
+async def test_records_failures_timeouts_and_bounded_bodies(
+    database_url: str, upstream_server: tuple[str, UpstreamLog], tmp_path: Path
+) -> None:
+    env = service_env(
+        database_url,
+        upstream_server[0],
+        BATCH_OPERATION_TIMEOUT="1",
+        BATCH_MAX_RESPONSE_BYTES="1000",
+    )
+    process = await start_service(env, tmp_path / "service.log")
+    try:
+        async with grpc.aio.insecure_channel(env["BATCH_GRPC_ADDRESS"]) as channel:
+            batch = await run_batch(
+                batch_pb2_grpc.BatchServiceStub(channel),
+                [
+                    operation(GET, "/slow/5"),
+                    operation(GET, "/text"),
+                    operation(GET, "/huge", query_params={"bytes": 5000}),
+                    operation(GET, "/empty"),
+                    operation(GET, "/cutoff"),
+                    operation(GET, "/redirect"),
+                ],
+            )
+    finally:
+        assert await process.stop() == 0
+    slow, text, huge, empty, cut_off, redirect = batch.batch_operations
+    assert slow.status == batch_pb2.BATCH_OPERATION_STATUS_TIMED_OUT
+    assert slow.failure_reason == "deadline_exceeded"
+    assert not slow.HasField("response_status")
+    assert from_value(text.response_body) == {
+        "batchd_unparsed_body": "non_json",
+        "content_type": "text/html",
+        "size_bytes": 21,
+        "preview": "<html>not json</html>",
+    }
+    huge_body = from_value(huge.response_body)
+    assert huge_body["batchd_unparsed_body"] == "too_large"
+    assert huge_body["size_bytes"] > 5000 and len(huge_body["preview"]) == 1000
+    assert empty.response_status == 204 and from_value(empty.response_body) is None
+    assert cut_off.status == batch_pb2.BATCH_OPERATION_STATUS_FAILED
+    assert cut_off.failure_reason in ("response_cut_off", "server_disconnected")
+    assert redirect.status == batch_pb2.BATCH_OPERATION_STATUS_COMPLETED
+    assert redirect.response_status == 302
+    assert [r.path for r in upstream_server[1].requests].count("/redirect") == 1
+
+
+async def test_retries_idempotent_operations_honouring_retry_after(
+    stub: batch_pb2_grpc.BatchServiceStub, upstream_server: tuple[str, UpstreamLog]
+) -> None:
+    batch = await run_batch(
+        stub,
+        [
+            operation(GET, "/flaky/get/2/503"),
+            operation(
+                batch_pb2.HTTP_METHOD_PUT, "/flaky/put/1/429", query_params={"retry_after": 1}
+            ),
+            operation(POST, "/flaky/post/1/503"),
+        ],
+    )
+    get, put, post = batch.batch_operations
+    assert (get.response_status, get.attempts) == (200, 3)
+    assert (put.response_status, put.attempts) == (200, 2)
+    # A POST that reached the upstream is never re-sent.
+    assert (post.response_status, post.attempts) == (503, 1)
+    put_times = [r for r in upstream_server[1].requests if r.path.startswith("/flaky/put")]
+    assert len(put_times) == 2
+
+
+async def test_connection_refused_fails_after_retries(
+    database_url: str, upstream_server: tuple[str, UpstreamLog], tmp_path: Path
+) -> None:
+    closed_port = free_port()
+    env = service_env(database_url, f"http://127.0.0.1:{closed_port}", BATCH_MAX_RETRIES="2")
+    process = await start_service(env, tmp_path / "service.log")
+    try:
+        async with grpc.aio.insecure_channel(env["BATCH_GRPC_ADDRESS"]) as channel:
+            batch = await run_batch(
+                batch_pb2_grpc.BatchServiceStub(channel),
+                [operation(GET, "/a"), operation(POST, "/b", body={"x": 1})],
+            )
+    finally:
+        await process.stop()
+    for op in batch.batch_operations:
+        assert op.status == batch_pb2.BATCH_OPERATION_STATUS_FAILED
+        assert op.failure_reason == "connection_refused"
+        # Refused connections never reached the upstream: POST may be retried too.
+        assert op.attempts == 3
+
+
+async def test_small_batch_is_not_starved_by_a_huge_one(
+    database_url: str, upstream_server: tuple[str, UpstreamLog], tmp_path: Path
+) -> None:
+    env = service_env(
+        database_url, upstream_server[0], BATCH_MAX_IN_FLIGHT="8", BATCH_MAX_IN_FLIGHT_PER_BATCH="4"
+    )
+    process = await start_service(env, tmp_path / "service.log")
+    try:
+        async with grpc.aio.insecure_channel(env["BATCH_GRPC_ADDRESS"]) as channel:
+            stub = batch_pb2_grpc.BatchServiceStub(channel)
+            huge = await stub.CreateBatch(
+                batch_pb2.CreateBatchRequest(
+                    batch=batch_pb2.Batch(
+                        batch_operations=[operation(GET, f"/slow/0.1/{i}") for i in range(200)]
+                    )
+                ),
+                metadata=bearer(),
+            )
+            await run_batch(stub, [operation(GET, f"/slow/0.1/small-{i}") for i in range(8)])
+            reply = await stub.GetBatch(
+                batch_pb2.GetBatchRequest(id=huge.batch.id), metadata=bearer()
+            )
+    finally:
+        await process.stop()
+    assert reply.batch.status == batch_pb2.BATCH_STATUS_IN_PROGRESS
+    assert reply.batch.finished_batch_operations_count < 200
+
+
+async def test_credentials_are_sealed_and_erased_when_the_batch_completes(
+    service: tuple[Process, dict[str, str]], stub: batch_pb2_grpc.BatchServiceStub
+) -> None:
+    batch = await run_batch(stub, [operation(GET, "/echo/x")])
+    database = service[1]["BATCH_DATABASE_URL"].removeprefix("sqlite+aiosqlite:///")
+    with sqlite3.connect(database) as connection:
+        [(sealed,)] = connection.execute(
+            "SELECT sealed_authorization FROM batches WHERE id = ?", (batch.id,)
+        )
+        raw = b"".join(Path(database + suffix).read_bytes() for suffix in ("", "-wal"))
+    assert sealed is None
+    assert TOKEN.encode() not in raw
+    assert TOKEN not in service[0].log()

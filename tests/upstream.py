@@ -118,6 +118,7 @@ def make_app() -> web.Application:
     app[HITS_KEY] = Counter()
     app.router.add_route("*", "/echo/{tail:.*}", echo)
     app.router.add_route("*", "/status/{code}", status)
+    app.router.add_route("*", "/slow/{seconds}/{tail:.*}", slow)
     app.router.add_route("*", "/slow/{seconds}", slow)
     app.router.add_route("*", "/flaky/{key}/{times}/{code}", flaky)
     app.router.add_route("*", "/text", text)

@@ -44,7 +44,11 @@ def path_problem(path: str) -> str | None:
 
 
 def encode_query(params: Mapping[str, Any] | None) -> str:
-    """Rails-style: lists as repeated `key[]=v`, objects as `key[sub]=v`."""
+    """Rails-style: lists as repeated `key[]=v`, objects as `key[sub]=v`.
+
+    Keys come out sorted: a Struct keeps no order, and a stable query string
+    makes requests reproducible (and cacheable upstream).
+    """
     if not params:
         return ""
     pairs = _pairs(params, prefix=None)
@@ -53,7 +57,7 @@ def encode_query(params: Mapping[str, Any] | None) -> str:
 
 def _pairs(value: Any, prefix: str | None) -> Iterator[tuple[str, str]]:
     if isinstance(value, Mapping):
-        for key, item in value.items():
+        for key, item in sorted(value.items()):
             yield from _pairs(item, str(key) if prefix is None else f"{prefix}[{key}]")
     elif isinstance(value, list):
         assert prefix is not None

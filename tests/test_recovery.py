@@ -1,0 +1,112 @@
+"""Crash safety: a killed process loses no operation and re-sends no POST."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+from collections import Counter
+from pathlib import Path
+
+import grpc
+
+from batchd.v1 import batch_pb2, batch_pb2_grpc
+from tests.conftest import bearer
+from tests.processes import service_env, start_service
+from tests.test_engine import GET, POST, operation, wait_completed
+from tests.upstream import UpstreamLog
+
+OPERATIONS = 400
+
+
+async def wait_finished_at_least(
+    stub: batch_pb2_grpc.BatchServiceStub, batch_id: str, count: int
+) -> None:
+    while True:
+        reply = await stub.GetBatch(batch_pb2.GetBatchRequest(id=batch_id), metadata=bearer())
+        if reply.batch.finished_batch_operations_count >= count:
+            return
+        await asyncio.sleep(0.01)
+
+
+async def test_sigkill_mid_batch_then_restart_finishes_everything_once(
+    database_url: str, upstream_server: tuple[str, UpstreamLog], tmp_path: Path
+) -> None:
+    env = service_env(
+        database_url, upstream_server[0], BATCH_LEASE_SECONDS="1", BATCH_MAX_OPERATIONS="1000"
+    )
+    operations = [
+        operation(GET if index % 2 else POST, f"/slow/0.05/{index}") for index in range(OPERATIONS)
+    ]
+    first = await start_service(env, tmp_path / "first.log")
+    async with grpc.aio.insecure_channel(env["BATCH_GRPC_ADDRESS"]) as channel:
+        stub = batch_pb2_grpc.BatchServiceStub(channel)
+        created = await stub.CreateBatch(
+            batch_pb2.CreateBatchRequest(batch=batch_pb2.Batch(batch_operations=operations)),
+            metadata=bearer(),
+        )
+        await wait_finished_at_least(stub, created.batch.id, OPERATIONS // 4)
+    assert await first.stop(signal.SIGKILL) == -signal.SIGKILL
+    sent_before_kill = len(upstream_server[1].requests)
+    assert sent_before_kill < OPERATIONS
+
+    second = await start_service(env, tmp_path / "second.log")
+    try:
+        async with grpc.aio.insecure_channel(env["BATCH_GRPC_ADDRESS"]) as channel:
+            batch = await wait_completed(batch_pb2_grpc.BatchServiceStub(channel), created.batch.id)
+    finally:
+        assert await second.stop() == 0
+
+    assert batch.finished_batch_operations_count == OPERATIONS
+    sends = upstream_server[1].by_idempotency_key()
+    statuses: Counter[str] = Counter()
+    for op in batch.batch_operations:
+        statuses[batch_pb2.BatchOperationStatus.Name(op.status)] += 1
+        if op.http_method == GET:
+            assert op.status == batch_pb2.BATCH_OPERATION_STATUS_COMPLETED, op
+            assert op.response_status == 200
+            assert sends[op.id] >= 1
+        else:
+            assert sends[op.id] <= 1, f"POST {op.id} reached the upstream {sends[op.id]} times"
+            if op.status == batch_pb2.BATCH_OPERATION_STATUS_FAILED:
+                assert op.failure_reason == "interrupted"
+            else:
+                assert op.status == batch_pb2.BATCH_OPERATION_STATUS_COMPLETED
+                assert sends[op.id] == 1
+    assert set(statuses) <= {"BATCH_OPERATION_STATUS_COMPLETED", "BATCH_OPERATION_STATUS_FAILED"}
+    # The kill caught POSTs in flight (16 run at once, half of them POSTs).
+    assert statuses["BATCH_OPERATION_STATUS_FAILED"] >= 1
+
+
+async def test_sigterm_drains_in_flight_work_and_exits_zero(
+    database_url: str, upstream_server: tuple[str, UpstreamLog], tmp_path: Path
+) -> None:
+    env = service_env(
+        database_url,
+        upstream_server[0],
+        BATCH_MAX_IN_FLIGHT="4",
+        BATCH_MAX_IN_FLIGHT_PER_BATCH="4",
+        BATCH_SHUTDOWN_GRACE="10",
+    )
+    operations = [operation(POST, f"/slow/0.5/{index}") for index in range(12)]
+    first = await start_service(env, tmp_path / "first.log")
+    async with grpc.aio.insecure_channel(env["BATCH_GRPC_ADDRESS"]) as channel:
+        stub = batch_pb2_grpc.BatchServiceStub(channel)
+        created = await stub.CreateBatch(
+            batch_pb2.CreateBatchRequest(batch=batch_pb2.Batch(batch_operations=operations)),
+            metadata=bearer(),
+        )
+        while len(upstream_server[1].requests) < 4:
+            await asyncio.sleep(0.01)
+    assert await first.stop(signal.SIGTERM) == 0
+
+    second = await start_service(env, tmp_path / "second.log")
+    try:
+        async with grpc.aio.insecure_channel(env["BATCH_GRPC_ADDRESS"]) as channel:
+            batch = await wait_completed(batch_pb2_grpc.BatchServiceStub(channel), created.batch.id)
+    finally:
+        assert await second.stop() == 0
+    # In-flight POSTs finished during the drain instead of being interrupted.
+    assert all(
+        op.status == batch_pb2.BATCH_OPERATION_STATUS_COMPLETED for op in batch.batch_operations
+    )
+    assert set(upstream_server[1].by_idempotency_key().values()) == {1}
