@@ -14,7 +14,6 @@ import functools
 import logging
 import time
 import uuid
-from collections import Counter
 from collections.abc import Awaitable, Callable
 
 import aiohttp
@@ -24,7 +23,7 @@ from service.credentials import Sealer
 from service.database import Database
 from service.engine import queue
 from service.engine.executor import Executor, Outcome
-from service.engine.fairness import share_slots
+from service.engine.scheduler import Scheduler
 from service.engine.urls import Upstream
 from service.models import OperationStatus
 from service.settings import ServiceSettings
@@ -48,12 +47,13 @@ class Engine:
         self._wake = asyncio.Event()
         self._results: asyncio.Queue[queue.Result] = asyncio.Queue()
         self._running: dict[str, asyncio.Task[None]] = {}
+        self._scheduler: Scheduler[tuple[queue.Claim, str | None]] = Scheduler(
+            settings.max_in_flight, settings.max_in_flight_per_batch
+        )
         # Claimed and not yet recorded: their leases must stay renewed.
         self._held: set[str] = set()
-        self._running_per_batch: Counter[str] = Counter()
         self._authorizations: dict[str, str | None] = {}
         self._stopping = False
-        self._loops: list[asyncio.Task[None]] = []
         self._session: aiohttp.ClientSession | None = None
 
     def wake(self) -> None:
@@ -72,18 +72,13 @@ class Engine:
         )
         await self._with_db_retry("recover", self._recover_expired)
         self._flusher = asyncio.create_task(self._flush_results(), name="engine-flusher")
-        self._loops = [
-            asyncio.create_task(self._dispatch(), name="engine-dispatcher"),
-            asyncio.create_task(self._keep_leases(), name="engine-leases"),
-        ]
+        self._dispatcher = asyncio.create_task(self._dispatch(), name="engine-dispatcher")
+        self._keeper = asyncio.create_task(self._keep_leases(), name="engine-leases")
 
     async def stop(self, grace: float) -> None:
         """Stops claiming, gives in-flight work `grace` seconds, releases the rest."""
         self._stopping = True
-        self._wake.set()
-        for task in self._loops:
-            task.cancel()
-        await asyncio.gather(*self._loops, return_exceptions=True)
+        await _cancelled(self._dispatcher)
         if self._running:
             await asyncio.wait(list(self._running.values()), timeout=grace)
         unfinished = list(self._running.values())
@@ -91,10 +86,10 @@ class Engine:
             task.cancel()
         await asyncio.gather(*unfinished, return_exceptions=True)
         await self._results.join()
-        self._flusher.cancel()
-        await asyncio.gather(self._flusher, return_exceptions=True)
-        if unfinished:
-            await self._with_db_retry("release", self._release_own)
+        await _cancelled(self._flusher)
+        await _cancelled(self._keeper)
+        unsent = [claim.id for claim, _ in self._scheduler.take_unstarted()]
+        await self._with_db_retry("release", functools.partial(self._release_own, unsent))
         if self._session is not None:
             await self._session.close()
 
@@ -105,23 +100,17 @@ class Engine:
     async def _dispatch(self) -> None:
         while not self._stopping:
             self._wake.clear()
-            free = self.settings.max_in_flight - len(self._running)
             claimed = 0
-            if free > 0:
-                claimed = await self._with_db_retry("claim", functools.partial(self._claim, free))
-            if claimed == 0 or len(self._running) >= self.settings.max_in_flight:
+            if self._scheduler.claimed < self._scheduler.max_claimed:
+                claimed = await self._with_db_retry("claim", self._claim)
+            if claimed == 0:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._wake.wait(), POLL_SECONDS)
 
-    async def _claim(self, free: int) -> int:
+    async def _claim(self) -> int:
         async with self.database.read() as connection:
             candidates = await queue.batches_with_pending_work(connection, MAX_CANDIDATE_BATCHES)
-        wanted = share_slots(
-            [batch.id for batch in candidates],
-            free,
-            self.settings.max_in_flight_per_batch,
-            self._running_per_batch,
-        )
+        wanted = self._scheduler.to_claim([batch.id for batch in candidates])
         if not wanted:
             return 0
         now = time.time()
@@ -132,10 +121,16 @@ class Engine:
         sealed = {batch.id: batch.sealed_authorization for batch in candidates}
         for claim in claims:
             authorization = self._authorization(claim.batch_id, sealed.get(claim.batch_id))
-            self._running_per_batch[claim.batch_id] += 1
             self._held.add(claim.id)
-            self._running[claim.id] = asyncio.create_task(self._run(claim, authorization))
+            self._scheduler.add(claim.batch_id, (claim, authorization))
+        self._start_ready()
         return len(claims)
+
+    def _start_ready(self) -> None:
+        if self._stopping:
+            return
+        for _, (claim, authorization) in self._scheduler.startable():
+            self._running[claim.id] = asyncio.create_task(self._run(claim, authorization))
 
     def _authorization(self, batch_id: str, sealed: bytes | None) -> str | None:
         if batch_id not in self._authorizations:
@@ -154,9 +149,8 @@ class Engine:
             outcome = Outcome(OperationStatus.FAILED, failure_reason="internal_error", attempts=1)
         finally:
             del self._running[claim.id]
-            self._running_per_batch[claim.batch_id] -= 1
-            if self._running_per_batch[claim.batch_id] <= 0:
-                del self._running_per_batch[claim.batch_id]
+            self._scheduler.finished(claim.batch_id)
+            self._start_ready()
             self._wake.set()
         self._results.put_nowait(
             queue.Result(
@@ -210,20 +204,32 @@ class Engine:
             log.warning("recovered %d operations whose lease expired", count)
             self._wake.set()
 
-    async def _release_own(self) -> None:
+    async def _release_own(self, unsent: list[str]) -> None:
+        """Gives back this process's claims at shutdown: unsent ones simply go back to pending."""
+        now = time.time()
         async with self.database.write() as connection:
+            await queue.unclaim(connection, self.owner, unsent, now)
             count = await queue.requeue(
-                connection, time.time(), self.settings.resend_interrupted, owner=self.owner
+                connection, now, self.settings.resend_interrupted, owner=self.owner
             )
-        log.warning("released %d operations still running at shutdown", count)
+        if count:
+            log.warning("released %d operations still running at shutdown", count)
 
     async def _with_db_retry(self, what: str, action: Callable[[], Awaitable[int | None]]) -> int:
-        """Runs a database step until it succeeds: results must never be dropped."""
+        """Runs a database step until it succeeds: results must never be dropped,
+        and the engine's loops must never die of one bad step."""
         delay = 0.1
         while True:
             try:
                 return await action() or 0
             except DBAPIError as error:
                 log.warning("%s failed (%s); retrying in %.1fs", what, type(error).__name__, delay)
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, DB_RETRY_CAP)
+            except Exception:
+                log.exception("%s failed; retrying in %.1fs", what, delay)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, DB_RETRY_CAP)
+
+
+async def _cancelled(task: asyncio.Task[None]) -> None:
+    task.cancel()
+    await asyncio.gather(task, return_exceptions=True)

@@ -215,6 +215,25 @@ async def renew_leases(
     )
 
 
+async def unclaim(
+    connection: AsyncConnection, owner: str, operation_ids: Sequence[str], now: float
+) -> None:
+    """Returns claimed operations that were never sent to pending, whatever their method."""
+    if not operation_ids:
+        return
+    await connection.execute(
+        update(operations)
+        .where(
+            operations.c.id.in_(operation_ids),
+            operations.c.lease_owner == owner,
+            operations.c.status == OperationStatus.IN_PROGRESS,
+        )
+        .values(
+            status=OperationStatus.PENDING, lease_owner=None, lease_expires_at=None, updated_at=now
+        )
+    )
+
+
 async def requeue(
     connection: AsyncConnection,
     now: float,
