@@ -52,7 +52,7 @@ class Scheduler(Generic[Item]):
             for batch_id, ready in self._ready.items()
         }
         dealt = _deal(list(self._ready), self.max_running - self.running, room)
-        started = []
+        started: list[tuple[str, Item]] = []
         for batch_id, count in dealt.items():
             ready = self._ready[batch_id]
             started.extend((batch_id, ready.popleft()) for _ in range(count))
