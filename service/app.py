@@ -16,6 +16,7 @@ from service.engine.urls import Upstream
 from service.server import build_server, set_serving
 from service.servicer import BatchServicer
 from service.settings import ServiceSettings
+from service.watch import Changes
 
 log = logging.getLogger(__name__)
 
@@ -33,13 +34,16 @@ class Service:
         sealer = sealer_from_settings(settings.secret_key, settings.dev_mode)
         database = open_database(settings.database_url)
         await database.create_tables()
-        engine = Engine(database, settings, sealer, upstream)
+        changes = Changes()
+        engine = Engine(database, settings, sealer, upstream, changes)
         servicer = BatchServicer(
             database,
             Tenants(settings.tenants_by_token),
             sealer,
             settings.max_operations,
+            changes,
             on_batch_created=engine.wake,
+            on_batch_canceled=engine.batch_canceled,
         )
         server, health_servicer = build_server(servicer, settings.grpc_address)
         await engine.start()

@@ -24,11 +24,13 @@ OPERATION_STATUS_ENUMS = {
     OperationStatus.COMPLETED: batch_pb2.BATCH_OPERATION_STATUS_COMPLETED,
     OperationStatus.FAILED: batch_pb2.BATCH_OPERATION_STATUS_FAILED,
     OperationStatus.TIMED_OUT: batch_pb2.BATCH_OPERATION_STATUS_TIMED_OUT,
+    OperationStatus.CANCELED: batch_pb2.BATCH_OPERATION_STATUS_CANCELED,
 }
 BATCH_STATUS_ENUMS = {
     BatchStatus.PENDING: batch_pb2.BATCH_STATUS_PENDING,
     BatchStatus.IN_PROGRESS: batch_pb2.BATCH_STATUS_IN_PROGRESS,
     BatchStatus.COMPLETED: batch_pb2.BATCH_STATUS_COMPLETED,
+    BatchStatus.CANCELED: batch_pb2.BATCH_STATUS_CANCELED,
 }
 OPERATION_STATUS_NAMES = {enum: str(name) for name, enum in OPERATION_STATUS_ENUMS.items()}
 BATCH_STATUS_NAMES = {enum: str(name) for name, enum in BATCH_STATUS_ENUMS.items()}
@@ -73,4 +75,9 @@ def batch_message(row: Any, operations: Iterable[Any] = ()) -> batch_pb2.Batch:
         batch_operations=[operation_message(op) for op in operations],
         create_time=timestamp(row.created_at),
         update_time=timestamp(row.updated_at),
+        execution_options=batch_pb2.ExecutionOptions(
+            sequential=row.sequential,
+            stop_on_failure=row.stop_on_failure,
+            max_concurrency=row.max_concurrency,
+        ),
     )

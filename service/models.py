@@ -24,15 +24,27 @@ class OperationStatus(StrEnum):
     COMPLETED = "completed"
     FAILED = "failed"
     TIMED_OUT = "timed_out"
+    # An extension of the contract: never sent, the batch having been canceled
+    # or stopped after a failure.
+    CANCELED = "canceled"
 
 
-TERMINAL_STATUSES = (OperationStatus.COMPLETED, OperationStatus.FAILED, OperationStatus.TIMED_OUT)
+TERMINAL_STATUSES = (
+    OperationStatus.COMPLETED,
+    OperationStatus.FAILED,
+    OperationStatus.TIMED_OUT,
+    OperationStatus.CANCELED,
+)
 
 
 class BatchStatus(StrEnum):
     PENDING = "pending"
     IN_PROGRESS = "in_progress"
     COMPLETED = "completed"
+    CANCELED = "canceled"
+
+
+FINISHED_BATCH_STATUSES = (BatchStatus.COMPLETED, BatchStatus.CANCELED)
 
 
 class Batch(SQLModel, table=True):
@@ -51,8 +63,29 @@ class Batch(SQLModel, table=True):
     finished_count: int = 0
     # The caller's Authorization header, Fernet-encrypted; erased on completion.
     sealed_authorization: bytes | None = Field(default=None, sa_column=Column(LargeBinary))
+    # Execution options: one at a time in order; cancel the rest after a
+    # failure; a cap on running operations (0: the server's per-batch limit).
+    sequential: bool = False
+    stop_on_failure: bool = False
+    max_concurrency: int = 0
+    # Set by a cancel request: the batch ends as canceled, not completed.
+    canceled_at: float | None = None
     created_at: float
     updated_at: float
+
+
+class CreateRequest(SQLModel, table=True):
+    """A create call's request id (Idempotency-Key), per tenant, for safe retries."""
+
+    __tablename__ = "create_requests"
+    __table_args__ = (Index("ix_create_requests_created", "created_at"),)
+
+    tenant: str = Field(primary_key=True, max_length=200)
+    request_id: str = Field(primary_key=True, max_length=200)
+    # SHA-256 of the request's canonical form: a repeat must carry the same batch.
+    fingerprint: str = Field(max_length=64)
+    batch_id: str = Field(foreign_key="batches.id", max_length=36)
+    created_at: float
 
 
 class BatchOperation(SQLModel, table=True):

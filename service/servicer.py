@@ -4,11 +4,8 @@ from __future__ import annotations
 
 import functools
 import logging
-import time
-import uuid
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from itertools import groupby
-from types import SimpleNamespace
 from typing import Any, TypeVar
 
 import grpc
@@ -18,12 +15,14 @@ from sqlalchemy.exc import DBAPIError
 from batchd.v1 import batch_pb2, batch_pb2_grpc
 from service import convert, store, validation
 from service.auth import Caller, Tenants
+from service.batch_commands import cancel_batch, create_batch
 from service.credentials import Sealer
 from service.database import Database
 from service.errors import ApiError, not_found
-from service.models import BatchStatus, OperationStatus
+from service.watch import Changes, watch_batch
 
 log = logging.getLogger(__name__)
+DATABASE_UNAVAILABLE = "the database is unavailable; retry later"
 Request = TypeVar("Request")
 Response = TypeVar("Response")
 
@@ -44,9 +43,7 @@ def rpc(
             await context.abort_with_status(error.to_status())  # type: ignore[attr-defined]
         except DBAPIError as error:
             log.warning("database unavailable in %s: %s", method.__name__, type(error).__name__)
-            await context.abort(
-                grpc.StatusCode.UNAVAILABLE, "the database is unavailable; retry later"
-            )
+            await context.abort(grpc.StatusCode.UNAVAILABLE, DATABASE_UNAVAILABLE)
         raise AssertionError("unreachable: abort raises")
 
     return handler
@@ -59,61 +56,57 @@ class BatchServicer(batch_pb2_grpc.BatchServiceServicer):
         tenants: Tenants,
         sealer: Sealer,
         max_operations: int,
+        changes: Changes,
         on_batch_created: Callable[[], None] = lambda: None,
+        on_batch_canceled: Callable[[str], None] = lambda batch_id: None,
     ) -> None:
         self.database = database
         self.tenants = tenants
         self.sealer = sealer
         self.max_operations = max_operations
         self.on_batch_created = on_batch_created
+        self.on_batch_canceled = on_batch_canceled
+        self.changes = changes
 
     @rpc
     async def CreateBatch(
         self, request: batch_pb2.CreateBatchRequest, caller: Caller
     ) -> batch_pb2.CreateBatchResponse:
-        new_operations = validation.new_operations(request.batch, self.max_operations)
-        now = time.time()
-        batch = {
-            "id": str(uuid.uuid4()),
-            "tenant": caller.tenant,
-            "status": BatchStatus.PENDING,
-            "operations_count": len(new_operations),
-            "finished_count": 0,
-            "sealed_authorization": self.sealer.seal(caller.authorization),
-            "created_at": now,
-            "updated_at": now,
-        }
-        operations = [
-            {
-                "id": str(uuid.uuid4()),
-                "batch_id": batch["id"],
-                "tenant": caller.tenant,
-                "position": position,
-                "http_method": new.http_method,
-                "path": new.path,
-                "query_params": new.query_params,
-                "body": new.body,
-                "status": OperationStatus.PENDING,
-                "response_status": None,
-                "response_body": None,
-                "failure_reason": None,
-                "attempts": 0,
-                "lease_owner": None,
-                "lease_expires_at": None,
-                "lease_generation": 0,
-                "created_at": now,
-                "updated_at": now,
-            }
-            for position, new in enumerate(new_operations)
-        ]
-        async with self.database.write() as connection:
-            await store.insert_batch(connection, batch, operations)
-        self.on_batch_created()
-        shown = operations if request.view == batch_pb2.BATCH_VIEW_FULL else []
-        message = convert.batch_message(
-            SimpleNamespace(**batch), (SimpleNamespace(**op) for op in shown)
+        created = await create_batch(
+            self.database, caller, request, self.sealer, self.max_operations
         )
-        return batch_pb2.CreateBatchResponse(batch=message)
+        if created.replayed:
+            async with self.database.read() as connection:
+                [message] = await self._batch_messages(
+                    connection, caller, [created.batch], request.view
+                )
+            return batch_pb2.CreateBatchResponse(batch=message)
+        self.on_batch_created()
+        shown = created.operations if request.view == batch_pb2.BATCH_VIEW_FULL else []
+        return batch_pb2.CreateBatchResponse(batch=convert.batch_message(created.batch, shown))
+
+    @rpc
+    async def CancelBatch(
+        self, request: batch_pb2.CancelBatchRequest, caller: Caller
+    ) -> batch_pb2.CancelBatchResponse:
+        batch_id = validation.object_id("batch", request.id)
+        batch = await cancel_batch(self.database, caller, batch_id)
+        self.on_batch_canceled(batch_id)
+        self.changes.notify()
+        return batch_pb2.CancelBatchResponse(batch=convert.batch_message(batch))
+
+    async def WatchBatch(
+        self, request: batch_pb2.WatchBatchRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> AsyncIterator[batch_pb2.WatchBatchResponse]:
+        try:
+            caller = self.tenants.authenticate(context.invocation_metadata() or ())
+            batch_id = validation.object_id("batch", request.id)
+            async for event in watch_batch(self.database, self.changes, caller.tenant, batch_id):
+                yield event
+        except ApiError as error:
+            await context.abort_with_status(error.to_status())  # type: ignore[attr-defined]
+        except DBAPIError:
+            await context.abort(grpc.StatusCode.UNAVAILABLE, DATABASE_UNAVAILABLE)
 
     @rpc
     async def GetBatch(

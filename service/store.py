@@ -6,14 +6,15 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from sqlalchemy import Row, func, insert, select
+from sqlalchemy import Row, delete, func, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlalchemy.sql import ColumnElement, Select
 
-from service.models import Batch, BatchOperation
+from service.models import TERMINAL_STATUSES, Batch, BatchOperation, CreateRequest
 
 batches = Batch.__table__  # type: ignore[attr-defined]
 operations = BatchOperation.__table__  # type: ignore[attr-defined]
+create_requests = CreateRequest.__table__  # type: ignore[attr-defined]
 
 
 @dataclass(frozen=True)
@@ -39,6 +40,54 @@ async def insert_batch(
     """Stores a batch and all its operations: one insert, then one bulk insert."""
     await connection.execute(insert(batches), [batch])
     await connection.execute(insert(operations), batch_operations)
+
+
+async def mark_canceled(connection: AsyncConnection, batch_id: str, now: float) -> None:
+    await connection.execute(
+        update(batches).where(batches.c.id == batch_id).values(canceled_at=now, updated_at=now)
+    )
+
+
+async def get_create_request(
+    connection: AsyncConnection, tenant: str, request_id: str
+) -> Row[Any] | None:
+    query = select(create_requests).where(
+        create_requests.c.tenant == tenant, create_requests.c.request_id == request_id
+    )
+    return (await connection.execute(query)).first()
+
+
+async def insert_create_request(
+    connection: AsyncConnection,
+    tenant: str,
+    request_id: str,
+    fingerprint: str,
+    batch_id: str,
+    now: float,
+) -> None:
+    await connection.execute(
+        insert(create_requests).values(
+            tenant=tenant,
+            request_id=request_id,
+            fingerprint=fingerprint,
+            batch_id=batch_id,
+            created_at=now,
+        )
+    )
+
+
+async def delete_create_request(connection: AsyncConnection, tenant: str, request_id: str) -> None:
+    await connection.execute(
+        delete(create_requests).where(
+            create_requests.c.tenant == tenant, create_requests.c.request_id == request_id
+        )
+    )
+
+
+async def purge_create_requests(connection: AsyncConnection, older_than: float) -> None:
+    await connection.execute(
+        delete(create_requests).where(create_requests.c.created_at < older_than)
+    )
 
 
 async def get_batch(connection: AsyncConnection, tenant: str, batch_id: str) -> Row[Any] | None:
@@ -91,6 +140,23 @@ async def operations_of_batches(
         select(operations)
         .where(operations.c.tenant == tenant, operations.c.batch_id.in_(batch_ids))
         .order_by(operations.c.batch_id, operations.c.position)
+    )
+    return (await connection.execute(query)).all()
+
+
+async def finished_operations_since(
+    connection: AsyncConnection, tenant: str, batch_id: str, since: float
+) -> Sequence[Row[Any]]:
+    """The batch's operations that reached a terminal state at or after `since`."""
+    query = (
+        select(operations)
+        .where(
+            operations.c.tenant == tenant,
+            operations.c.batch_id == batch_id,
+            operations.c.status.in_(TERMINAL_STATUSES),
+            operations.c.updated_at >= since,
+        )
+        .order_by(operations.c.updated_at, operations.c.position)
     )
     return (await connection.execute(query)).all()
 

@@ -10,7 +10,7 @@ from typing import Any
 from batchd.json_values import from_struct
 from batchd.v1 import batch_pb2
 from service.engine.urls import path_problem
-from service.errors import Violation, invalid, not_found
+from service.errors import ApiError, Violation, invalid, not_found
 from service.store import Ordering, PageRequest
 
 HTTP_METHODS = {
@@ -100,6 +100,34 @@ def _new_operation(
                 )
             )
     return NewOperation(method or "", operation.path, query_params, body)
+
+
+def execution_options(options: batch_pb2.ExecutionOptions) -> batch_pb2.ExecutionOptions:
+    if options.max_concurrency < 0:
+        raise invalid(
+            "batch.invalid",
+            [
+                Violation(
+                    "execution_options.max_concurrency",
+                    "batch.execution_options.max_concurrency.invalid",
+                    "max_concurrency must be 0 (the server's limit) or more",
+                )
+            ],
+        )
+    return options
+
+
+def invalid_request_id(max_length: int) -> ApiError:
+    return invalid(
+        "batch.invalid",
+        [
+            Violation(
+                "request_id",
+                "batch.request_id.too_long",
+                f"request_id (Idempotency-Key) must be at most {max_length} characters",
+            )
+        ],
+    )
 
 
 def _depth(value: Any) -> int:

@@ -5,7 +5,7 @@ from service.engine.scheduler import Scheduler
 
 def test_claims_up_to_prefetch_and_starts_within_running_limits() -> None:
     scheduler: Scheduler[int] = Scheduler(max_running=4, max_running_per_batch=3, prefetch=2)
-    assert scheduler.to_claim(["a", "b"]) == {"a": 4, "b": 4}
+    assert scheduler.to_claim({"a": 3, "b": 3}) == {"a": 4, "b": 4}
     for item in range(5):
         scheduler.add("a", item)
     scheduler.add("b", 100)
@@ -15,7 +15,12 @@ def test_claims_up_to_prefetch_and_starts_within_running_limits() -> None:
     assert scheduler.startable() == []
     scheduler.finished("a")
     assert scheduler.startable() == [("a", 3)]
-    assert scheduler.to_claim(["a", "b"]) == {"a": 2, "b": 1}
+    assert scheduler.to_claim({"a": 3, "b": 3}) == {"a": 2, "b": 1}
+
+
+def test_a_batch_limited_to_one_gets_no_prefetch() -> None:
+    scheduler: Scheduler[int] = Scheduler(max_running=4, max_running_per_batch=3, prefetch=2)
+    assert scheduler.to_claim({"seq": 1, "wide": 10}) == {"seq": 1, "wide": 6}
 
 
 def test_unstarted_items_are_given_back() -> None:
@@ -23,5 +28,6 @@ def test_unstarted_items_are_given_back() -> None:
     for item in range(3):
         scheduler.add("a", item)
     assert scheduler.startable() == [("a", 0)]
-    assert scheduler.take_unstarted() == [1, 2]
+    assert scheduler.take_unstarted(["other"]) == []
+    assert scheduler.take_unstarted(["a"]) == [1, 2]
     assert scheduler.claimed == 1

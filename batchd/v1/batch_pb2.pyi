@@ -30,6 +30,7 @@ class BatchOperationStatus(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     BATCH_OPERATION_STATUS_COMPLETED: _ClassVar[BatchOperationStatus]
     BATCH_OPERATION_STATUS_FAILED: _ClassVar[BatchOperationStatus]
     BATCH_OPERATION_STATUS_TIMED_OUT: _ClassVar[BatchOperationStatus]
+    BATCH_OPERATION_STATUS_CANCELED: _ClassVar[BatchOperationStatus]
 
 class BatchStatus(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
@@ -37,6 +38,7 @@ class BatchStatus(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     BATCH_STATUS_PENDING: _ClassVar[BatchStatus]
     BATCH_STATUS_IN_PROGRESS: _ClassVar[BatchStatus]
     BATCH_STATUS_COMPLETED: _ClassVar[BatchStatus]
+    BATCH_STATUS_CANCELED: _ClassVar[BatchStatus]
 
 class BatchView(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
@@ -55,10 +57,12 @@ BATCH_OPERATION_STATUS_IN_PROGRESS: BatchOperationStatus
 BATCH_OPERATION_STATUS_COMPLETED: BatchOperationStatus
 BATCH_OPERATION_STATUS_FAILED: BatchOperationStatus
 BATCH_OPERATION_STATUS_TIMED_OUT: BatchOperationStatus
+BATCH_OPERATION_STATUS_CANCELED: BatchOperationStatus
 BATCH_STATUS_UNSPECIFIED: BatchStatus
 BATCH_STATUS_PENDING: BatchStatus
 BATCH_STATUS_IN_PROGRESS: BatchStatus
 BATCH_STATUS_COMPLETED: BatchStatus
+BATCH_STATUS_CANCELED: BatchStatus
 BATCH_VIEW_UNSPECIFIED: BatchView
 BATCH_VIEW_BASIC: BatchView
 BATCH_VIEW_FULL: BatchView
@@ -95,8 +99,18 @@ class BatchOperation(_message.Message):
     update_time: _timestamp_pb2.Timestamp
     def __init__(self, id: _Optional[str] = ..., batch_id: _Optional[str] = ..., http_method: _Optional[_Union[HttpMethod, str]] = ..., path: _Optional[str] = ..., query_params: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., body: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., status: _Optional[_Union[BatchOperationStatus, str]] = ..., response_status: _Optional[int] = ..., response_body: _Optional[_Union[_struct_pb2.Value, _Mapping]] = ..., failure_reason: _Optional[str] = ..., attempts: _Optional[int] = ..., position: _Optional[int] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., update_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
 
+class ExecutionOptions(_message.Message):
+    __slots__ = ("sequential", "stop_on_failure", "max_concurrency")
+    SEQUENTIAL_FIELD_NUMBER: _ClassVar[int]
+    STOP_ON_FAILURE_FIELD_NUMBER: _ClassVar[int]
+    MAX_CONCURRENCY_FIELD_NUMBER: _ClassVar[int]
+    sequential: bool
+    stop_on_failure: bool
+    max_concurrency: int
+    def __init__(self, sequential: _Optional[bool] = ..., stop_on_failure: _Optional[bool] = ..., max_concurrency: _Optional[int] = ...) -> None: ...
+
 class Batch(_message.Message):
-    __slots__ = ("id", "status", "batch_operations_count", "finished_batch_operations_count", "batch_operations", "create_time", "update_time")
+    __slots__ = ("id", "status", "batch_operations_count", "finished_batch_operations_count", "batch_operations", "create_time", "update_time", "execution_options")
     ID_FIELD_NUMBER: _ClassVar[int]
     STATUS_FIELD_NUMBER: _ClassVar[int]
     BATCH_OPERATIONS_COUNT_FIELD_NUMBER: _ClassVar[int]
@@ -104,6 +118,7 @@ class Batch(_message.Message):
     BATCH_OPERATIONS_FIELD_NUMBER: _ClassVar[int]
     CREATE_TIME_FIELD_NUMBER: _ClassVar[int]
     UPDATE_TIME_FIELD_NUMBER: _ClassVar[int]
+    EXECUTION_OPTIONS_FIELD_NUMBER: _ClassVar[int]
     id: str
     status: BatchStatus
     batch_operations_count: int
@@ -111,15 +126,18 @@ class Batch(_message.Message):
     batch_operations: _containers.RepeatedCompositeFieldContainer[BatchOperation]
     create_time: _timestamp_pb2.Timestamp
     update_time: _timestamp_pb2.Timestamp
-    def __init__(self, id: _Optional[str] = ..., status: _Optional[_Union[BatchStatus, str]] = ..., batch_operations_count: _Optional[int] = ..., finished_batch_operations_count: _Optional[int] = ..., batch_operations: _Optional[_Iterable[_Union[BatchOperation, _Mapping]]] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., update_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+    execution_options: ExecutionOptions
+    def __init__(self, id: _Optional[str] = ..., status: _Optional[_Union[BatchStatus, str]] = ..., batch_operations_count: _Optional[int] = ..., finished_batch_operations_count: _Optional[int] = ..., batch_operations: _Optional[_Iterable[_Union[BatchOperation, _Mapping]]] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., update_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., execution_options: _Optional[_Union[ExecutionOptions, _Mapping]] = ...) -> None: ...
 
 class CreateBatchRequest(_message.Message):
-    __slots__ = ("batch", "view")
+    __slots__ = ("batch", "view", "request_id")
     BATCH_FIELD_NUMBER: _ClassVar[int]
     VIEW_FIELD_NUMBER: _ClassVar[int]
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     batch: Batch
     view: BatchView
-    def __init__(self, batch: _Optional[_Union[Batch, _Mapping]] = ..., view: _Optional[_Union[BatchView, str]] = ...) -> None: ...
+    request_id: str
+    def __init__(self, batch: _Optional[_Union[Batch, _Mapping]] = ..., view: _Optional[_Union[BatchView, str]] = ..., request_id: _Optional[str] = ...) -> None: ...
 
 class CreateBatchResponse(_message.Message):
     __slots__ = ("batch",)
@@ -198,3 +216,29 @@ class ListBatchOperationsResponse(_message.Message):
     batch_operations: _containers.RepeatedCompositeFieldContainer[BatchOperation]
     total_size: int
     def __init__(self, batch_operations: _Optional[_Iterable[_Union[BatchOperation, _Mapping]]] = ..., total_size: _Optional[int] = ...) -> None: ...
+
+class CancelBatchRequest(_message.Message):
+    __slots__ = ("id",)
+    ID_FIELD_NUMBER: _ClassVar[int]
+    id: str
+    def __init__(self, id: _Optional[str] = ...) -> None: ...
+
+class CancelBatchResponse(_message.Message):
+    __slots__ = ("batch",)
+    BATCH_FIELD_NUMBER: _ClassVar[int]
+    batch: Batch
+    def __init__(self, batch: _Optional[_Union[Batch, _Mapping]] = ...) -> None: ...
+
+class WatchBatchRequest(_message.Message):
+    __slots__ = ("id",)
+    ID_FIELD_NUMBER: _ClassVar[int]
+    id: str
+    def __init__(self, id: _Optional[str] = ...) -> None: ...
+
+class WatchBatchResponse(_message.Message):
+    __slots__ = ("batch", "batch_operation")
+    BATCH_FIELD_NUMBER: _ClassVar[int]
+    BATCH_OPERATION_FIELD_NUMBER: _ClassVar[int]
+    batch: Batch
+    batch_operation: BatchOperation
+    def __init__(self, batch: _Optional[_Union[Batch, _Mapping]] = ..., batch_operation: _Optional[_Union[BatchOperation, _Mapping]] = ...) -> None: ...

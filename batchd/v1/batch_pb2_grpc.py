@@ -64,6 +64,16 @@ class BatchServiceStub:
                 request_serializer=batchd_dot_v1_dot_batch__pb2.ListBatchOperationsRequest.SerializeToString,
                 response_deserializer=batchd_dot_v1_dot_batch__pb2.ListBatchOperationsResponse.FromString,
                 _registered_method=True)
+        self.CancelBatch = channel.unary_unary(
+                '/batchd.v1.BatchService/CancelBatch',
+                request_serializer=batchd_dot_v1_dot_batch__pb2.CancelBatchRequest.SerializeToString,
+                response_deserializer=batchd_dot_v1_dot_batch__pb2.CancelBatchResponse.FromString,
+                _registered_method=True)
+        self.WatchBatch = channel.unary_stream(
+                '/batchd.v1.BatchService/WatchBatch',
+                request_serializer=batchd_dot_v1_dot_batch__pb2.WatchBatchRequest.SerializeToString,
+                response_deserializer=batchd_dot_v1_dot_batch__pb2.WatchBatchResponse.FromString,
+                _registered_method=True)
 
 
 class BatchServiceServicer:
@@ -109,6 +119,24 @@ class BatchServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def CancelBatch(self, request, context):
+        """Cancels a batch: pending operations become CANCELED and are never sent;
+        operations already running finish. FAILED_PRECONDITION for a batch that
+        has already finished.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def WatchBatch(self, request, context):
+        """Streams a batch: its current state at once, then an event each time an
+        operation finishes or the batch changes status; ends when the batch has
+        finished. Events come from the database, so any replica can serve them.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_BatchServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -136,6 +164,16 @@ def add_BatchServiceServicer_to_server(servicer, server):
                     servicer.ListBatchOperations,
                     request_deserializer=batchd_dot_v1_dot_batch__pb2.ListBatchOperationsRequest.FromString,
                     response_serializer=batchd_dot_v1_dot_batch__pb2.ListBatchOperationsResponse.SerializeToString,
+            ),
+            'CancelBatch': grpc.unary_unary_rpc_method_handler(
+                    servicer.CancelBatch,
+                    request_deserializer=batchd_dot_v1_dot_batch__pb2.CancelBatchRequest.FromString,
+                    response_serializer=batchd_dot_v1_dot_batch__pb2.CancelBatchResponse.SerializeToString,
+            ),
+            'WatchBatch': grpc.unary_stream_rpc_method_handler(
+                    servicer.WatchBatch,
+                    request_deserializer=batchd_dot_v1_dot_batch__pb2.WatchBatchRequest.FromString,
+                    response_serializer=batchd_dot_v1_dot_batch__pb2.WatchBatchResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -278,6 +316,60 @@ class BatchService:
             '/batchd.v1.BatchService/ListBatchOperations',
             batchd_dot_v1_dot_batch__pb2.ListBatchOperationsRequest.SerializeToString,
             batchd_dot_v1_dot_batch__pb2.ListBatchOperationsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CancelBatch(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/batchd.v1.BatchService/CancelBatch',
+            batchd_dot_v1_dot_batch__pb2.CancelBatchRequest.SerializeToString,
+            batchd_dot_v1_dot_batch__pb2.CancelBatchResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def WatchBatch(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/batchd.v1.BatchService/WatchBatch',
+            batchd_dot_v1_dot_batch__pb2.WatchBatchRequest.SerializeToString,
+            batchd_dot_v1_dot_batch__pb2.WatchBatchResponse.FromString,
             options,
             channel_credentials,
             insecure,

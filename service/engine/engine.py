@@ -19,6 +19,8 @@ from collections.abc import Awaitable, Callable
 import aiohttp
 from sqlalchemy.exc import DBAPIError
 
+from service import store
+from service.batch_commands import REQUEST_ID_TTL_SECONDS
 from service.credentials import Sealer
 from service.database import Database
 from service.engine import queue
@@ -27,6 +29,7 @@ from service.engine.scheduler import Scheduler
 from service.engine.urls import Upstream
 from service.models import OperationStatus
 from service.settings import ServiceSettings
+from service.watch import Changes
 
 log = logging.getLogger(__name__)
 POLL_SECONDS = 0.5
@@ -37,8 +40,14 @@ DB_RETRY_CAP = 5.0
 
 class Engine:
     def __init__(
-        self, database: Database, settings: ServiceSettings, sealer: Sealer, upstream: Upstream
+        self,
+        database: Database,
+        settings: ServiceSettings,
+        sealer: Sealer,
+        upstream: Upstream,
+        changes: Changes,
     ) -> None:
+        self.changes = changes
         self.database = database
         self.settings = settings
         self.sealer = sealer
@@ -54,6 +63,7 @@ class Engine:
         self._held: set[str] = set()
         self._authorizations: dict[str, str | None] = {}
         self._stopping = False
+        self._background: set[asyncio.Task[int]] = set()
         self._session: aiohttp.ClientSession | None = None
 
     def wake(self) -> None:
@@ -86,6 +96,7 @@ class Engine:
             task.cancel()
         await asyncio.gather(*unfinished, return_exceptions=True)
         await self._results.join()
+        await asyncio.gather(*self._background)
         await _cancelled(self._flusher)
         await _cancelled(self._keeper)
         unsent = [claim.id for claim, _ in self._scheduler.take_unstarted()]
@@ -110,7 +121,7 @@ class Engine:
     async def _claim(self) -> int:
         async with self.database.read() as connection:
             candidates = await queue.batches_with_pending_work(connection, MAX_CANDIDATE_BATCHES)
-        wanted = self._scheduler.to_claim([batch.id for batch in candidates])
+        wanted = self._scheduler.to_claim({batch.id: self._limit(batch) for batch in candidates})
         if not wanted:
             return 0
         now = time.time()
@@ -125,6 +136,29 @@ class Engine:
             self._scheduler.add(claim.batch_id, (claim, authorization))
         self._start_ready()
         return len(claims)
+
+    def _limit(self, batch: queue.ActiveBatch) -> int:
+        if batch.sequential:
+            return 1
+        return batch.max_concurrency or self.settings.max_in_flight_per_batch
+
+    def batch_canceled(self, batch_id: str) -> None:
+        """Drops this process's unsent claims of a canceled batch."""
+        self._cancel_unsent([batch_id])
+
+    def _cancel_unsent(self, batch_ids: list[str]) -> None:
+        unsent = [claim.id for claim, _ in self._scheduler.take_unstarted(batch_ids)]
+        if unsent:
+            task = asyncio.create_task(
+                self._with_db_retry("cancel claims", functools.partial(self._cancel_claims, unsent))
+            )
+            self._background.add(task)
+            task.add_done_callback(self._background.discard)
+
+    async def _cancel_claims(self, operation_ids: list[str]) -> None:
+        async with self.database.write() as connection:
+            await queue.cancel_claims(connection, self.owner, operation_ids, time.time())
+        self._held.difference_update(operation_ids)
 
     def _start_ready(self) -> None:
         if self._stopping:
@@ -176,10 +210,12 @@ class Engine:
 
     async def _record(self, results: list[queue.Result]) -> None:
         async with self.database.write() as connection:
-            completed = await queue.record_results(connection, self.owner, time.time(), results)
+            recorded = await queue.record_results(connection, self.owner, time.time(), results)
         self._held.difference_update(result.id for result in results)
-        for batch_id in completed:
+        self.changes.notify()
+        for batch_id in recorded.finished_batches:
             self._authorizations.pop(batch_id, None)
+        self._cancel_unsent(recorded.stopped_batches)
 
     async def _keep_leases(self) -> None:
         interval = self.settings.lease_seconds / 3
@@ -189,10 +225,12 @@ class Engine:
             await self._with_db_retry("recover", self._recover_expired)
 
     async def _renew(self) -> None:
+        now = time.time()
         async with self.database.write() as connection:
             await queue.renew_leases(
-                connection, self.owner, list(self._held), time.time() + self.settings.lease_seconds
+                connection, self.owner, list(self._held), now + self.settings.lease_seconds
             )
+            await store.purge_create_requests(connection, now - REQUEST_ID_TTL_SECONDS)
 
     async def _recover_expired(self) -> None:
         now = time.time()

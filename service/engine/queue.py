@@ -15,11 +15,16 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import bindparam, exists, func, select, true, update
+from sqlalchemy import bindparam, case, exists, func, select, true, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlalchemy.sql import ColumnElement
 
-from service.models import TERMINAL_STATUSES, BatchStatus, OperationStatus
+from service.models import (
+    FINISHED_BATCH_STATUSES,
+    TERMINAL_STATUSES,
+    BatchStatus,
+    OperationStatus,
+)
 from service.store import batches, operations
 
 IDEMPOTENT_METHODS = ("GET", "PUT", "DELETE")
@@ -29,6 +34,8 @@ IDEMPOTENT_METHODS = ("GET", "PUT", "DELETE")
 class ActiveBatch:
     id: str
     sealed_authorization: bytes | None
+    sequential: bool
+    max_concurrency: int
 
 
 @dataclass(frozen=True)
@@ -54,6 +61,13 @@ class Result:
     failure_reason: str | None
     attempts: int
 
+    @property
+    def is_failure(self) -> bool:
+        """What stops a batch that stops on failure."""
+        if self.status in (OperationStatus.FAILED, OperationStatus.TIMED_OUT):
+            return True
+        return self.response_status is not None and self.response_status >= 400
+
 
 async def batches_with_pending_work(connection: AsyncConnection, limit: int) -> list[ActiveBatch]:
     """Unfinished batches that still have pending operations, oldest first."""
@@ -61,13 +75,18 @@ async def batches_with_pending_work(connection: AsyncConnection, limit: int) -> 
         operations.c.batch_id == batches.c.id, operations.c.status == OperationStatus.PENDING
     )
     query = (
-        select(batches.c.id, batches.c.sealed_authorization)
+        select(
+            batches.c.id,
+            batches.c.sealed_authorization,
+            batches.c.sequential,
+            batches.c.max_concurrency,
+        )
         .where(batches.c.status.in_((BatchStatus.PENDING, BatchStatus.IN_PROGRESS)), has_pending)
         .order_by(batches.c.created_at, batches.c.id)
         .limit(limit)
     )
     rows = (await connection.execute(query)).all()
-    return [ActiveBatch(row.id, row.sealed_authorization) for row in rows]
+    return [ActiveBatch(*row) for row in rows]
 
 
 async def claim(
@@ -146,10 +165,21 @@ _record_result = (
 )
 
 
+@dataclass(frozen=True)
+class Recorded:
+    finished_batches: list[str]
+    # Batches that stop on failure and just had one: drop their unsent claims.
+    stopped_batches: list[str]
+
+
 async def record_results(
     connection: AsyncConnection, owner: str, now: float, results: Sequence[Result]
-) -> list[str]:
-    """Stores finished operations held by `owner`; returns the batches that completed."""
+) -> Recorded:
+    """Stores finished operations held by `owner`.
+
+    In a batch that stops on failure, a failed, timed-out or >= 400 result
+    cancels the operations not yet started.
+    """
     await connection.execute(
         _record_result,
         [
@@ -167,13 +197,37 @@ async def record_results(
             for result in results
         ],
     )
-    return await refresh_batches(connection, now, {result.batch_id for result in results})
+    stopped = await _stop_after_failures(
+        connection, now, {r.batch_id for r in results if r.is_failure}
+    )
+    finished = await refresh_batches(connection, now, {result.batch_id for result in results})
+    return Recorded(finished, stopped)
+
+
+async def _stop_after_failures(
+    connection: AsyncConnection, now: float, batch_ids: set[str]
+) -> list[str]:
+    if not batch_ids:
+        return []
+    stopping = select(batches.c.id).where(batches.c.id.in_(batch_ids), batches.c.stop_on_failure)
+    stopped = list((await connection.execute(stopping)).scalars())
+    await cancel_pending(connection, now, stopped)
+    return stopped
+
+
+async def cancel_pending(connection: AsyncConnection, now: float, batch_ids: Any) -> None:
+    """Cancels the pending operations of these batches (ids, or a query of ids)."""
+    await connection.execute(
+        update(operations)
+        .where(operations.c.batch_id.in_(batch_ids), operations.c.status == OperationStatus.PENDING)
+        .values(status=OperationStatus.CANCELED, updated_at=now)
+    )
 
 
 async def refresh_batches(
     connection: AsyncConnection, now: float, batch_ids: Iterable[str]
 ) -> list[str]:
-    """Recounts finished operations; completes batches with none left, erasing credentials."""
+    """Recounts finished operations; finishes batches with none left, erasing credentials."""
     ids = sorted(batch_ids)
     if not ids:
         return []
@@ -186,17 +240,20 @@ async def refresh_batches(
     await connection.execute(
         update(batches).where(batches.c.id.in_(ids)).values(finished_count=finished, updated_at=now)
     )
-    completed = await connection.execute(
+    final_status = case(
+        (batches.c.canceled_at.is_not(None), BatchStatus.CANCELED), else_=BatchStatus.COMPLETED
+    )
+    finished_batches = await connection.execute(
         update(batches)
         .where(
             batches.c.id.in_(ids),
             batches.c.finished_count == batches.c.operations_count,
-            batches.c.status != BatchStatus.COMPLETED,
+            batches.c.status.not_in(FINISHED_BATCH_STATUSES),
         )
-        .values(status=BatchStatus.COMPLETED, sealed_authorization=None)
+        .values(status=final_status, sealed_authorization=None)
         .returning(batches.c.id)
     )
-    return list(completed.scalars())
+    return list(finished_batches.scalars())
 
 
 async def renew_leases(
@@ -232,6 +289,27 @@ async def unclaim(
             status=OperationStatus.PENDING, lease_owner=None, lease_expires_at=None, updated_at=now
         )
     )
+
+
+async def cancel_claims(
+    connection: AsyncConnection, owner: str, operation_ids: Sequence[str], now: float
+) -> None:
+    """Cancels claimed operations that were never sent (their batch was canceled or stopped)."""
+    if not operation_ids:
+        return
+    canceled = await connection.execute(
+        update(operations)
+        .where(
+            operations.c.id.in_(operation_ids),
+            operations.c.lease_owner == owner,
+            operations.c.status == OperationStatus.IN_PROGRESS,
+        )
+        .values(
+            status=OperationStatus.CANCELED, lease_owner=None, lease_expires_at=None, updated_at=now
+        )
+        .returning(operations.c.batch_id)
+    )
+    await refresh_batches(connection, now, set(canceled.scalars()))
 
 
 async def requeue(

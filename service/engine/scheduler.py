@@ -2,15 +2,16 @@
 
 Claims are prefetched: up to `prefetch` times the running limits may be
 claimed, so a slot that frees refills from memory at once instead of waiting
-for a database round trip. Free slots are dealt round-robin, oldest batch
-first, and no batch runs more than its own limit, so one huge batch cannot
-starve the others.
+for a database round trip. A batch limited to one operation at a time gets no
+prefetch, so its operations run strictly in order. Free slots are dealt
+round-robin, oldest batch first, and no batch runs more than its own limit,
+so one huge batch cannot starve the others.
 """
 
 from __future__ import annotations
 
 from collections import Counter, deque
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Generic, TypeVar
 
 Item = TypeVar("Item")
@@ -20,10 +21,11 @@ class Scheduler(Generic[Item]):
     def __init__(self, max_running: int, max_running_per_batch: int, prefetch: int = 2) -> None:
         self.max_running = max_running
         self.max_running_per_batch = max_running_per_batch
+        self.prefetch = prefetch
         self.max_claimed = max_running * prefetch
-        self.max_claimed_per_batch = max_running_per_batch * prefetch
         self.running = 0
         self._ready: dict[str, deque[Item]] = {}
+        self._limits: dict[str, int] = {}
         self._running_per_batch: Counter[str] = Counter()
         self._claimed_per_batch: Counter[str] = Counter()
 
@@ -31,13 +33,14 @@ class Scheduler(Generic[Item]):
     def claimed(self) -> int:
         return self._claimed_per_batch.total()
 
-    def to_claim(self, batch_ids: Sequence[str]) -> dict[str, int]:
-        """How many more operations to claim from each of these batches."""
-        room = {
-            batch_id: self.max_claimed_per_batch - self._claimed_per_batch[batch_id]
-            for batch_id in batch_ids
-        }
-        return _deal(batch_ids, self.max_claimed - self.claimed, room)
+    def to_claim(self, limits: Mapping[str, int]) -> dict[str, int]:
+        """How many more operations to claim from each batch, given each one's running limit."""
+        room = {}
+        for batch_id, limit in limits.items():
+            self._limits[batch_id] = limit = min(limit, self.max_running_per_batch)
+            cap = limit if limit == 1 else limit * self.prefetch
+            room[batch_id] = cap - self._claimed_per_batch[batch_id]
+        return _deal(list(limits), self.max_claimed - self.claimed, room)
 
     def add(self, batch_id: str, item: Item) -> None:
         self._ready.setdefault(batch_id, deque()).append(item)
@@ -46,9 +49,7 @@ class Scheduler(Generic[Item]):
     def startable(self) -> list[tuple[str, Item]]:
         """Claimed items to start now, within the running limits."""
         room = {
-            batch_id: min(
-                len(ready), self.max_running_per_batch - self._running_per_batch[batch_id]
-            )
+            batch_id: min(len(ready), self._limit(batch_id) - self._running_per_batch[batch_id])
             for batch_id, ready in self._ready.items()
         }
         dealt = _deal(list(self._ready), self.max_running - self.running, room)
@@ -66,21 +67,33 @@ class Scheduler(Generic[Item]):
         self.running -= 1
         self._running_per_batch[batch_id] -= 1
         self._claimed_per_batch[batch_id] -= 1
-        for counter in (self._running_per_batch, self._claimed_per_batch):
-            if counter[batch_id] <= 0:
-                del counter[batch_id]
+        self._forget_if_idle(batch_id)
 
-    def take_unstarted(self) -> list[Item]:
-        """Removes and returns every claimed item not started yet."""
-        items = [item for ready in self._ready.values() for item in ready]
-        for batch_id, ready in self._ready.items():
+    def take_unstarted(self, batch_ids: Sequence[str] | None = None) -> list[Item]:
+        """Removes and returns the claimed items not started yet (of these batches, or all)."""
+        chosen = (
+            list(self._ready) if batch_ids is None else [b for b in batch_ids if b in self._ready]
+        )
+        items: list[Item] = []
+        for batch_id in chosen:
+            ready = self._ready.pop(batch_id)
+            items.extend(ready)
             self._claimed_per_batch[batch_id] -= len(ready)
-        self._ready.clear()
-        self._claimed_per_batch = +self._claimed_per_batch
+            self._forget_if_idle(batch_id)
         return items
 
+    def _limit(self, batch_id: str) -> int:
+        return self._limits.get(batch_id, self.max_running_per_batch)
 
-def _deal(batch_ids: Sequence[str], free: int, room: dict[str, int]) -> dict[str, int]:
+    def _forget_if_idle(self, batch_id: str) -> None:
+        if self._running_per_batch[batch_id] <= 0:
+            del self._running_per_batch[batch_id]
+        if self._claimed_per_batch[batch_id] <= 0:
+            del self._claimed_per_batch[batch_id]
+            self._limits.pop(batch_id, None)
+
+
+def _deal(batch_ids: Sequence[str], free: int, room: Mapping[str, int]) -> dict[str, int]:
     """Deals `free` units one at a time, round-robin, within each batch's room."""
     dealt: dict[str, int] = {}
     while free > 0:

@@ -1,0 +1,156 @@
+"""The commands that change batches: create (idempotent by request id) and cancel."""
+
+from __future__ import annotations
+
+import hashlib
+import time
+import uuid
+from dataclasses import dataclass
+from types import SimpleNamespace
+from typing import Any
+
+import grpc
+from sqlalchemy import Row
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from batchd.v1 import batch_pb2
+from service import store, validation
+from service.auth import Caller
+from service.credentials import Sealer
+from service.database import Database
+from service.engine import queue
+from service.errors import ApiError, not_found
+from service.models import FINISHED_BATCH_STATUSES, BatchStatus, OperationStatus
+
+# How long a create request id is remembered.
+REQUEST_ID_TTL_SECONDS = 24 * 3600
+MAX_REQUEST_ID_LENGTH = 200
+
+
+@dataclass(frozen=True)
+class Created:
+    # Rows, or namespaces with the same attributes for what was just inserted.
+    batch: Any
+    operations: list[Any]
+    # True when a repeated request id returned the batch created the first time.
+    replayed: bool = False
+
+
+async def create_batch(
+    database: Database,
+    caller: Caller,
+    request: batch_pb2.CreateBatchRequest,
+    sealer: Sealer,
+    max_operations: int,
+) -> Created:
+    new_operations = validation.new_operations(request.batch, max_operations)
+    options = validation.execution_options(request.batch.execution_options)
+    if len(request.request_id) > MAX_REQUEST_ID_LENGTH:
+        raise validation.invalid_request_id(MAX_REQUEST_ID_LENGTH)
+    fingerprint = hashlib.sha256(request.batch.SerializeToString(deterministic=True)).hexdigest()
+    now = time.time()
+    batch_id = str(uuid.uuid4())
+    batch: dict[str, Any] = {
+        "id": batch_id,
+        "tenant": caller.tenant,
+        "status": BatchStatus.PENDING,
+        "operations_count": len(new_operations),
+        "finished_count": 0,
+        "sealed_authorization": sealer.seal(caller.authorization),
+        "sequential": options.sequential,
+        "stop_on_failure": options.stop_on_failure,
+        "max_concurrency": options.max_concurrency,
+        "canceled_at": None,
+        "created_at": now,
+        "updated_at": now,
+    }
+    operations = [
+        _operation_row(batch_id, caller.tenant, position, new, now)
+        for position, new in enumerate(new_operations)
+    ]
+    try:
+        async with database.write() as connection:
+            if request.request_id:
+                earlier = await _earlier_batch(
+                    connection, caller, request.request_id, fingerprint, now
+                )
+                if earlier is not None:
+                    return Created(earlier, [], replayed=True)
+            await store.insert_batch(connection, batch, operations)
+            if request.request_id:
+                await store.insert_create_request(
+                    connection, caller.tenant, request.request_id, fingerprint, batch_id, now
+                )
+    except IntegrityError:
+        # Another replica stored the same request id first: answer as it did.
+        async with database.write() as connection:
+            earlier = await _earlier_batch(connection, caller, request.request_id, fingerprint, now)
+        if earlier is None:
+            raise
+        return Created(earlier, [], replayed=True)
+    return Created(SimpleNamespace(**batch), [SimpleNamespace(**op) for op in operations])
+
+
+async def _earlier_batch(
+    connection: AsyncConnection, caller: Caller, request_id: str, fingerprint: str, now: float
+) -> Row[Any] | None:
+    earlier = await store.get_create_request(connection, caller.tenant, request_id)
+    if earlier is None:
+        return None
+    if earlier.created_at < now - REQUEST_ID_TTL_SECONDS:
+        await store.delete_create_request(connection, caller.tenant, request_id)
+        return None
+    if earlier.fingerprint != fingerprint:
+        raise ApiError(
+            grpc.StatusCode.FAILED_PRECONDITION,
+            "batch.idempotency_key.reused",
+            "This request id (Idempotency-Key) was already used with a different batch",
+        )
+    return await store.get_batch(connection, caller.tenant, earlier.batch_id)
+
+
+def _operation_row(
+    batch_id: str, tenant: str, position: int, new: validation.NewOperation, now: float
+) -> dict[str, Any]:
+    return {
+        "id": str(uuid.uuid4()),
+        "batch_id": batch_id,
+        "tenant": tenant,
+        "position": position,
+        "http_method": new.http_method,
+        "path": new.path,
+        "query_params": new.query_params,
+        "body": new.body,
+        "status": OperationStatus.PENDING,
+        "response_status": None,
+        "response_body": None,
+        "failure_reason": None,
+        "attempts": 0,
+        "lease_owner": None,
+        "lease_expires_at": None,
+        "lease_generation": 0,
+        "created_at": now,
+        "updated_at": now,
+    }
+
+
+async def cancel_batch(database: Database, caller: Caller, batch_id: str) -> Row[Any]:
+    """Cancels the pending operations; the batch ends as canceled once running ones finish."""
+    now = time.time()
+    async with database.write() as connection:
+        batch = await store.get_batch(connection, caller.tenant, batch_id)
+        if batch is None:
+            raise not_found("batch", batch_id)
+        if batch.status in FINISHED_BATCH_STATUSES:
+            raise ApiError(
+                grpc.StatusCode.FAILED_PRECONDITION,
+                "batch.not_cancelable",
+                f"Batch {batch_id} has already finished ({batch.status}) and cannot be canceled",
+            )
+        await store.mark_canceled(connection, batch_id, now)
+        await queue.cancel_pending(connection, now, [batch_id])
+        await queue.refresh_batches(connection, now, [batch_id])
+        canceled = await store.get_batch(connection, caller.tenant, batch_id)
+    assert canceled is not None
+    return canceled
