@@ -42,7 +42,10 @@ async def run_batch(
 
 
 async def wait_completed(
-    stub: batch_pb2_grpc.BatchServiceStub, batch_id: str, timeout: float = 30
+    stub: batch_pb2_grpc.BatchServiceStub,
+    batch_id: str,
+    timeout: float = 30,
+    statuses: tuple[int, ...] = (batch_pb2.BATCH_STATUS_COMPLETED,),
 ) -> batch_pb2.Batch:
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout
@@ -52,7 +55,7 @@ async def wait_completed(
             metadata=bearer(),
         )
         batch: batch_pb2.Batch = reply.batch
-        if batch.status == batch_pb2.BATCH_STATUS_COMPLETED:
+        if batch.status in statuses:
             return batch
         await asyncio.sleep(0.02)
     raise TimeoutError(f"batch {batch_id} did not complete")

@@ -28,6 +28,9 @@ class SeenRequest:
 @dataclass
 class UpstreamLog:
     requests: list[SeenRequest] = field(default_factory=list)
+    # Requests being answered right now, and the most there ever were at once.
+    in_flight: int = 0
+    max_in_flight: int = 0
 
     def by_idempotency_key(self) -> Counter[str]:
         return Counter(r.headers.get("Idempotency-Key", "") for r in self.requests)
@@ -43,10 +46,16 @@ async def record(
 ) -> web.StreamResponse:
     raw = await request.read()
     body = json.loads(raw) if raw else None
-    request.app[LOG_KEY].requests.append(
+    log = request.app[LOG_KEY]
+    log.requests.append(
         SeenRequest(request.method, request.path, request.query_string, dict(request.headers), body)
     )
-    return await handler(request)
+    log.in_flight += 1
+    log.max_in_flight = max(log.max_in_flight, log.in_flight)
+    try:
+        return await handler(request)
+    finally:
+        log.in_flight -= 1
 
 
 async def echo(request: web.Request) -> web.Response:
