@@ -17,7 +17,7 @@ from tests.processes import TOKEN, Process, service_env, start_service
 @pytest.fixture
 async def upstream_server() -> AsyncIterator[tuple[str, upstream.UpstreamLog]]:
     app = upstream.make_app()
-    runner = web.AppRunner(app, access_log=None)
+    runner = web.AppRunner(app, access_log=None, shutdown_timeout=0.2)
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", 0)
     await site.start()

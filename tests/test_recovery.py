@@ -110,3 +110,33 @@ async def test_sigterm_drains_in_flight_work_and_exits_zero(
         op.status == batch_pb2.BATCH_OPERATION_STATUS_COMPLETED for op in batch.batch_operations
     )
     assert set(upstream_server[1].by_idempotency_key().values()) == {1}
+
+
+async def test_operations_fail_rather_than_run_without_credentials_after_a_key_change(
+    database_url: str, upstream_server: tuple[str, UpstreamLog], tmp_path: Path
+) -> None:
+    env = service_env(database_url, upstream_server[0], BATCH_LEASE_SECONDS="1")
+    first = await start_service(env, tmp_path / "first.log")
+    async with grpc.aio.insecure_channel(env["BATCH_GRPC_ADDRESS"]) as channel:
+        created = await batch_pb2_grpc.BatchServiceStub(channel).CreateBatch(
+            batch_pb2.CreateBatchRequest(
+                batch=batch_pb2.Batch(
+                    batch_operations=[operation(GET, "/slow/5/first"), operation(GET, "/echo/x")],
+                    execution_options=batch_pb2.ExecutionOptions(sequential=True),
+                )
+            ),
+            metadata=bearer(),
+        )
+        while not upstream_server[1].requests:
+            await asyncio.sleep(0.01)
+    await first.stop(signal.SIGKILL)
+
+    env["BATCH_SECRET_KEY"] = "kY9ZQ3mWq1sV8bXn2cR5tU7wA0dF4gH6jK8lM1nP3rE="
+    second = await start_service(env, tmp_path / "second.log")
+    try:
+        async with grpc.aio.insecure_channel(env["BATCH_GRPC_ADDRESS"]) as channel:
+            batch = await wait_completed(batch_pb2_grpc.BatchServiceStub(channel), created.batch.id)
+    finally:
+        await second.stop()
+    assert [op.failure_reason for op in batch.batch_operations] == ["credentials_unavailable"] * 2
+    assert [r.path for r in upstream_server[1].requests] == ["/slow/5/first"]

@@ -167,15 +167,22 @@ class Engine:
             self._running[claim.id] = asyncio.create_task(self._run(claim, authorization))
 
     def _authorization(self, batch_id: str, sealed: bytes | None) -> str | None:
+        """The batch's Authorization value; "" when it was sealed under another key."""
         if batch_id not in self._authorizations:
             if len(self._authorizations) > 10_000:
                 self._authorizations.clear()
-            self._authorizations[batch_id] = self.sealer.unseal(sealed) if sealed else None
+            unsealed = self.sealer.unseal(sealed) if sealed else None
+            self._authorizations[batch_id] = "" if sealed and unsealed is None else unsealed
         return self._authorizations[batch_id]
 
     async def _run(self, claim: queue.Claim, authorization: str | None) -> None:
         try:
-            outcome = await self._executor.execute(claim, authorization)
+            if authorization == "":
+                # Sending without the caller's credentials could act as nobody, or
+                # as someone else: refuse.
+                outcome = Outcome(OperationStatus.FAILED, failure_reason="credentials_unavailable")
+            else:
+                outcome = await self._executor.execute(claim, authorization)
         except asyncio.CancelledError:
             raise
         except Exception:
