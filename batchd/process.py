@@ -13,15 +13,9 @@ import sys
 from collections.abc import Awaitable, Callable
 
 from batchd.config import ConfigError
+from batchd.logs import configure_logging
 
 Stop = Callable[[], Awaitable[None]]
-
-
-def configure_logging() -> None:
-    logging.basicConfig(
-        level=os.environ.get("BATCH_LOG_LEVEL", "INFO").upper(),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
 
 
 def run(start: Callable[[], Awaitable[Stop]]) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from batchd import config, process
+from service import metrics
 from service.app import Service
 from service.engine.urls import Upstream, UpstreamError
 from service.settings import ServiceSettings
@@ -25,6 +26,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     async def start() -> process.Stop:
         settings = config.load(ServiceSettings, args)
         service = await Service.start(settings, upstream_of(settings))
+        if settings.metrics_address:
+            metrics.serve(settings.metrics_address)
         return service.stop
 
     process.run(start)

@@ -13,6 +13,7 @@ from service.credentials import sealer_from_settings
 from service.database import Database, open_database
 from service.engine.engine import Engine
 from service.engine.urls import Upstream
+from service.rate_limit import CreateRateLimiter
 from service.server import build_server, set_serving
 from service.servicer import BatchServicer
 from service.settings import ServiceSettings
@@ -42,6 +43,7 @@ class Service:
             sealer,
             settings.max_operations,
             changes,
+            CreateRateLimiter(settings.create_rate, settings.create_burst),
             on_batch_created=engine.wake,
             on_batch_canceled=engine.batch_canceled,
         )

@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import Any
+
+import grpc
 
 from service.errors import unauthenticated
+from service.rpc_scope import metadata_value
 
 
 def _digest(token: str) -> bytes:
@@ -26,12 +30,9 @@ class Tenants:
     def __init__(self, tenants_by_token: Mapping[str, str]) -> None:
         self._by_digest = {_digest(token): tenant for token, tenant in tenants_by_token.items()}
 
-    def authenticate(self, metadata: Iterable[tuple[str, str | bytes]]) -> Caller:
+    def authenticate(self, context: grpc.aio.ServicerContext[Any, Any]) -> Caller:
         """The caller, from `authorization: Bearer <token>` metadata."""
-        header = next(
-            (value for key, value in metadata if key == "authorization" and isinstance(value, str)),
-            "",
-        )
+        header = metadata_value(context, "authorization") or ""
         scheme, _, token = header.partition(" ")
         tenant = self._by_digest.get(_digest(token.strip())) if scheme.lower() == "bearer" else None
         if tenant is None:

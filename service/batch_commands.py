@@ -14,6 +14,7 @@ from sqlalchemy import Row
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from batchd.logs import REQUEST_ID
 from batchd.v1 import batch_pb2
 from service import store, validation
 from service.auth import Caller
@@ -62,6 +63,7 @@ async def create_batch(
         "stop_on_failure": options.stop_on_failure,
         "max_concurrency": options.max_concurrency,
         "canceled_at": None,
+        "correlation_id": REQUEST_ID.get(),
         "created_at": now,
         "updated_at": now,
     }

@@ -32,8 +32,13 @@ class ApiError(Exception):
     message: str
     violations: list[Violation] = field(default_factory=list)
 
+    def extra_details(self) -> list[object]:
+        """More google.rpc details a subclass sends along."""
+        return []
+
     def to_status(self) -> grpc.Status:
         details = [_packed(error_details_pb2.ErrorInfo(reason=self.code, domain=ERROR_DOMAIN))]
+        details.extend(_packed(detail) for detail in self.extra_details())
         if self.violations:
             bad_request = error_details_pb2.BadRequest(
                 field_violations=[

@@ -70,6 +70,8 @@ class Batch(SQLModel, table=True):
     max_concurrency: int = 0
     # Set by a cancel request: the batch ends as canceled, not completed.
     canceled_at: float | None = None
+    # The create call's request id, sent upstream with every operation.
+    correlation_id: str | None = Field(default=None, max_length=128)
     created_at: float
     updated_at: float
 

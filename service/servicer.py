@@ -3,26 +3,24 @@
 from __future__ import annotations
 
 import functools
-import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from itertools import groupby
 from typing import Any, TypeVar
 
 import grpc
 from sqlalchemy import Row
-from sqlalchemy.exc import DBAPIError
 
 from batchd.v1 import batch_pb2, batch_pb2_grpc
-from service import convert, store, validation
+from service import convert, metrics, store, validation
 from service.auth import Caller, Tenants
 from service.batch_commands import cancel_batch, create_batch
 from service.credentials import Sealer
 from service.database import Database
-from service.errors import ApiError, not_found
+from service.errors import not_found
+from service.rate_limit import CreateRateLimiter
+from service.rpc_scope import rpc_scope
 from service.watch import Changes, watch_batch
 
-log = logging.getLogger(__name__)
-DATABASE_UNAVAILABLE = "the database is unavailable; retry later"
 Request = TypeVar("Request")
 Response = TypeVar("Response")
 
@@ -30,21 +28,15 @@ Response = TypeVar("Response")
 def rpc(
     method: Callable[[BatchServicer, Request, Caller], Awaitable[Response]],
 ) -> Callable[[BatchServicer, Request, grpc.aio.ServicerContext[Any, Any]], Awaitable[Response]]:
-    """Authenticates the caller and turns errors into gRPC statuses."""
+    """Runs a unary method inside the RPC scope, for an authenticated caller."""
 
     @functools.wraps(method)
     async def handler(
         self: BatchServicer, request: Request, context: grpc.aio.ServicerContext[Any, Any]
     ) -> Response:
-        try:
-            caller = self.tenants.authenticate(context.invocation_metadata() or ())
-            return await method(self, request, caller)
-        except ApiError as error:
-            await context.abort_with_status(error.to_status())  # type: ignore[attr-defined]
-        except DBAPIError as error:
-            log.warning("database unavailable in %s: %s", method.__name__, type(error).__name__)
-            await context.abort(grpc.StatusCode.UNAVAILABLE, DATABASE_UNAVAILABLE)
-        raise AssertionError("unreachable: abort raises")
+        async with rpc_scope(method.__name__, context):
+            return await method(self, request, self.tenants.authenticate(context))
+        raise AssertionError("unreachable: errors abort the call")
 
     return handler
 
@@ -57,6 +49,7 @@ class BatchServicer(batch_pb2_grpc.BatchServiceServicer):
         sealer: Sealer,
         max_operations: int,
         changes: Changes,
+        create_rate_limiter: CreateRateLimiter,
         on_batch_created: Callable[[], None] = lambda: None,
         on_batch_canceled: Callable[[str], None] = lambda batch_id: None,
     ) -> None:
@@ -67,11 +60,13 @@ class BatchServicer(batch_pb2_grpc.BatchServiceServicer):
         self.on_batch_created = on_batch_created
         self.on_batch_canceled = on_batch_canceled
         self.changes = changes
+        self.create_rate_limiter = create_rate_limiter
 
     @rpc
     async def CreateBatch(
         self, request: batch_pb2.CreateBatchRequest, caller: Caller
     ) -> batch_pb2.CreateBatchResponse:
+        self.create_rate_limiter.check(caller.tenant)
         created = await create_batch(
             self.database, caller, request, self.sealer, self.max_operations
         )
@@ -98,15 +93,17 @@ class BatchServicer(batch_pb2_grpc.BatchServiceServicer):
     async def WatchBatch(
         self, request: batch_pb2.WatchBatchRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> AsyncIterator[batch_pb2.WatchBatchResponse]:
-        try:
-            caller = self.tenants.authenticate(context.invocation_metadata() or ())
+        async with rpc_scope("WatchBatch", context):
+            caller = self.tenants.authenticate(context)
             batch_id = validation.object_id("batch", request.id)
-            async for event in watch_batch(self.database, self.changes, caller.tenant, batch_id):
-                yield event
-        except ApiError as error:
-            await context.abort_with_status(error.to_status())  # type: ignore[attr-defined]
-        except DBAPIError:
-            await context.abort(grpc.StatusCode.UNAVAILABLE, DATABASE_UNAVAILABLE)
+            metrics.WATCH_STREAMS.inc()
+            try:
+                async for event in watch_batch(
+                    self.database, self.changes, caller.tenant, batch_id
+                ):
+                    yield event
+            finally:
+                metrics.WATCH_STREAMS.dec()
 
     @rpc
     async def GetBatch(

@@ -73,6 +73,19 @@ class ServiceSettings:
         default=1 << 20,
         metadata=env("BATCH_MAX_RESPONSE_BYTES", "largest upstream body stored as is"),
     )
+    create_rate: float = field(
+        default=50.0,
+        metadata=env("BATCH_CREATE_RATE", "batches a tenant may create per second (0: no limit)"),
+    )
+    create_burst: int = field(
+        default=100, metadata=env("BATCH_CREATE_BURST", "batches a tenant may create at once")
+    )
+    metrics_address: str = field(
+        default="",
+        metadata=env(
+            "BATCH_METRICS_ADDRESS", "host:port serving Prometheus metrics (python -m service)"
+        ),
+    )
     shutdown_grace: float = field(
         default=10.0,
         metadata=env("BATCH_SHUTDOWN_GRACE", "seconds SIGTERM waits for in-flight work"),

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from aiohttp import web
+from multidict import CIMultiDict
 
 
 @dataclass(frozen=True)
@@ -21,7 +22,7 @@ class SeenRequest:
     method: str
     path: str
     query_string: str
-    headers: dict[str, str]
+    headers: CIMultiDict[str]
     body: Any
 
 
@@ -48,7 +49,9 @@ async def record(
     body = json.loads(raw) if raw else None
     log = request.app[LOG_KEY]
     log.requests.append(
-        SeenRequest(request.method, request.path, request.query_string, dict(request.headers), body)
+        SeenRequest(
+            request.method, request.path, request.query_string, CIMultiDict(request.headers), body
+        )
     )
     log.in_flight += 1
     log.max_in_flight = max(log.max_in_flight, log.in_flight)

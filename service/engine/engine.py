@@ -15,11 +15,12 @@ import logging
 import time
 import uuid
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
 
 import aiohttp
 from sqlalchemy.exc import DBAPIError
 
-from service import store
+from service import metrics, store
 from service.batch_commands import REQUEST_ID_TTL_SECONDS
 from service.credentials import Sealer
 from service.database import Database
@@ -56,7 +57,7 @@ class Engine:
         self._wake = asyncio.Event()
         self._results: asyncio.Queue[queue.Result] = asyncio.Queue()
         self._running: dict[str, asyncio.Task[None]] = {}
-        self._scheduler: Scheduler[tuple[queue.Claim, str | None]] = Scheduler(
+        self._scheduler: Scheduler[Job] = Scheduler(
             settings.max_in_flight, settings.max_in_flight_per_batch
         )
         # Claimed and not yet recorded: their leases must stay renewed.
@@ -99,7 +100,7 @@ class Engine:
         await asyncio.gather(*self._background)
         await _cancelled(self._flusher)
         await _cancelled(self._keeper)
-        unsent = [claim.id for claim, _ in self._scheduler.take_unstarted()]
+        unsent = [job.claim.id for job in self._scheduler.take_unstarted()]
         await self._with_db_retry("release", functools.partial(self._release_own, unsent))
         if self._session is not None:
             await self._session.close()
@@ -129,11 +130,12 @@ class Engine:
             claims = await queue.claim(
                 connection, self.owner, now, now + self.settings.lease_seconds, wanted
             )
-        sealed = {batch.id: batch.sealed_authorization for batch in candidates}
+        by_id = {batch.id: batch for batch in candidates}
         for claim in claims:
-            authorization = self._authorization(claim.batch_id, sealed.get(claim.batch_id))
+            batch = by_id[claim.batch_id]
+            authorization = self._authorization(batch.id, batch.sealed_authorization)
             self._held.add(claim.id)
-            self._scheduler.add(claim.batch_id, (claim, authorization))
+            self._scheduler.add(batch.id, Job(claim, authorization, batch.correlation_id))
         self._start_ready()
         return len(claims)
 
@@ -147,7 +149,7 @@ class Engine:
         self._cancel_unsent([batch_id])
 
     def _cancel_unsent(self, batch_ids: list[str]) -> None:
-        unsent = [claim.id for claim, _ in self._scheduler.take_unstarted(batch_ids)]
+        unsent = [job.claim.id for job in self._scheduler.take_unstarted(batch_ids)]
         if unsent:
             task = asyncio.create_task(
                 self._with_db_retry("cancel claims", functools.partial(self._cancel_claims, unsent))
@@ -163,8 +165,8 @@ class Engine:
     def _start_ready(self) -> None:
         if self._stopping:
             return
-        for _, (claim, authorization) in self._scheduler.startable():
-            self._running[claim.id] = asyncio.create_task(self._run(claim, authorization))
+        for _, job in self._scheduler.startable():
+            self._running[job.claim.id] = asyncio.create_task(self._run(job))
 
     def _authorization(self, batch_id: str, sealed: bytes | None) -> str | None:
         """The batch's Authorization value; "" when it was sealed under another key."""
@@ -175,24 +177,29 @@ class Engine:
             self._authorizations[batch_id] = "" if sealed and unsealed is None else unsealed
         return self._authorizations[batch_id]
 
-    async def _run(self, claim: queue.Claim, authorization: str | None) -> None:
+    async def _run(self, job: Job) -> None:
+        claim = job.claim
+        started = time.perf_counter()
+        metrics.IN_FLIGHT.inc()
         try:
-            if authorization == "":
+            if job.authorization == "":
                 # Sending without the caller's credentials could act as nobody, or
                 # as someone else: refuse.
                 outcome = Outcome(OperationStatus.FAILED, failure_reason="credentials_unavailable")
             else:
-                outcome = await self._executor.execute(claim, authorization)
+                outcome = await self._executor.execute(claim, job.authorization, job.request_id)
         except asyncio.CancelledError:
             raise
         except Exception:
             log.exception("operation %s could not be executed", claim.id)
             outcome = Outcome(OperationStatus.FAILED, failure_reason="internal_error", attempts=1)
         finally:
+            metrics.IN_FLIGHT.dec()
             del self._running[claim.id]
             self._scheduler.finished(claim.batch_id)
             self._start_ready()
             self._wake.set()
+        _observe(job, outcome, time.perf_counter() - started)
         self._results.put_nowait(
             queue.Result(
                 claim.id,
@@ -230,6 +237,11 @@ class Engine:
             await asyncio.sleep(interval)
             await self._with_db_retry("renew leases", self._renew)
             await self._with_db_retry("recover", self._recover_expired)
+            await self._with_db_retry("count pending", self._count_pending)
+
+    async def _count_pending(self) -> None:
+        async with self.database.read() as connection:
+            metrics.PENDING.set(await queue.count_pending(connection))
 
     async def _renew(self) -> None:
         now = time.time()
@@ -246,6 +258,7 @@ class Engine:
                 connection, now, self.settings.resend_interrupted, expired_before=now
             )
         if count:
+            metrics.LEASE_RECOVERIES.inc(count)
             log.warning("recovered %d operations whose lease expired", count)
             self._wake.set()
 
@@ -273,6 +286,34 @@ class Engine:
                 log.exception("%s failed; retrying in %.1fs", what, delay)
             await asyncio.sleep(delay)
             delay = min(delay * 2, DB_RETRY_CAP)
+
+
+@dataclass(frozen=True)
+class Job:
+    """A claimed operation with what its request needs from its batch."""
+
+    claim: queue.Claim
+    # The caller's Authorization value; "" when it cannot be unsealed.
+    authorization: str | None = field(repr=False)
+    request_id: str | None
+
+
+def _observe(job: Job, outcome: Outcome, seconds: float) -> None:
+    metrics.OPERATIONS.labels(outcome.status).inc()
+    metrics.UPSTREAM_SECONDS.observe(seconds)
+    log.info(
+        "operation finished",
+        extra={
+            "request_id": job.request_id,
+            "operation_id": job.claim.id,
+            "batch_id": job.claim.batch_id,
+            "status": str(outcome.status),
+            "response_status": outcome.response_status,
+            "failure_reason": outcome.failure_reason,
+            "attempts": outcome.attempts,
+            "duration_ms": round(seconds * 1000, 3),
+        },
+    )
 
 
 async def _cancelled(task: asyncio.Task[None]) -> None:

@@ -12,6 +12,7 @@ from typing import Any
 
 import aiohttp
 
+from batchd.logs import REQUEST_ID_HEADER
 from service.engine.queue import IDEMPOTENT_METHODS, Claim
 from service.engine.urls import Upstream
 from service.models import OperationStatus
@@ -61,7 +62,9 @@ class Executor:
         self.max_retries = max_retries
         self.max_response_bytes = max_response_bytes
 
-    async def execute(self, claim: Claim, authorization: str | None) -> Outcome:
+    async def execute(
+        self, claim: Claim, authorization: str | None, request_id: str | None = None
+    ) -> Outcome:
         attempts = 0
         deadline = time.monotonic() + self.timeout
         idempotent = claim.http_method in IDEMPOTENT_METHODS
@@ -70,7 +73,7 @@ class Executor:
                 while True:
                     attempts += 1
                     try:
-                        response = await self._send(claim, authorization)
+                        response = await self._send(claim, authorization, request_id)
                     except _Failure as failure:
                         retryable = idempotent or failure.never_sent
                         delay = self._retry_delay(attempts, None, deadline) if retryable else None
@@ -113,7 +116,9 @@ class Executor:
             return None
         return delay
 
-    async def _send(self, claim: Claim, authorization: str | None) -> _Response:
+    async def _send(
+        self, claim: Claim, authorization: str | None, request_id: str | None
+    ) -> _Response:
         url = self.upstream.url_for(claim.path, claim.query_params)
         headers = {
             "Idempotency-Key": claim.id,
@@ -122,6 +127,8 @@ class Executor:
         }
         if authorization:
             headers["Authorization"] = authorization
+        if request_id:
+            headers[REQUEST_ID_HEADER] = request_id
         try:
             async with self.session.request(
                 claim.http_method,

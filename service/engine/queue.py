@@ -36,6 +36,7 @@ class ActiveBatch:
     sealed_authorization: bytes | None
     sequential: bool
     max_concurrency: int
+    correlation_id: str | None
 
 
 @dataclass(frozen=True)
@@ -80,6 +81,7 @@ async def batches_with_pending_work(connection: AsyncConnection, limit: int) -> 
             batches.c.sealed_authorization,
             batches.c.sequential,
             batches.c.max_concurrency,
+            batches.c.correlation_id,
         )
         .where(batches.c.status.in_((BatchStatus.PENDING, BatchStatus.IN_PROGRESS)), has_pending)
         .order_by(batches.c.created_at, batches.c.id)
@@ -87,6 +89,15 @@ async def batches_with_pending_work(connection: AsyncConnection, limit: int) -> 
     )
     rows = (await connection.execute(query)).all()
     return [ActiveBatch(*row) for row in rows]
+
+
+async def count_pending(connection: AsyncConnection) -> int:
+    query = (
+        select(func.count())
+        .select_from(operations)
+        .where(operations.c.status == OperationStatus.PENDING)
+    )
+    return int((await connection.execute(query)).scalar_one())
 
 
 async def claim(

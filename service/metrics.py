@@ -1,0 +1,30 @@
+"""Prometheus metrics of the service process (the default registry).
+
+`batchd` serves them on the gateway's /metrics; `python -m service` on
+BATCH_METRICS_ADDRESS when set.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import Counter, Gauge, Histogram, start_http_server
+
+RPCS = Counter("batchd_rpc_requests", "gRPC calls handled", ["method", "code"])
+RPC_SECONDS = Histogram("batchd_rpc_duration_seconds", "gRPC call latency", ["method"])
+OPERATIONS = Counter("batchd_operations_executed", "Operations finished, by outcome", ["status"])
+UPSTREAM_SECONDS = Histogram(
+    "batchd_upstream_duration_seconds",
+    "Time from first send to outcome of an operation, retries included",
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60),
+)
+IN_FLIGHT = Gauge("batchd_operations_in_flight", "Operations executing in this process")
+PENDING = Gauge("batchd_operations_pending", "Pending operations in the whole database")
+LEASE_RECOVERIES = Counter(
+    "batchd_lease_recoveries", "Operations taken back after their claim's lease expired"
+)
+WATCH_STREAMS = Gauge("batchd_watch_streams", "Open WatchBatch streams")
+
+
+def serve(address: str) -> None:
+    """Serves the metrics over HTTP at host:port, on a thread of prometheus-client's."""
+    host, _, port = address.rpartition(":")
+    start_http_server(int(port), addr=host or "127.0.0.1")

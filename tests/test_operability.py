@@ -1,0 +1,85 @@
+"""What operators rely on: JSON logs with request ids, metrics, rate limits."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import aiohttp
+import grpc
+import pytest
+from google.rpc import error_details_pb2
+from grpc_status import rpc_status
+
+from batchd.v1 import batch_pb2, batch_pb2_grpc
+from tests.conftest import bearer
+from tests.processes import TOKEN, free_port, service_env, start_service
+from tests.test_engine import GET, operation, run_batch
+from tests.upstream import UpstreamLog
+
+
+async def test_request_id_travels_to_the_upstream_and_into_json_logs(
+    database_url: str, upstream_server: tuple[str, UpstreamLog], tmp_path: Path
+) -> None:
+    metrics_port = free_port()
+    env = service_env(
+        database_url,
+        upstream_server[0],
+        BATCH_LOG_LEVEL="INFO",
+        BATCH_METRICS_ADDRESS=f"127.0.0.1:{metrics_port}",
+    )
+    process = await start_service(env, tmp_path / "service.log")
+    try:
+        async with grpc.aio.insecure_channel(env["BATCH_GRPC_ADDRESS"]) as channel:
+            stub = batch_pb2_grpc.BatchServiceStub(channel)
+            created = await stub.CreateBatch(
+                batch_pb2.CreateBatchRequest(
+                    batch=batch_pb2.Batch(batch_operations=[operation(GET, "/echo/a")])
+                ),
+                metadata=(*bearer(), ("x-request-id", "req-42")),
+            )
+            await run_batch(stub, [operation(GET, "/status/503")])
+            async with aiohttp.ClientSession() as session:
+                response = await session.get(f"http://127.0.0.1:{metrics_port}/metrics")
+                exposition = await response.text()
+    finally:
+        await process.stop()
+    first = next(r for r in upstream_server[1].requests if r.path == "/echo/a")
+    assert first.headers["X-Request-Id"] == "req-42"
+    events = [json.loads(line) for line in process.log().splitlines() if line.startswith("{")]
+    create_rpc = next(e for e in events if e.get("rpc") == "CreateBatch")
+    assert create_rpc["request_id"] == "req-42" and create_rpc["code"] == "OK"
+    outcome = next(e for e in events if e.get("operation_id") == first.headers["Idempotency-Key"])
+    assert outcome["request_id"] == "req-42" and outcome["status"] == "completed"
+    assert created.batch.id == outcome["batch_id"]
+    assert TOKEN not in process.log()
+    assert 'batchd_rpc_requests_total{code="OK",method="CreateBatch"}' in exposition
+    assert 'batchd_operations_executed_total{status="completed"}' in exposition
+    assert "batchd_upstream_duration_seconds_bucket" in exposition
+
+
+async def test_creates_beyond_the_tenant_rate_are_refused_with_a_retry_delay(
+    database_url: str, upstream_server: tuple[str, UpstreamLog], tmp_path: Path
+) -> None:
+    env = service_env(
+        database_url, upstream_server[0], BATCH_CREATE_RATE="0.5", BATCH_CREATE_BURST="2"
+    )
+    process = await start_service(env, tmp_path / "service.log")
+    request = batch_pb2.CreateBatchRequest(
+        batch=batch_pb2.Batch(batch_operations=[operation(GET, "/echo/a")])
+    )
+    try:
+        async with grpc.aio.insecure_channel(env["BATCH_GRPC_ADDRESS"]) as channel:
+            stub = batch_pb2_grpc.BatchServiceStub(channel)
+            for _ in range(2):
+                await stub.CreateBatch(request, metadata=bearer())
+            with pytest.raises(grpc.aio.AioRpcError) as error:
+                await stub.CreateBatch(request, metadata=bearer())
+    finally:
+        await process.stop()
+    assert error.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+    status = rpc_status.from_call(error.value)  # type: ignore[arg-type]
+    assert status is not None
+    retry_info = error_details_pb2.RetryInfo()
+    assert any(detail.Unpack(retry_info) for detail in status.details)
+    assert 0 < retry_info.retry_delay.ToMilliseconds() <= 2000
