@@ -13,6 +13,7 @@ from service.credentials import sealer_from_settings
 from service.database import Database, open_database
 from service.engine.engine import Engine
 from service.engine.urls import Upstream
+from service.notifications import Notifier
 from service.rate_limit import CreateRateLimiter
 from service.server import build_server, set_serving
 from service.servicer import BatchServicer
@@ -29,6 +30,7 @@ class Service:
     engine: Engine
     server: grpc.aio.Server
     health: HealthServicer
+    notifier: Notifier
 
     @classmethod
     async def start(cls, settings: ServiceSettings, upstream: Upstream) -> Service:
@@ -36,7 +38,8 @@ class Service:
         database = open_database(settings.database_url)
         await database.create_tables()
         changes = Changes()
-        engine = Engine(database, settings, sealer, upstream, changes)
+        notifier = Notifier(settings.database_url)
+        engine = Engine(database, settings, sealer, upstream, changes, notifier)
         servicer = BatchServicer(
             database,
             Tenants(settings.tenants_by_token),
@@ -44,19 +47,21 @@ class Service:
             settings.max_operations,
             changes,
             CreateRateLimiter(settings.create_rate, settings.create_burst),
-            on_batch_created=engine.wake,
+            on_batch_created=engine.batch_created,
             on_batch_canceled=engine.batch_canceled,
         )
         server, health_servicer = build_server(servicer, settings.grpc_address)
         await engine.start()
+        await notifier.start(on_work=engine.wake, on_changes=changes.notify)
         await server.start()
         await set_serving(health_servicer, True)
         log.info("gRPC server listening on %s", settings.grpc_address)
-        return cls(settings, database, engine, server, health_servicer)
+        return cls(settings, database, engine, server, health_servicer, notifier)
 
     async def stop(self) -> None:
         """Drains: refuses new calls, lets in-flight work finish within the grace period."""
         await set_serving(self.health, False)
         await self.server.stop(grace=min(5.0, self.settings.shutdown_grace))
         await self.engine.stop(grace=self.settings.shutdown_grace)
+        await self.notifier.stop()
         await self.database.dispose()

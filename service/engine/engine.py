@@ -29,6 +29,7 @@ from service.engine.executor import Executor, Outcome
 from service.engine.scheduler import Scheduler
 from service.engine.urls import Upstream
 from service.models import OperationStatus
+from service.notifications import Notifier
 from service.settings import ServiceSettings
 from service.watch import Changes
 
@@ -47,8 +48,10 @@ class Engine:
         sealer: Sealer,
         upstream: Upstream,
         changes: Changes,
+        notifier: Notifier,
     ) -> None:
         self.changes = changes
+        self.notifier = notifier
         self.database = database
         self.settings = settings
         self.sealer = sealer
@@ -69,6 +72,11 @@ class Engine:
 
     def wake(self) -> None:
         self._wake.set()
+
+    def batch_created(self) -> None:
+        """Starts a new batch here at once, and tells idle replicas about it."""
+        self._wake.set()
+        self.notifier.work_available()
 
     async def start(self) -> None:
         limit = self.settings.max_in_flight
@@ -227,6 +235,7 @@ class Engine:
             recorded = await queue.record_results(connection, self.owner, time.time(), results)
         self._held.difference_update(result.id for result in results)
         self.changes.notify()
+        self.notifier.changed()
         for batch_id in recorded.finished_batches:
             self._authorizations.pop(batch_id, None)
         self._cancel_unsent(recorded.stopped_batches)
