@@ -14,16 +14,24 @@ JSON = Any
 _EXACT = 2**53
 
 
-def from_struct(struct: struct_pb2.Struct) -> dict[str, JSON]:
-    return {key: from_value(value) for key, value in struct.fields.items()}
+class TooDeep(ValueError):
+    """The value nests deeper than allowed."""
 
 
-def from_value(value: struct_pb2.Value) -> JSON:
+def from_struct(struct: struct_pb2.Struct, max_depth: int = 100) -> dict[str, JSON]:
+    if max_depth <= 0:
+        raise TooDeep
+    return {key: from_value(value, max_depth - 1) for key, value in struct.fields.items()}
+
+
+def from_value(value: struct_pb2.Value, max_depth: int = 100) -> JSON:
     kind = value.WhichOneof("kind")
     if kind == "struct_value":
-        return from_struct(value.struct_value)
+        return from_struct(value.struct_value, max_depth)
     if kind == "list_value":
-        return [from_value(item) for item in value.list_value.values]
+        if max_depth <= 0:
+            raise TooDeep
+        return [from_value(item, max_depth - 1) for item in value.list_value.values]
     if kind == "number_value":
         number = value.number_value
         return int(number) if number.is_integer() and abs(number) < _EXACT else number

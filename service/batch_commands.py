@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import os
 import time
 import uuid
 from dataclasses import dataclass
@@ -67,8 +68,9 @@ async def create_batch(
         "created_at": now,
         "updated_at": now,
     }
+    operation_ids = new_ids(len(new_operations))
     operations = [
-        _operation_row(batch_id, caller.tenant, position, new, now)
+        _operation_row(operation_ids[position], batch_id, caller.tenant, position, new, now)
         for position, new in enumerate(new_operations)
     ]
     try:
@@ -112,11 +114,25 @@ async def _earlier_batch(
     return await store.get_batch(connection, caller.tenant, earlier.batch_id)
 
 
+def new_ids(count: int) -> list[str]:
+    """Random (version 4) UUIDs, from one read of the system's randomness."""
+    randomness = os.urandom(16 * count)
+    return [
+        str(uuid.UUID(bytes=randomness[start : start + 16], version=4))
+        for start in range(0, 16 * count, 16)
+    ]
+
+
 def _operation_row(
-    batch_id: str, tenant: str, position: int, new: validation.NewOperation, now: float
+    operation_id: str,
+    batch_id: str,
+    tenant: str,
+    position: int,
+    new: validation.NewOperation,
+    now: float,
 ) -> dict[str, Any]:
     return {
-        "id": str(uuid.uuid4()),
+        "id": operation_id,
         "batch_id": batch_id,
         "tenant": tenant,
         "position": position,

@@ -7,7 +7,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from batchd.json_values import from_struct
+from batchd.json_values import TooDeep, from_struct
 from batchd.v1 import batch_pb2
 from service.engine.urls import path_problem
 from service.errors import ApiError, Violation, invalid, not_found
@@ -86,20 +86,27 @@ def _new_operation(
         )
     elif problem := path_problem(operation.path):
         violations.append(Violation(f"{prefix}.path", "batch_operation.path.invalid", problem))
-    query_params = (
-        from_struct(operation.query_params) if operation.HasField("query_params") else None
-    )
-    body = from_struct(operation.body) if operation.HasField("body") else None
-    for name, value in (("query_params", query_params), ("body", body)):
-        if value is not None and _depth(value) > MAX_JSON_DEPTH:
-            violations.append(
-                Violation(
-                    f"{prefix}.{name}",
-                    f"batch_operation.{name}.too_deep",
-                    f"{name} must nest at most {MAX_JSON_DEPTH} levels",
-                )
-            )
+    query_params = _json_object(operation, "query_params", prefix, violations)
+    body = _json_object(operation, "body", prefix, violations)
     return NewOperation(method or "", operation.path, query_params, body)
+
+
+def _json_object(
+    operation: batch_pb2.BatchOperation, name: str, prefix: str, violations: list[Violation]
+) -> dict[str, Any] | None:
+    if not operation.HasField(name):
+        return None
+    try:
+        return from_struct(getattr(operation, name), MAX_JSON_DEPTH)
+    except TooDeep:
+        violations.append(
+            Violation(
+                f"{prefix}.{name}",
+                f"batch_operation.{name}.too_deep",
+                f"{name} must nest at most {MAX_JSON_DEPTH} levels",
+            )
+        )
+        return None
 
 
 def execution_options(options: batch_pb2.ExecutionOptions) -> batch_pb2.ExecutionOptions:
@@ -128,14 +135,6 @@ def invalid_request_id(max_length: int) -> ApiError:
             )
         ],
     )
-
-
-def _depth(value: Any) -> int:
-    if isinstance(value, dict):
-        return 1 + max((_depth(item) for item in value.values()), default=0)
-    if isinstance(value, list):
-        return 1 + max((_depth(item) for item in value), default=0)
-    return 0
 
 
 def object_id(kind: str, raw: str) -> str:
