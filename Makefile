@@ -11,7 +11,9 @@ PROTOC := $(BIN)/python -m grpc_tools.protoc -Iprotos -Ithird_party/googleapis
 DEV_TOKEN ?= dev-token
 DEV_TENANT ?= dev
 
-.PHONY: install run test test-sqlite lint typecheck proto proto-check bench clean
+BUF := var/buf/node_modules/.bin/buf
+
+.PHONY: install run test lint typecheck proto proto-check buf-lint bench clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -30,6 +32,14 @@ proto-check: $(STAMP)
 	$(PROTOC) --python_out=var/proto-check --pyi_out=var/proto-check \
 		--grpc_python_out=var/proto-check protos/batchd/v1/batch.proto
 	diff -r -x __init__.py -x __pycache__ var/proto-check/batchd/v1 $(PROTO_OUT)
+
+# buf comes from the npm registry (@bufbuild/buf), installed under var/.
+$(BUF):
+	mkdir -p var/buf
+	npm install --silent --no-audit --no-fund --prefix var/buf @bufbuild/buf
+
+buf-lint: $(BUF)
+	$(BUF) lint
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
