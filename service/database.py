@@ -63,7 +63,9 @@ def open_database(url: str) -> Database:
     if parsed.database and parsed.database != ":memory:":
         Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
     writer = create_async_engine(url, pool_size=1, max_overflow=0)
-    reader = create_async_engine(url, pool_size=8, max_overflow=0)
+    # Readers run in autocommit mode and never hold a transaction, so returning
+    # a connection to the pool needs no rollback (a round trip to its thread).
+    reader = create_async_engine(url, pool_size=8, max_overflow=0, pool_reset_on_return=None)
     _configure_sqlite(writer, begin="BEGIN IMMEDIATE")
     _configure_sqlite(reader, begin=None)
     return Database(reader=reader, writer=writer)
