@@ -57,7 +57,7 @@ def follow(
                     failures.update(_failed_ids(operations_so_far()))
                 # Started at the current count, so earlier work does not inflate the rate.
                 task = progress.add_task(
-                    "",
+                    batch_status_name(batch.status),
                     total=batch.batch_operations_count,
                     completed=batch.finished_batch_operations_count,
                     failures=len(failures),
