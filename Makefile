@@ -46,7 +46,7 @@ lint: $(STAMP)
 	$(BIN)/ruff format --check .
 
 typecheck: $(STAMP)
-	$(BIN)/mypy batchd service gateway tests
+	$(BIN)/mypy batchd batchctl service gateway tests
 
 test: $(STAMP)
 	$(BIN)/pytest -q

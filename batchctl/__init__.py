@@ -1,0 +1,1 @@
+"""batchctl: a command-line client of BatchService over gRPC."""

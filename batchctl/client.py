@@ -1,0 +1,102 @@
+"""BatchService calls over a blocking gRPC channel, and RPC errors as one line."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from types import TracebackType
+
+import grpc
+from google.rpc import error_details_pb2
+from grpc_status import rpc_status
+
+from batchd.v1 import batch_pb2, batch_pb2_grpc
+
+# Unary calls answer fast; a watch lasts as long as its batch, so it has none.
+CALL_TIMEOUT_SECONDS = 30.0
+
+
+class BatchClient:
+    def __init__(self, target: str, token: str | None) -> None:
+        self._channel = grpc.insecure_channel(target)
+        self._stub = batch_pb2_grpc.BatchServiceStub(self._channel)
+        self._metadata = (("authorization", f"Bearer {token}"),) if token else ()
+
+    def __enter__(self) -> BatchClient:
+        return self
+
+    def __exit__(
+        self,
+        kind: type[BaseException] | None,
+        error: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self._channel.close()
+
+    def create(
+        self,
+        operations: Sequence[batch_pb2.BatchOperation],
+        options: batch_pb2.ExecutionOptions,
+        request_id: str,
+    ) -> batch_pb2.Batch:
+        request = batch_pb2.CreateBatchRequest(
+            batch=batch_pb2.Batch(batch_operations=operations, execution_options=options),
+            request_id=request_id,
+        )
+        reply = self._stub.CreateBatch(
+            request, metadata=self._metadata, timeout=CALL_TIMEOUT_SECONDS
+        )
+        batch: batch_pb2.Batch = reply.batch
+        return batch
+
+    def get(self, batch_id: str) -> batch_pb2.Batch:
+        """The batch with all its operations, in submitted order."""
+        request = batch_pb2.GetBatchRequest(id=batch_id, view=batch_pb2.BATCH_VIEW_FULL)
+        reply = self._stub.GetBatch(request, metadata=self._metadata, timeout=CALL_TIMEOUT_SECONDS)
+        batch: batch_pb2.Batch = reply.batch
+        return batch
+
+    def list(self, limit: int) -> batch_pb2.ListBatchesResponse:
+        request = batch_pb2.ListBatchesRequest(page_size=limit)
+        reply: batch_pb2.ListBatchesResponse = self._stub.ListBatches(
+            request, metadata=self._metadata, timeout=CALL_TIMEOUT_SECONDS
+        )
+        return reply
+
+    def cancel(self, batch_id: str) -> batch_pb2.Batch:
+        request = batch_pb2.CancelBatchRequest(id=batch_id)
+        reply = self._stub.CancelBatch(
+            request, metadata=self._metadata, timeout=CALL_TIMEOUT_SECONDS
+        )
+        batch: batch_pb2.Batch = reply.batch
+        return batch
+
+    def watch(self, batch_id: str) -> Iterator[batch_pb2.WatchBatchResponse]:
+        events: Iterator[batch_pb2.WatchBatchResponse] = self._stub.WatchBatch(
+            batch_pb2.WatchBatchRequest(id=batch_id), metadata=self._metadata
+        )
+        return events
+
+
+def describe_rpc_error(error: grpc.RpcError) -> str:
+    """`CODE: message`, with every field violation the service named."""
+    if not isinstance(error, grpc.Call):
+        return f"RPC failed: {error}"
+    line = f"{error.code().name}: {error.details()}"
+    violations = _field_violations(error)
+    if violations:
+        # The message lists at most a few violations; the details have them all.
+        line = f"{error.code().name}: " + "; ".join(violations)
+    return line
+
+
+def _field_violations(call: grpc.Call) -> list[str]:
+    status = rpc_status.from_call(call)
+    if status is None:
+        return []
+    violations = []
+    for detail in status.details:
+        if detail.Is(error_details_pb2.BadRequest.DESCRIPTOR):
+            bad_request = error_details_pb2.BadRequest()
+            detail.Unpack(bad_request)
+            violations += [f"{v.field}: {v.description}" for v in bad_request.field_violations]
+    return violations

@@ -1,0 +1,83 @@
+"""One function per subcommand; each returns the process's exit status."""
+
+from __future__ import annotations
+
+import argparse
+
+from rich.console import Console
+
+from batchctl import render
+from batchctl.client import BatchClient
+from batchctl.input import read_operations
+from batchctl.outcome import OPERATION_STATUSES, SUCCESS, exit_status
+from batchctl.progress import follow
+from batchd.v1 import batch_pb2
+
+
+def submit(client: BatchClient, args: argparse.Namespace, console: Console) -> int:
+    operations = read_operations(args.file)
+    options = batch_pb2.ExecutionOptions(
+        sequential=args.sequential,
+        stop_on_failure=args.stop_on_failure,
+        max_concurrency=args.max_concurrency,
+    )
+    batch = client.create(operations, options, args.request_id)
+    if args.json:
+        render.json_line(batch)
+    else:
+        print(batch.id, flush=True)
+    return watch_batch(client, batch.id, args.json, console) if args.watch else SUCCESS
+
+
+def watch(client: BatchClient, args: argparse.Namespace, console: Console) -> int:
+    return watch_batch(client, args.id, args.json, console)
+
+
+def watch_batch(client: BatchClient, batch_id: str, as_json: bool, console: Console) -> int:
+    events = client.watch(batch_id)
+    if as_json:
+        for event in events:
+            render.json_line(event)
+    else:
+        follow(events, console, lambda: client.get(batch_id).batch_operations)
+    # Events name only the operations that finished during the watch; the
+    # outcome is judged on all of them.
+    batch = client.get(batch_id)
+    if not as_json:
+        console.print(render.summary(batch), soft_wrap=True)
+    return exit_status(batch.batch_operations)
+
+
+def show(client: BatchClient, args: argparse.Namespace, console: Console) -> int:
+    batch = client.get(args.id)
+    wanted = {OPERATION_STATUSES[name] for name in args.status or ()}
+    shown = [op for op in batch.batch_operations if not wanted or op.status in wanted]
+    if args.json:
+        filtered = batch_pb2.Batch()
+        filtered.CopyFrom(batch)
+        del filtered.batch_operations[:]
+        filtered.batch_operations.extend(shown)
+        render.json_line(filtered)
+    else:
+        console.print(render.summary(batch), soft_wrap=True)
+        console.print(render.operations_table(shown))
+    return exit_status(batch.batch_operations)
+
+
+def cancel(client: BatchClient, args: argparse.Namespace, console: Console) -> int:
+    batch = client.cancel(args.id)
+    if args.json:
+        render.json_line(batch)
+    else:
+        console.print(render.batch_line(batch))
+    return SUCCESS
+
+
+def list_batches(client: BatchClient, args: argparse.Namespace, console: Console) -> int:
+    reply = client.list(args.limit)
+    if args.json:
+        render.json_line(reply)
+    else:
+        console.print(render.batches_table(reply.batches))
+        console.print(f"{len(reply.batches)} of {reply.total_size} batches")
+    return SUCCESS

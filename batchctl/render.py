@@ -1,0 +1,108 @@
+"""Output for people (rich tables, a summary line) and for programs (JSON lines).
+
+JSON follows the proto3 JSON mapping with the proto's field names, as grpcurl
+prints it, so scripts see the same shapes as any other gRPC client.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+from google.protobuf import json_format
+from google.protobuf.message import Message
+from rich.table import Table
+from rich.text import Text
+
+from batchctl.outcome import batch_status_name, operation_status_name, succeeded, tally
+from batchd.v1 import batch_pb2
+
+_EXACT = 2**53
+_OUTCOME_ORDER = ("succeeded", "non_2xx", "failed", "timed_out", "canceled")
+
+
+def json_line(message: Message) -> None:
+    """One message as one JSON line, flushed so a reader sees it at once."""
+    data = json_format.MessageToDict(
+        message, preserving_proto_field_name=True, always_print_fields_with_no_presence=True
+    )
+    sys.stdout.write(json.dumps(_whole_numbers(data), separators=(",", ":")) + "\n")
+    sys.stdout.flush()
+
+
+def _whole_numbers(data: Any) -> Any:
+    """Struct numbers are doubles; shown as sent, a `1` stays `1`, not `1.0`.
+
+    Only Struct and Value fields hold floats in this API, so no other field changes.
+    """
+    if isinstance(data, dict):
+        return {key: _whole_numbers(value) for key, value in data.items()}
+    if isinstance(data, list):
+        return [_whole_numbers(item) for item in data]
+    if isinstance(data, float) and data.is_integer() and abs(data) < _EXACT:
+        return int(data)
+    return data
+
+
+def batch_line(batch: batch_pb2.Batch) -> str:
+    return (
+        f"{batch.id}  {batch_status_name(batch.status)}  "
+        f"{batch.finished_batch_operations_count}/{batch.batch_operations_count} finished"
+    )
+
+
+def summary(batch: batch_pb2.Batch) -> Text:
+    """`Batch <id> completed: 10 operations, 9 succeeded, 1 non_2xx`."""
+    counts = tally(batch.batch_operations)
+    ordered = [name for name in _OUTCOME_ORDER if counts[name]]
+    ordered += sorted(name for name in counts if name not in _OUTCOME_ORDER)
+    text = Text(
+        f"Batch {batch.id} {batch_status_name(batch.status)}: "
+        f"{len(batch.batch_operations)} operations"
+    )
+    for name in ordered:
+        text.append(", ")
+        text.append(f"{counts[name]} {name}", style="green" if name == "succeeded" else "red")
+    return text
+
+
+def operations_table(operations: Sequence[batch_pb2.BatchOperation]) -> Table:
+    table = _table("#", "method", "path", "status", "response", "failure reason")
+    for operation in operations:
+        table.add_row(
+            str(operation.position),
+            batch_pb2.HttpMethod.Name(operation.http_method).removeprefix("HTTP_METHOD_"),
+            operation.path,
+            Text(
+                operation_status_name(operation.status),
+                style="green" if succeeded(operation) else "red",
+            ),
+            str(operation.response_status) if operation.HasField("response_status") else "",
+            operation.failure_reason,
+        )
+    return table
+
+
+def batches_table(batches: Sequence[batch_pb2.Batch]) -> Table:
+    table = _table("id", "status", "finished", "created (UTC)")
+    for batch in batches:
+        table.add_row(
+            batch.id,
+            batch_status_name(batch.status),
+            f"{batch.finished_batch_operations_count}/{batch.batch_operations_count}",
+            batch.create_time.ToDatetime().strftime("%Y-%m-%d %H:%M:%S"),
+        )
+    return table
+
+
+def _table(*headers: str) -> Table:
+    table = Table()
+    for header in headers:
+        # Ids must stay whole and on one line for copying; paths fold, never cut.
+        if header == "id":
+            table.add_column(header, no_wrap=True, min_width=36)
+        else:
+            table.add_column(header, overflow="fold")
+    return table

@@ -1,0 +1,293 @@
+"""The real `batchctl` console script, run as a process against the real service."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import pty
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from tests.processes import TOKEN, Process
+from tests.upstream import UpstreamLog
+
+BATCHCTL = Path(sys.executable).with_name("batchctl")
+UNKNOWN_ID = "4c1ec4d4-4b0f-4f4e-9a8e-000000000000"
+Service = tuple[Process, dict[str, str]]
+
+
+@dataclass(frozen=True)
+class Result:
+    code: int
+    stdout: str
+    stderr: str
+
+    def json_lines(self) -> list[dict[str, Any]]:
+        return [json.loads(line) for line in self.stdout.splitlines()]
+
+
+def client_env(service: Service, token: str = TOKEN) -> dict[str, str]:
+    # A wide terminal keeps table cells on one line for the assertions.
+    return {
+        **os.environ,
+        "BATCH_GRPC_TARGET": service[1]["BATCH_GRPC_ADDRESS"],
+        "BATCH_TOKEN": token,
+        "COLUMNS": "200",
+    }
+
+
+async def batchctl(
+    service: Service, *args: str, stdin: str | None = None, token: str = TOKEN
+) -> Result:
+    # Asynchronous, so the upstream served by this event loop keeps answering.
+    process = await asyncio.create_subprocess_exec(
+        BATCHCTL,
+        *args,
+        stdin=asyncio.subprocess.PIPE if stdin is not None else asyncio.subprocess.DEVNULL,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+        env=client_env(service, token),
+    )
+    stdin_bytes = stdin.encode() if stdin is not None else None
+    stdout, stderr = await asyncio.wait_for(process.communicate(stdin_bytes), 60)
+    assert process.returncode is not None
+    return Result(process.returncode, stdout.decode(), stderr.decode())
+
+
+def one_line_error(result: Result) -> str:
+    assert result.stdout == ""
+    lines = result.stderr.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("batchctl: "), result.stderr
+    return lines[0]
+
+
+def operation_events(lines: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [line["batch_operation"] for line in lines if "batch_operation" in line]
+
+
+async def test_submit_a_contract_json_file_and_watch_until_every_operation_is_2xx(
+    service: Service, upstream_server: tuple[str, UpstreamLog], tmp_path: Path
+) -> None:
+    batch_file = tmp_path / "batch.json"
+    batch_file.write_text(
+        json.dumps(
+            {
+                "batch": {
+                    "batch_operations": [
+                        {"http_method": "GET", "path": "/echo/products", "query_params": {"q": 1}},
+                        {
+                            "http_method": "POST",
+                            "path": "/echo/products",
+                            "body": {"product": {"name": "Test", "price": 10}},
+                        },
+                        {"http_method": "delete", "path": "/echo/products/1", "body": None},
+                    ]
+                }
+            }
+        )
+    )
+    result = await batchctl(service, "submit", str(batch_file), "--watch", "--json")
+    assert result.code == 0, result.stderr
+    [created, *events] = result.json_lines()
+    assert created["batch_operations_count"] == 3
+    assert [event["batch"]["id"] for event in events] == [created["id"]] * len(events)
+    assert events[-1]["batch"]["status"] == "BATCH_STATUS_COMPLETED"
+    assert events[-1]["batch"]["finished_batch_operations_count"] == 3
+    for operation in operation_events(events):
+        assert operation["status"] == "BATCH_OPERATION_STATUS_COMPLETED"
+        assert operation["response_status"] == 200
+    seen = sorted((r.method, r.path, r.query_string, r.body) for r in upstream_server[1].requests)
+    assert seen == [
+        ("DELETE", "/echo/products/1", "", None),
+        ("GET", "/echo/products", "q=1", None),
+        ("POST", "/echo/products", "", {"product": {"name": "Test", "price": 10}}),
+    ]
+
+
+async def test_jsonl_from_stdin_with_a_500_upstream_exits_1(service: Service) -> None:
+    lines = [
+        {"http_method": "GET", "path": "/echo/a"},
+        {"http_method": "POST", "path": "/status/500", "body": {"n": 1}},
+    ]
+    jsonl = "\n".join(json.dumps(line) for line in lines) + "\n"
+    result = await batchctl(service, "submit", "-", "--watch", "--json", stdin=jsonl)
+    assert result.code == 1, result.stderr
+    [created, *events] = result.json_lines()
+    assert events[-1]["batch"]["status"] == "BATCH_STATUS_COMPLETED"
+
+    shown = await batchctl(service, "show", created["id"], "--json")
+    assert shown.code == 1
+    [batch] = shown.json_lines()
+    assert [(op["path"], op["response_status"]) for op in batch["batch_operations"]] == [
+        ("/echo/a", 200),
+        ("/status/500", 500),
+    ]
+
+
+async def test_show_filters_operations_by_status(service: Service, tmp_path: Path) -> None:
+    batch_file = tmp_path / "ops.json"
+    batch_file.write_text(
+        json.dumps(
+            [
+                {"http_method": "GET", "path": "/echo/first"},
+                {"http_method": "GET", "path": "/status/404"},
+                {"http_method": "GET", "path": "/echo/never-sent"},
+            ]
+        )
+    )
+    submitted = await batchctl(
+        service, "submit", str(batch_file), "--sequential", "--stop-on-failure", "--watch"
+    )
+    assert submitted.code == 1, submitted.stderr
+    batch_id = submitted.stdout.splitlines()[0]
+    assert "1 succeeded, 1 non_2xx, 1 canceled" in submitted.stdout
+
+    canceled = await batchctl(service, "show", batch_id, "--status", "canceled", "--json")
+    assert canceled.code == 1
+    [batch] = canceled.json_lines()
+    assert [op["path"] for op in batch["batch_operations"]] == ["/echo/never-sent"]
+    assert batch["batch_operations_count"] == 3
+
+    table = await batchctl(service, "show", batch_id, "--status", "completed", "failed")
+    assert table.code == 1
+    assert "/echo/first" in table.stdout and "/status/404" in table.stdout
+    assert "/echo/never-sent" not in table.stdout
+
+
+async def test_cancel_then_watch_reports_the_canceled_batch(
+    service: Service, tmp_path: Path
+) -> None:
+    batch_file = tmp_path / "slow.jsonl"
+    batch_file.write_text(
+        "".join(
+            json.dumps({"http_method": "GET", "path": f"/slow/0.2/{i}"}) + "\n" for i in range(30)
+        )
+    )
+    submitted = await batchctl(service, "submit", str(batch_file), "--max-concurrency", "1")
+    assert submitted.code == 0, submitted.stderr
+    batch_id = submitted.stdout.strip()
+
+    canceled = await batchctl(service, "cancel", batch_id)
+    assert canceled.code == 0, canceled.stderr
+    assert canceled.stdout.startswith(batch_id)
+
+    watched = await batchctl(service, "watch", batch_id, "--json")
+    assert watched.code == 1
+    assert watched.json_lines()[-1]["batch"]["status"] == "BATCH_STATUS_CANCELED"
+
+    again = await batchctl(service, "cancel", batch_id)
+    assert again.code == 3
+    assert one_line_error(again).startswith("batchctl: FAILED_PRECONDITION: ")
+
+
+async def test_list_and_request_ids(service: Service) -> None:
+    operations = json.dumps([{"http_method": "GET", "path": "/echo/x"}])
+    first = await batchctl(service, "submit", "-", "--request-id", "r-1", stdin=operations)
+    repeat = await batchctl(service, "submit", "-", "--request-id", "r-1", stdin=operations)
+    other = await batchctl(service, "submit", "-", stdin=operations)
+    assert first.code == repeat.code == other.code == 0
+    assert first.stdout == repeat.stdout != other.stdout
+
+    listed = await batchctl(service, "list", "--limit", "1", "--json")
+    assert listed.code == 0
+    [reply] = listed.json_lines()
+    assert reply["total_size"] == 2
+    assert [batch["id"] for batch in reply["batches"]] == [other.stdout.strip()]
+
+    table = await batchctl(service, "list")
+    assert first.stdout.strip() in table.stdout and other.stdout.strip() in table.stdout
+
+
+async def test_bad_input_is_a_one_line_usage_error(service: Service, tmp_path: Path) -> None:
+    bad_json = tmp_path / "bad.json"
+    bad_json.write_text('{"batch": {"batch_operations": [}\n')
+    cases = {
+        str(tmp_path / "missing.json"): "No such file or directory",
+        str(bad_json): "invalid JSON",
+    }
+    for path, reason in cases.items():
+        result = await batchctl(service, "submit", path)
+        assert result.code == 2
+        assert reason in one_line_error(result)
+
+    stdin_cases = {
+        '{"http_method": "GET", "path": "/a"}\nnot json\n': "invalid JSON on line 2",
+        '[{"http_method": "FETCH", "path": "/a"}]': "http_method must be one of",
+        '[{"http_method": "GET", "path": "/a", "params": {}}]': "unknown field 'params'",
+        "[]": "no operations",
+    }
+    for text, reason in stdin_cases.items():
+        result = await batchctl(service, "submit", "-", stdin=text)
+        assert result.code == 2
+        assert reason in one_line_error(result)
+
+    usage = await batchctl(service, "show", UNKNOWN_ID, "--status", "done")
+    assert usage.code == 2 and "invalid choice" in usage.stderr
+
+
+async def test_rpc_errors_are_one_line_with_the_code_and_field_violations(
+    service: Service,
+) -> None:
+    for command in ("show", "watch", "cancel"):
+        result = await batchctl(service, command, UNKNOWN_ID)
+        assert result.code == 3
+        assert one_line_error(result) == (
+            f"batchctl: NOT_FOUND: Unable to find batch with id='{UNKNOWN_ID}'"
+        )
+
+    invalid = await batchctl(
+        service, "submit", "-", stdin='[{"http_method": "GET", "path": "nope"}, {"path": "/a"}]'
+    )
+    assert invalid.code == 3
+    line = one_line_error(invalid)
+    assert line.startswith("batchctl: INVALID_ARGUMENT: ")
+    assert "batch_operations[0].path: " in line and "batch_operations[1].http_method: " in line
+
+    unauthenticated = await batchctl(service, "list", token="not-a-token")
+    assert unauthenticated.code == 3
+    assert one_line_error(unauthenticated).startswith("batchctl: UNAUTHENTICATED: ")
+
+
+def read_until_closed(fd: int) -> bytes:
+    output = b""
+    while True:
+        try:
+            chunk = os.read(fd, 65536)
+        except OSError:  # EIO: the child closed the terminal
+            return output
+        if not chunk:
+            return output
+        output += chunk
+
+
+async def test_the_live_progress_bar_renders_in_a_terminal(service: Service) -> None:
+    operations = json.dumps([{"http_method": "GET", "path": f"/slow/0.2/{i}"} for i in range(4)])
+    batch = await batchctl(
+        service, "submit", "-", "--json", "--max-concurrency", "1", stdin=operations
+    )
+    batch_id = batch.json_lines()[0]["id"]
+
+    primary, secondary = pty.openpty()
+    process = await asyncio.create_subprocess_exec(
+        BATCHCTL,
+        "watch",
+        batch_id,
+        stdin=asyncio.subprocess.DEVNULL,
+        stdout=secondary,
+        stderr=secondary,
+        env={**client_env(service), "TERM": "xterm-256color", "NO_COLOR": "1"},
+    )
+    os.close(secondary)
+    try:
+        output = await asyncio.wait_for(asyncio.to_thread(read_until_closed, primary), 60)
+    finally:
+        os.close(primary)
+    code = await asyncio.wait_for(process.wait(), 60)
+    text = output.decode(errors="replace")
+    assert code == 0, text
+    assert "━" in text and "4/4" in text  # the bar and its done/total column
+    assert f"Batch {batch_id} completed: 4 operations, 4 succeeded" in text
+    assert "Traceback" not in text
