@@ -242,6 +242,12 @@ async def refresh_batches(
     ids = sorted(batch_ids)
     if not ids:
         return []
+    # Lock the batches first, in a stable order. Under READ COMMITTED the
+    # recount below then takes its snapshot after any other replica that was
+    # recounting the same batch has committed, so no count misses results.
+    await connection.execute(
+        select(batches.c.id).where(batches.c.id.in_(ids)).order_by(batches.c.id).with_for_update()
+    )
     finished = (
         select(func.count())
         .select_from(operations)
