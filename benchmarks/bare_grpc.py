@@ -27,7 +27,7 @@ class ConstantServicer(batch_pb2_grpc.BatchServiceServicer):
     def __init__(self, response: batch_pb2.GetBatchOperationResponse) -> None:
         self.response = response
 
-    def GetBatchOperation(  # type: ignore[override]
+    def GetBatchOperation(
         self, request: batch_pb2.GetBatchOperationRequest, context: Any
     ) -> batch_pb2.GetBatchOperationResponse:
         return self.response
@@ -37,7 +37,7 @@ class AsyncConstantServicer(batch_pb2_grpc.BatchServiceServicer):
     def __init__(self, response: batch_pb2.GetBatchOperationResponse) -> None:
         self.response = response
 
-    async def GetBatchOperation(  # type: ignore[override]
+    async def GetBatchOperation(
         self, request: batch_pb2.GetBatchOperationRequest, context: Any
     ) -> batch_pb2.GetBatchOperationResponse:
         return self.response

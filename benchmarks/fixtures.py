@@ -107,7 +107,8 @@ def sql_values(table: Any, rows: Sequence[dict[str, Any]]) -> Iterator[tuple[Any
     json_columns = {"query_params", "body", "response_body"}
     for row in rows:
         yield tuple(
-            json.dumps(row[c.name]) if c.name in json_columns and row[c.name] is not None
+            json.dumps(row[c.name])
+            if c.name in json_columns and row[c.name] is not None
             else row[c.name]
             for c in table.columns
         )

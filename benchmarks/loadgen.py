@@ -39,9 +39,7 @@ def grpc_frame(message: bytes) -> bytes:
     return struct.pack(">BI", 0, len(message)) + message
 
 
-def h2load_grpc(
-    url: str, body_file: Path, token: str, load: Load, reply_bytes: int
-) -> Throughput:
+def h2load_grpc(url: str, body_file: Path, token: str, load: Load, reply_bytes: int) -> Throughput:
     """Unary gRPC calls, POSTing the same framed request; checks every reply had a body.
 
     h2load cannot read grpc-status trailers, but a failed call carries no

@@ -7,7 +7,12 @@ import shutil
 import subprocess
 
 # Tool -> the Debian package that ships it.
-REQUIRED = {"h2load": "nghttp2-client", "wrk": "wrk", "nginx": "nginx-light", "taskset": "util-linux"}
+REQUIRED = {
+    "h2load": "nghttp2-client",
+    "wrk": "wrk",
+    "nginx": "nginx-light",
+    "taskset": "util-linux",
+}
 # grpc-gateway (the REST ceiling) builds offline from these; without them that figure skips it.
 GRPC_GATEWAY_PACKAGES = (
     "golang-go",
@@ -39,7 +44,9 @@ def ensure_tools(install: bool) -> None:
         print(f"bench: installing {', '.join(missing)} with apt-get", flush=True)
         subprocess.run(["apt-get", "update", "-qq"], check=True)
         subprocess.run(
-            INSTALL_COMMAND.split(), check=True, env={**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+            INSTALL_COMMAND.split(),
+            check=True,
+            env={**os.environ, "DEBIAN_FRONTEND": "noninteractive"},
         )
         missing = missing_tools()
     if missing:

@@ -73,7 +73,7 @@ def stop(child: subprocess.Popen[bytes]) -> None:
 def _check_alive(child: subprocess.Popen[bytes], log_path: Path) -> None:
     if child.poll() is not None:
         tail = log_path.read_text(errors="replace")[-2000:]
-        raise RuntimeError(f"{child.args} exited with {child.returncode}:\n{tail}")
+        raise RuntimeError(f"{child.args!r} exited with {child.returncode}:\n{tail}")
 
 
 def wait_port(child: subprocess.Popen[bytes], port: int, log_path: Path) -> None:
@@ -85,7 +85,7 @@ def wait_port(child: subprocess.Popen[bytes], port: int, log_path: Path) -> None
                 return
         except OSError:
             time.sleep(0.05)
-    raise TimeoutError(f"{child.args} did not listen on port {port}")
+    raise TimeoutError(f"{child.args!r} did not listen on port {port}")
 
 
 def wait_serving(child: subprocess.Popen[bytes], target: str, log_path: Path) -> None:
@@ -102,7 +102,7 @@ def wait_serving(child: subprocess.Popen[bytes], target: str, log_path: Path) ->
             except grpc.RpcError:
                 pass
             time.sleep(0.05)
-    raise TimeoutError(f"{child.args} did not become SERVING on {target}")
+    raise TimeoutError(f"{child.args!r} did not become SERVING on {target}")
 
 
 def reset_peak_rss(pid: int) -> None:

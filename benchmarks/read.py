@@ -45,18 +45,26 @@ def measure(plan: Plan, work: Path) -> tuple[Figure, Series | None, dict[int, Se
             database = copy_database(populated_database(size), work / f"read-{size}.db")
             operation_id = some_operation_id(database)
             service = stack.enter_context(
-                batchd_service(f"sqlite+aiosqlite:///{database}", NO_UPSTREAM, logs / f"read-{size}.log")
+                batchd_service(
+                    f"sqlite+aiosqlite:///{database}", NO_UPSTREAM, logs / f"read-{size}.log"
+                )
             )
             reply = fetch_reply(service.address, operation_id)
-            targets[f"service@{size}"] = (service.address, request_file(work, operation_id), len(reply))
+            targets[f"batchd, {size:,} stored"] = (
+                service.address,
+                request_file(work, operation_id),
+                len(reply),
+            )
             if size == plan.main_stored:
-                main_reply, main_request = reply, targets[f"service@{size}"][1]
+                main_reply, main_request = reply, targets[f"batchd, {size:,} stored"][1]
         reply_file = work / "get-reply.bin"
         reply_file.write_bytes(main_reply)
         for flavour in ("aio", "sync"):
             port = free_port()
             log = logs / f"bare-grpc-{flavour}.log"
-            command = python_module("benchmarks.bare_grpc", flavour, f"127.0.0.1:{port}", str(reply_file))
+            command = python_module(
+                "benchmarks.bare_grpc", flavour, f"127.0.0.1:{port}", str(reply_file)
+            )
             child = stack.enter_context(running(command, SUBJECT_CORE, log))
             wait_port(child, port, log)
             targets[f"bare {flavour}"] = (f"127.0.0.1:{port}", main_request, len(main_reply))
@@ -72,7 +80,7 @@ def measure(plan: Plan, work: Path) -> tuple[Figure, Series | None, dict[int, Se
     figure.rows.append(
         Row(
             f"batchd, {plan.main_stored:,} stored operations",
-            series[f"service@{plan.main_stored}"],
+            series[f"batchd, {plan.main_stored:,} stored"],
             bare,
             Target(">=", 0.6),
         )
@@ -81,5 +89,5 @@ def measure(plan: Plan, work: Path) -> tuple[Figure, Series | None, dict[int, Se
         f"h2load: {LOAD_SHAPE[0]} connections x {LOAD_SHAPE[1]} streams, "
         f"{plan.load_seconds:g} s after {plan.warmup_seconds:g} s warm-up; ceiling: {bare.name}"
     )
-    by_size = {size: series[f"service@{size}"] for size in plan.stored}
+    by_size = {size: series[f"batchd, {size:,} stored"] for size in plan.stored}
     return figure, bare, by_size

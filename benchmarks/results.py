@@ -84,7 +84,12 @@ class Row:
             "label": self.label,
             "subject": self.subject.summary(),
             "ceiling": self.ceiling.summary() if self.ceiling else None,
-            "ratio": {"samples": ratios, "median": self.ratio, "min": min(ratios), "max": max(ratios)}
+            "ratio": {
+                "samples": ratios,
+                "median": self.ratio,
+                "min": min(ratios),
+                "max": max(ratios),
+            }
             if ratios
             else None,
             "target": str(self.target) if self.target else None,
