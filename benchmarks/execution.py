@@ -11,6 +11,7 @@ from pathlib import Path
 from benchmarks.fixtures import copy_database, get_specs, populated_database
 from benchmarks.processes import (
     SUBJECT_CORE,
+    cpu_seconds,
     peak_rss_mib,
     python_module,
     reset_peak_rss,
@@ -38,6 +39,8 @@ POSTGRES_URL = f"postgresql+asyncpg://postgres@127.0.0.1:5432/{POSTGRES_DATABASE
 class BatchRun:
     operations_per_second: float
     peak_rss_mib: float
+    # Share of one core the service processes used: near 100% means CPU-bound.
+    cpu_percent: float
 
 
 def engine_settings(operations: int) -> dict[str, str]:
@@ -60,11 +63,14 @@ def run_batch(services: list[RunningService], operations: int) -> BatchRun:
     with client(services[0].address) as stub:
         for pid in pids:
             reset_peak_rss(pid)
+        cpu_before = sum(cpu_seconds(pid) for pid in pids)
         started = time.perf_counter()
         created = stub.CreateBatch(request, metadata=METADATA)
         wait_completed(stub, created.batch.id)
         seconds = time.perf_counter() - started
-    return BatchRun(operations / seconds, max(peak_rss_mib(pid) for pid in pids))
+    cpu = sum(cpu_seconds(pid) for pid in pids) - cpu_before
+    peak = max(peak_rss_mib(pid) for pid in pids)
+    return BatchRun(operations / seconds, peak, 100 * cpu / seconds)
 
 
 def measure(plan: Plan, work: Path, upstream: str) -> tuple[Figure, Series, dict[int, Series]]:
@@ -73,6 +79,7 @@ def measure(plan: Plan, work: Path, upstream: str) -> tuple[Figure, Series, dict
     bare = Series("bare aiohttp client", "operations/s")
     by_size = {size: Series(f"batchd, {size:,} stored", "operations/s") for size in plan.stored}
     rss = Series("batchd peak RSS", "MiB")
+    cpu = Series("batchd CPU use", "% of a core")
     settings = engine_settings(plan.execution_operations)
     for repeat in range(plan.repeats):
         bare.samples.append(bare_rate(upstream, plan.execution_operations))
@@ -86,6 +93,7 @@ def measure(plan: Plan, work: Path, upstream: str) -> tuple[Figure, Series, dict
             by_size[size].samples.append(run.operations_per_second)
             if size == plan.main_stored:
                 rss.samples.append(run.peak_rss_mib)
+                cpu.samples.append(run.cpu_percent)
     figure.rows.append(Row(bare.name, bare))
     figure.rows.append(
         Row(
@@ -93,7 +101,7 @@ def measure(plan: Plan, work: Path, upstream: str) -> tuple[Figure, Series, dict
             by_size[plan.main_stored],
             bare,
             Target(">=", 0.5),
-            extra={"peak_rss": rss},
+            extra={"peak RSS": rss, "CPU": cpu},
         )
     )
     figure.notes.append(

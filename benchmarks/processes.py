@@ -117,6 +117,13 @@ def peak_rss_mib(pid: int) -> float:
     raise RuntimeError(f"no VmHWM for process {pid}")
 
 
+def cpu_seconds(pid: int) -> float:
+    """User plus system CPU time the process has used so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    # After the command name: utime and stime are fields 14 and 15 of stat(5).
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def run_pinned(command: Sequence[str], core: int, timeout: float = 600) -> str:
     """Runs a short-lived child on `core` and returns its stdout; raises with its stderr."""
     done = subprocess.run(
