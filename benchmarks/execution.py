@@ -35,6 +35,10 @@ POSTGRES_DATABASE = "batchd_bench"
 POSTGRES_URL = f"postgresql+asyncpg://postgres@127.0.0.1:5432/{POSTGRES_DATABASE}"
 
 
+class StartFailure(Exception):
+    """The service did not start on this database (support may not be merged yet)."""
+
+
 @dataclass(frozen=True)
 class BatchRun:
     operations_per_second: float
@@ -128,6 +132,29 @@ def recreate_postgres_database() -> None:
         subprocess.run([*PSQL, "-c", statement], check=True, capture_output=True, timeout=30)
 
 
+def postgres_rate(
+    plan: Plan, work: Path, upstream: str, settings: dict[str, str], count: int, repeat: int
+) -> float:
+    """Operations/s of one batch with `count` replicas on a fresh database."""
+    recreate_postgres_database()
+    with ExitStack() as stack:
+        try:
+            services = [
+                stack.enter_context(
+                    batchd_service(
+                        POSTGRES_URL,
+                        upstream,
+                        work / "logs" / f"postgres-x{count}-{index}-{repeat}.log",
+                        **settings,
+                    )
+                )
+                for index in range(count)
+            ]
+        except (RuntimeError, TimeoutError) as error:
+            raise StartFailure(str(error)[-600:]) from error
+        return run_batch(services, plan.execution_operations).operations_per_second
+
+
 def measure_postgres(plan: Plan, work: Path, upstream: str) -> Figure:
     """Figure 6: one batch on PostgreSQL with 1, 2, 3 replicas of the service."""
     figure = Figure(6, f"PostgreSQL: operations/s of one {plan.execution_operations:,}-GET batch")
@@ -138,32 +165,30 @@ def measure_postgres(plan: Plan, work: Path, upstream: str) -> Figure:
     bare = Series("bare aiohttp client", "operations/s")
     by_count = {n: Series(f"batchd x{n}", "operations/s") for n in plan.replicas}
     settings = engine_settings(plan.execution_operations)
-    try:
-        for repeat in range(plan.repeats):
-            bare.samples.append(bare_rate(upstream, plan.execution_operations))
-            for count in plan.replicas:
-                recreate_postgres_database()
-                with ExitStack() as stack:
-                    services = [
-                        stack.enter_context(
-                            batchd_service(
-                                POSTGRES_URL,
-                                upstream,
-                                work / "logs" / f"postgres-x{count}-{index}-{repeat}.log",
-                                **settings,
-                            )
-                        )
-                        for index in range(count)
-                    ]
-                    run = run_batch(services, plan.execution_operations)
-                by_count[count].samples.append(run.operations_per_second)
-    except (RuntimeError, TimeoutError, OSError, subprocess.SubprocessError) as error:
-        figure.skipped.append(f"batchd on PostgreSQL failed: {str(error)[-600:]}")
-        return figure
+    failed: dict[int, str] = {}
+    for repeat in range(plan.repeats):
+        bare.samples.append(bare_rate(upstream, plan.execution_operations))
+        for count in plan.replicas:
+            if count in failed:
+                continue
+            try:
+                rate = postgres_rate(plan, work, upstream, settings, count, repeat)
+            except StartFailure as error:
+                figure.skipped.append(f"batchd did not start on PostgreSQL: {error}")
+                return figure
+            except (RuntimeError, TimeoutError, OSError, subprocess.SubprocessError) as error:
+                failed[count] = str(error)[-600:]
+                continue
+            by_count[count].samples.append(rate)
+    figure.skipped.extend(
+        f"FAILED: batchd on PostgreSQL with {count} replica(s): {reason}"
+        for count, reason in failed.items()
+    )
     figure.rows.append(Row(bare.name, bare))
     for count, series in by_count.items():
-        label = f"batchd (PostgreSQL), {count} replica{'s' if count > 1 else ''}"
-        figure.rows.append(Row(label, series, bare, Target(">=", 0.5)))
+        if count not in failed:
+            label = f"batchd (PostgreSQL), {count} replica{'s' if count > 1 else ''}"
+            figure.rows.append(Row(label, series, bare, Target(">=", 0.5)))
     figure.notes.append(
         "all replicas share the subject core: on this 2-core machine the figure shows what "
         "coordinating replicas costs, not how they scale"

@@ -22,6 +22,8 @@ METADATA = (("authorization", f"Bearer {TOKEN}"),)
 MAX_MESSAGE_BYTES = 64 * 1024 * 1024
 # Often enough to stop the clock within 2% of a 2.5 s batch, rarely enough to cost nothing.
 POLL_SECONDS = 0.05
+# A batch whose finished count has not moved for this long is stuck, not slow.
+STALL_SECONDS = 30.0
 
 
 @dataclass(frozen=True)
@@ -64,18 +66,21 @@ def batch_request(specs: list[dict[str, Any]]) -> batch_pb2.CreateBatchRequest:
     return batch_pb2.CreateBatchRequest(batch=batch_pb2.Batch(batch_operations=operations))
 
 
-def wait_completed(
-    stub: batch_pb2_grpc.BatchServiceStub, batch_id: str, timeout: float = 600
-) -> None:
-    """Polls GetBatch until the batch completes; fails if any operation did not succeed."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        reply = stub.GetBatch(batch_pb2.GetBatchRequest(id=batch_id), metadata=METADATA)
-        if reply.batch.status == batch_pb2.BATCH_STATUS_COMPLETED:
+def wait_completed(stub: batch_pb2_grpc.BatchServiceStub, batch_id: str) -> None:
+    """Polls GetBatch until the batch completes; fails if it stalls or an operation failed."""
+    finished, progressed = -1, time.monotonic()
+    while True:
+        batch = stub.GetBatch(batch_pb2.GetBatchRequest(id=batch_id), metadata=METADATA).batch
+        if batch.status == batch_pb2.BATCH_STATUS_COMPLETED:
             break
+        if batch.finished_batch_operations_count != finished:
+            finished, progressed = batch.finished_batch_operations_count, time.monotonic()
+        elif time.monotonic() - progressed > STALL_SECONDS:
+            raise TimeoutError(
+                f"batch {batch_id} stalled: {finished} of {batch.batch_operations_count} "
+                f"operations finished and no progress for {STALL_SECONDS:g} s"
+            )
         time.sleep(POLL_SECONDS)
-    else:
-        raise TimeoutError(f"batch {batch_id} did not complete in {timeout:g} s")
     unsuccessful = stub.ListBatchOperations(
         batch_pb2.ListBatchOperationsRequest(
             batch_ids=[batch_id],
