@@ -50,7 +50,10 @@ def table(figures: list[Figure]) -> str:
                 extra = f"{number(series.median, series.unit)} {spread(series)}"
                 lines.append(f"   {'  ' + name:<52} {extra}")
         lines.extend(f"   note: {note}" for note in figure.notes)
-        lines.extend(f"   SKIPPED: {reason}" for reason in figure.skipped)
+        lines.extend(
+            f"   {reason}" if reason.startswith("FAILED") else f"   SKIPPED: {reason}"
+            for reason in figure.skipped
+        )
     return "\n".join(lines)
 
 
