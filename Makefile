@@ -46,7 +46,7 @@ lint: $(STAMP)
 	$(BIN)/ruff format --check .
 
 typecheck: $(STAMP)
-	$(BIN)/mypy batchd batchctl service gateway tests
+	$(BIN)/mypy batchd batchctl service gateway tests benchmarks
 
 test: $(STAMP)
 	$(BIN)/pytest -q
@@ -55,8 +55,16 @@ run: $(STAMP)
 	BATCH_DEV_MODE=1 BATCH_API_TOKENS=$${BATCH_API_TOKENS:-$(DEV_TOKEN):$(DEV_TENANT)} \
 		$(BIN)/batchd
 
-bench: $(STAMP)
-	$(BIN)/python -m benchmarks
+BENCH_STAMP := $(VENV)/.installed-bench
+
+$(BENCH_STAMP): $(STAMP)
+	$(BIN)/pip install --quiet -e '.[dev,bench]'
+	touch $(BENCH_STAMP)
+
+# Full run ~10 minutes; `make bench BENCH_ARGS=--quick` for a smoke run.
+# --install lets it apt-get the tools it drives (h2load, wrk, nginx) when root.
+bench: $(BENCH_STAMP)
+	$(BIN)/python -m benchmarks --install $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) var
