@@ -58,6 +58,11 @@ def batch_row(batch_id: str, count: int, now: float, finished: bool) -> dict[str
         "operations_count": count,
         "finished_count": count if finished else 0,
         "sealed_authorization": None,
+        "sequential": False,
+        "stop_on_failure": False,
+        "max_concurrency": 0,
+        "canceled_at": None,
+        "correlation_id": None,
         "created_at": now,
         "updated_at": now,
     }

@@ -31,3 +31,16 @@ def test_unstarted_items_are_given_back() -> None:
     assert scheduler.take_unstarted(["other"]) == []
     assert scheduler.take_unstarted(["a"]) == [1, 2]
     assert scheduler.claimed == 1
+
+
+def test_claims_wait_until_a_worthwhile_amount_of_room_frees() -> None:
+    scheduler: Scheduler[int] = Scheduler(max_running=4, max_running_per_batch=4, prefetch=2)
+    assert scheduler.wants_more()
+    for item in range(8):
+        scheduler.add("a", item)
+    scheduler.startable()
+    assert not scheduler.wants_more()
+    scheduler.finished("a")
+    assert not scheduler.wants_more()  # one free place, four ready: not yet
+    scheduler.finished("a")
+    assert scheduler.wants_more()  # room for half a running set

@@ -36,6 +36,8 @@ from service.watch import Changes
 log = logging.getLogger(__name__)
 POLL_SECONDS = 0.5
 MAX_RESULTS_PER_WRITE = 500
+RESULTS_WORTH_A_WRITE = 32
+RESULTS_LINGER_SECONDS = 0.005
 MAX_CANDIDATE_BATCHES = 256
 DB_RETRY_CAP = 5.0
 
@@ -81,7 +83,11 @@ class Engine:
     async def start(self) -> None:
         limit = self.settings.max_in_flight
         connector = aiohttp.TCPConnector(limit=limit, limit_per_host=limit)
-        self._session = aiohttp.ClientSession(connector=connector, auto_decompress=True)
+        # The executor bounds each operation (retries included) with its own
+        # deadline; aiohttp's per-request timer would only cost a timer per call.
+        self._session = aiohttp.ClientSession(
+            connector=connector, timeout=aiohttp.ClientTimeout(total=None)
+        )
         self._executor = Executor(
             self._session,
             self.upstream,
@@ -121,7 +127,7 @@ class Engine:
         while not self._stopping:
             self._wake.clear()
             claimed = 0
-            if self._scheduler.claimed < self._scheduler.max_claimed:
+            if self._scheduler.wants_more():
                 claimed = await self._with_db_retry("claim", self._claim)
             if claimed == 0:
                 with contextlib.suppress(TimeoutError):
@@ -224,6 +230,10 @@ class Engine:
     async def _flush_results(self) -> None:
         while True:
             results = [await self._results.get()]
+            if self._results.qsize() < RESULTS_WORTH_A_WRITE:
+                # Let a few more results arrive: a write costs about the same
+                # for one result as for dozens.
+                await asyncio.sleep(RESULTS_LINGER_SECONDS)
             while len(results) < MAX_RESULTS_PER_WRITE and not self._results.empty():
                 results.append(self._results.get_nowait())
             await self._with_db_retry("record results", functools.partial(self._record, results))

@@ -33,6 +33,12 @@ class Scheduler(Generic[Item]):
     def claimed(self) -> int:
         return self._claimed_per_batch.total()
 
+    def wants_more(self) -> bool:
+        """Whether claiming is worth a round trip: room for half a running set, or nothing ready."""
+        room = self.max_claimed - self.claimed
+        nothing_ready = self.claimed == self.running
+        return room >= max(1, self.max_running // 2) or (room > 0 and nothing_ready)
+
     def to_claim(self, limits: Mapping[str, int]) -> dict[str, int]:
         """How many more operations to claim from each batch, given each one's running limit."""
         room = {}
