@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from google.protobuf import json_format, struct_pb2
+from google.protobuf import struct_pb2
 
 JSON = Any
 _EXACT = 2**53
@@ -49,4 +49,17 @@ def to_struct(data: dict[str, JSON]) -> struct_pb2.Struct:
 
 
 def to_value(data: JSON) -> struct_pb2.Value:
-    return json_format.ParseDict(data, struct_pb2.Value())
+    value = struct_pb2.Value()
+    if isinstance(data, dict):
+        value.struct_value.update(data)
+    elif isinstance(data, list):
+        value.list_value.extend(data)
+    elif data is None:
+        value.null_value = struct_pb2.NULL_VALUE
+    elif isinstance(data, bool):
+        value.bool_value = data
+    elif isinstance(data, int | float):
+        value.number_value = data
+    else:
+        value.string_value = data
+    return value

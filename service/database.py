@@ -11,24 +11,50 @@ On PostgreSQL both roles share one pooled engine.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import event
+from sqlalchemy import Connection, Engine, Row, Select, create_engine, event
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import OperationalError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 from sqlmodel import SQLModel
 
 from service import models  # noqa: F401  (registers the tables)
 
 
+class InlineReader:
+    """SQLite primary-key lookups run on the event loop's own thread.
+
+    A B-tree probe takes microseconds; a hop to aiosqlite's thread and back
+    takes far longer. One connection is kept (in autocommit, so it never pins
+    a snapshot) because the loop's thread runs one lookup at a time anyway.
+    """
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        self._connection: Connection | None = None
+
+    def fetch_one(self, query: Select[Any], parameters: Mapping[str, Any]) -> Row[Any] | None:
+        if self._connection is None:
+            self._connection = self.engine.connect().execution_options(isolation_level="AUTOCOMMIT")
+        row: Row[Any] | None = self._connection.execute(query, parameters).first()
+        return row
+
+    def close(self) -> None:
+        if self._connection is not None:
+            self._connection.close()
+        self.engine.dispose()
+
+
 @dataclass(frozen=True)
 class Database:
     reader: AsyncEngine
     writer: AsyncEngine
+    inline_reader: InlineReader | None = None
 
     @property
     def is_sqlite(self) -> bool:
@@ -45,11 +71,23 @@ class Database:
         async with self.reader.connect() as connection:
             yield connection
 
+    async def fetch_one(self, query: Select[Any], parameters: Mapping[str, Any]) -> Row[Any] | None:
+        """The row of a primary-key lookup (a prepared statement), or None."""
+        if self.inline_reader is not None:
+            try:
+                return self.inline_reader.fetch_one(query, parameters)
+            except OperationalError:
+                pass  # busy for a moment (a checkpoint): take the async path
+        async with self.read() as connection:
+            return (await connection.execute(query, parameters)).first()  # type: ignore[no-any-return]
+
     async def create_tables(self) -> None:
         async with self.write() as connection:
             await connection.run_sync(SQLModel.metadata.create_all)
 
     async def dispose(self) -> None:
+        if self.inline_reader is not None:
+            self.inline_reader.close()
         await self.reader.dispose()
         if self.writer is not self.reader:
             await self.writer.dispose()
@@ -66,25 +104,30 @@ def open_database(url: str) -> Database:
     # Readers run in autocommit mode and never hold a transaction, so returning
     # a connection to the pool needs no rollback (a round trip to its thread).
     reader = create_async_engine(url, pool_size=8, max_overflow=0, pool_reset_on_return=None)
-    _configure_sqlite(writer, begin="BEGIN IMMEDIATE")
-    _configure_sqlite(reader, begin=None)
-    return Database(reader=reader, writer=writer)
+    inline_reader = create_engine(
+        parsed.set(drivername="sqlite"), pool_size=2, max_overflow=0, pool_reset_on_return=None
+    )
+    _configure_sqlite(writer.sync_engine, begin="BEGIN IMMEDIATE")
+    _configure_sqlite(reader.sync_engine, begin=None)
+    # The inline reader runs on the event loop: never wait long for a lock.
+    _configure_sqlite(inline_reader, begin=None, busy_timeout_ms=20)
+    return Database(reader=reader, writer=writer, inline_reader=InlineReader(inline_reader))
 
 
-def _configure_sqlite(engine: AsyncEngine, begin: str | None) -> None:
-    @event.listens_for(engine.sync_engine, "connect")
+def _configure_sqlite(engine: Engine, begin: str | None, busy_timeout_ms: int = 10_000) -> None:
+    @event.listens_for(engine, "connect")
     def on_connect(dbapi_connection: Any, _record: Any) -> None:
         # Take transaction control away from the driver: it would delay BEGIN.
         dbapi_connection.isolation_level = None
         cursor = dbapi_connection.cursor()
         cursor.execute("PRAGMA journal_mode=WAL")
         cursor.execute("PRAGMA synchronous=NORMAL")
-        cursor.execute("PRAGMA busy_timeout=10000")
+        cursor.execute(f"PRAGMA busy_timeout={busy_timeout_ms}")
         cursor.execute("PRAGMA foreign_keys=ON")
         cursor.close()
 
     if begin is not None:
 
-        @event.listens_for(engine.sync_engine, "begin")
+        @event.listens_for(engine, "begin")
         def on_begin(connection: Any) -> None:
             connection.exec_driver_sql(begin)

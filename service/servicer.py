@@ -110,10 +110,14 @@ class BatchServicer(batch_pb2_grpc.BatchServiceServicer):
         self, request: batch_pb2.GetBatchRequest, caller: Caller
     ) -> batch_pb2.GetBatchResponse:
         batch_id = validation.object_id("batch", request.id)
+        row = await self.database.fetch_one(
+            store.BATCH_BY_ID, {"id": batch_id, "tenant": caller.tenant}
+        )
+        if row is None:
+            raise not_found("batch", request.id)
+        if request.view != batch_pb2.BATCH_VIEW_FULL:
+            return batch_pb2.GetBatchResponse(batch=convert.batch_message(row))
         async with self.database.read() as connection:
-            row = await store.get_batch(connection, caller.tenant, batch_id)
-            if row is None:
-                raise not_found("batch", request.id)
             [message] = await self._batch_messages(connection, caller, [row], request.view)
         return batch_pb2.GetBatchResponse(batch=message)
 
@@ -134,8 +138,9 @@ class BatchServicer(batch_pb2_grpc.BatchServiceServicer):
         self, request: batch_pb2.GetBatchOperationRequest, caller: Caller
     ) -> batch_pb2.GetBatchOperationResponse:
         operation_id = validation.object_id("batch_operation", request.id)
-        async with self.database.read() as connection:
-            row = await store.get_operation(connection, caller.tenant, operation_id)
+        row = await self.database.fetch_one(
+            store.OPERATION_BY_ID, {"id": operation_id, "tenant": caller.tenant}
+        )
         if row is None:
             raise not_found("batch_operation", request.id)
         return batch_pb2.GetBatchOperationResponse(batch_operation=convert.operation_message(row))

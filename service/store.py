@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from sqlalchemy import Row, delete, func, insert, select, update
+from sqlalchemy import Row, bindparam, delete, func, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlalchemy.sql import ColumnElement, Select
 
@@ -91,8 +91,9 @@ async def purge_create_requests(connection: AsyncConnection, older_than: float) 
 
 
 async def get_batch(connection: AsyncConnection, tenant: str, batch_id: str) -> Row[Any] | None:
-    query = select(batches).where(batches.c.id == batch_id, batches.c.tenant == tenant)
-    return (await connection.execute(query)).first()
+    parameters = {"id": batch_id, "tenant": tenant}
+    row: Row[Any] | None = (await connection.execute(BATCH_BY_ID, parameters)).first()
+    return row
 
 
 async def list_batches(
@@ -110,11 +111,13 @@ async def list_batches(
     return await _page(connection, select(batches), batches, filters, page)
 
 
-async def get_operation(
-    connection: AsyncConnection, tenant: str, operation_id: str
-) -> Row[Any] | None:
-    query = select(operations).where(operations.c.id == operation_id, operations.c.tenant == tenant)
-    return (await connection.execute(query)).first()
+# Prepared once: building a statement costs more than running a lookup.
+OPERATION_BY_ID = select(operations).where(
+    operations.c.id == bindparam("id"), operations.c.tenant == bindparam("tenant")
+)
+BATCH_BY_ID = select(batches).where(
+    batches.c.id == bindparam("id"), batches.c.tenant == bindparam("tenant")
+)
 
 
 async def list_operations(

@@ -62,7 +62,7 @@ async def test_creates_beyond_the_tenant_rate_are_refused_with_a_retry_delay(
     database_url: str, upstream_server: tuple[str, UpstreamLog], tmp_path: Path
 ) -> None:
     env = service_env(
-        database_url, upstream_server[0], BATCH_CREATE_RATE="0.5", BATCH_CREATE_BURST="2"
+        database_url, upstream_server[0], BATCH_CREATE_RATE="0.01", BATCH_CREATE_BURST="2"
     )
     process = await start_service(env, tmp_path / "service.log")
     request = batch_pb2.CreateBatchRequest(
@@ -82,4 +82,4 @@ async def test_creates_beyond_the_tenant_rate_are_refused_with_a_retry_delay(
     assert status is not None
     retry_info = error_details_pb2.RetryInfo()
     assert any(detail.Unpack(retry_info) for detail in status.details)
-    assert 0 < retry_info.retry_delay.ToMilliseconds() <= 2000
+    assert 0 < retry_info.retry_delay.ToMilliseconds() <= 100_000

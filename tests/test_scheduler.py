@@ -15,6 +15,8 @@ def test_claims_up_to_prefetch_and_starts_within_running_limits() -> None:
     assert scheduler.startable() == []
     scheduler.finished("a")
     assert scheduler.startable() == [("a", 3)]
+    assert scheduler.to_claim({"a": 3, "b": 3}) == {"a": 1, "b": 1}
+    scheduler.recorded("a")
     assert scheduler.to_claim({"a": 3, "b": 3}) == {"a": 2, "b": 1}
 
 
@@ -41,6 +43,9 @@ def test_claims_wait_until_a_worthwhile_amount_of_room_frees() -> None:
     scheduler.startable()
     assert not scheduler.wants_more()
     scheduler.finished("a")
+    scheduler.recorded("a")
     assert not scheduler.wants_more()  # one free place, four ready: not yet
     scheduler.finished("a")
+    assert not scheduler.wants_more()  # its result is not stored yet
+    scheduler.recorded("a")
     assert scheduler.wants_more()  # room for half a running set

@@ -69,6 +69,8 @@ class Engine:
         self._held: set[str] = set()
         self._authorizations: dict[str, str | None] = {}
         self._stopping = False
+        # Batches that stop on failure and just failed, until that is stored.
+        self._failed_batches: set[str] = set()
         self._background: set[asyncio.Task[int]] = set()
         self._session: aiohttp.ClientSession | None = None
 
@@ -136,7 +138,13 @@ class Engine:
     async def _claim(self) -> int:
         async with self.database.read() as connection:
             candidates = await queue.batches_with_pending_work(connection, MAX_CANDIDATE_BATCHES)
-        wanted = self._scheduler.to_claim({batch.id: self._limit(batch) for batch in candidates})
+        wanted = self._scheduler.to_claim(
+            {
+                batch.id: self._limit(batch)
+                for batch in candidates
+                if batch.id not in self._failed_batches
+            }
+        )
         if not wanted:
             return 0
         now = time.time()
@@ -149,7 +157,8 @@ class Engine:
             batch = by_id[claim.batch_id]
             authorization = self._authorization(batch.id, batch.sealed_authorization)
             self._held.add(claim.id)
-            self._scheduler.add(batch.id, Job(claim, authorization, batch.correlation_id))
+            job = Job(claim, authorization, batch.correlation_id, batch.stop_on_failure)
+            self._scheduler.add(batch.id, job)
         self._start_ready()
         return len(claims)
 
@@ -214,6 +223,10 @@ class Engine:
             self._start_ready()
             self._wake.set()
         _observe(job, outcome, time.perf_counter() - started)
+        if job.stop_on_failure and outcome.is_failure:
+            # Send nothing more of this batch while the failure is being stored.
+            self._failed_batches.add(claim.batch_id)
+            self._cancel_unsent([claim.batch_id])
         self._results.put_nowait(
             queue.Result(
                 claim.id,
@@ -244,6 +257,10 @@ class Engine:
         async with self.database.write() as connection:
             recorded = await queue.record_results(connection, self.owner, time.time(), results)
         self._held.difference_update(result.id for result in results)
+        for result in results:
+            self._scheduler.recorded(result.batch_id)
+        # Their pending operations are canceled in the database now.
+        self._failed_batches.difference_update(recorded.stopped_batches)
         self.changes.notify()
         self.notifier.changed()
         for batch_id in recorded.finished_batches:
@@ -315,6 +332,7 @@ class Job:
     # The caller's Authorization value; "" when it cannot be unsealed.
     authorization: str | None = field(repr=False)
     request_id: str | None
+    stop_on_failure: bool
 
 
 def _observe(job: Job, outcome: Outcome, seconds: float) -> None:

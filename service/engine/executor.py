@@ -13,7 +13,7 @@ from typing import Any
 import aiohttp
 
 from batchd.logs import REQUEST_ID_HEADER
-from service.engine.queue import IDEMPOTENT_METHODS, Claim
+from service.engine.queue import IDEMPOTENT_METHODS, Claim, is_failure
 from service.engine.urls import Upstream
 from service.models import OperationStatus
 
@@ -31,6 +31,10 @@ class Outcome:
     response_body: Any = None
     failure_reason: str | None = None
     attempts: int = 0
+
+    @property
+    def is_failure(self) -> bool:
+        return is_failure(self.status, self.response_status)
 
 
 @dataclass(frozen=True)

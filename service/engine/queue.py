@@ -37,6 +37,7 @@ class ActiveBatch:
     sequential: bool
     max_concurrency: int
     correlation_id: str | None
+    stop_on_failure: bool
 
 
 @dataclass(frozen=True)
@@ -64,10 +65,14 @@ class Result:
 
     @property
     def is_failure(self) -> bool:
-        """What stops a batch that stops on failure."""
-        if self.status in (OperationStatus.FAILED, OperationStatus.TIMED_OUT):
-            return True
-        return self.response_status is not None and self.response_status >= 400
+        return is_failure(self.status, self.response_status)
+
+
+def is_failure(status: OperationStatus, response_status: int | None) -> bool:
+    """What stops a batch that stops on failure."""
+    if status in (OperationStatus.FAILED, OperationStatus.TIMED_OUT):
+        return True
+    return response_status is not None and response_status >= 400
 
 
 async def batches_with_pending_work(connection: AsyncConnection, limit: int) -> list[ActiveBatch]:
@@ -82,6 +87,7 @@ async def batches_with_pending_work(connection: AsyncConnection, limit: int) -> 
             batches.c.sequential,
             batches.c.max_concurrency,
             batches.c.correlation_id,
+            batches.c.stop_on_failure,
         )
         .where(batches.c.status.in_((BatchStatus.PENDING, BatchStatus.IN_PROGRESS)), has_pending)
         .order_by(batches.c.created_at, batches.c.id)

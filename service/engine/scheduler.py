@@ -6,6 +6,10 @@ for a database round trip. A batch limited to one operation at a time gets no
 prefetch, so its operations run strictly in order. Free slots are dealt
 round-robin, oldest batch first, and no batch runs more than its own limit,
 so one huge batch cannot starve the others.
+
+A claim counts until its result is recorded, not only while it runs: a batch
+limited to one operation gets its next claim only after the previous result
+is stored, so a failure can stop it before anything else is sent.
 """
 
 from __future__ import annotations
@@ -36,7 +40,7 @@ class Scheduler(Generic[Item]):
     def wants_more(self) -> bool:
         """Whether claiming is worth a round trip: room for half a running set, or nothing ready."""
         room = self.max_claimed - self.claimed
-        nothing_ready = self.claimed == self.running
+        nothing_ready = not self._ready
         return room >= max(1, self.max_running // 2) or (room > 0 and nothing_ready)
 
     def to_claim(self, limits: Mapping[str, int]) -> dict[str, int]:
@@ -70,8 +74,14 @@ class Scheduler(Generic[Item]):
         return started
 
     def finished(self, batch_id: str) -> None:
+        """An item stopped running; its claim stays counted until `recorded`."""
         self.running -= 1
         self._running_per_batch[batch_id] -= 1
+        if self._running_per_batch[batch_id] <= 0:
+            del self._running_per_batch[batch_id]
+
+    def recorded(self, batch_id: str) -> None:
+        """A finished item's result is stored: its claim no longer counts."""
         self._claimed_per_batch[batch_id] -= 1
         self._forget_if_idle(batch_id)
 
@@ -92,8 +102,6 @@ class Scheduler(Generic[Item]):
         return self._limits.get(batch_id, self.max_running_per_batch)
 
     def _forget_if_idle(self, batch_id: str) -> None:
-        if self._running_per_batch[batch_id] <= 0:
-            del self._running_per_batch[batch_id]
         if self._claimed_per_batch[batch_id] <= 0:
             del self._claimed_per_batch[batch_id]
             self._limits.pop(batch_id, None)
