@@ -11,7 +11,7 @@ PROTOC := $(BIN)/python -m grpc_tools.protoc -Iprotos -Ithird_party/googleapis
 DEV_TOKEN ?= dev-token
 DEV_TENANT ?= dev
 
-.PHONY: install run test test-sqlite lint typecheck proto proto-check bench clean
+.PHONY: install run migrate test test-sqlite lint typecheck proto proto-check bench clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -36,7 +36,7 @@ lint: $(STAMP)
 	$(BIN)/ruff format --check .
 
 typecheck: $(STAMP)
-	$(BIN)/mypy batchd service gateway tests
+	$(BIN)/mypy batchd service gateway tests migrations
 
 test: $(STAMP)
 	$(BIN)/pytest -q
@@ -44,6 +44,10 @@ test: $(STAMP)
 run: $(STAMP)
 	BATCH_DEV_MODE=1 BATCH_API_TOKENS=$${BATCH_API_TOKENS:-$(DEV_TOKEN):$(DEV_TENANT)} \
 		$(BIN)/batchd
+
+# Upgrades the schema of BATCH_DATABASE_URL (default: the SQLite file) to the latest revision.
+migrate: $(STAMP)
+	$(BIN)/python -m service.migrate
 
 bench: $(STAMP)
 	$(BIN)/python -m benchmarks

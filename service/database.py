@@ -6,7 +6,11 @@ write goes through a single connection that starts its transactions with
 BEGIN IMMEDIATE, while reads use a pool of their own. WAL with
 synchronous=NORMAL keeps every commit across a process crash (a power loss may
 drop the last few): the README says so.
-On PostgreSQL both roles share one pooled engine.
+On PostgreSQL both roles share one pooled engine. Each connection is pinged
+when taken from the pool, so connections the server dropped are replaced
+instead of failing a call; a server that cannot be reached at all surfaces as
+a DBAPIError like any other database failure, which callers answer with
+UNAVAILABLE or retry.
 """
 
 from __future__ import annotations
@@ -18,11 +22,13 @@ from pathlib import Path
 from typing import Any
 
 from sqlalchemy import event
-from sqlalchemy.engine import make_url
+from sqlalchemy.engine import Dialect, make_url
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
-from sqlmodel import SQLModel
 
 from service import models  # noqa: F401  (registers the tables)
+
+# asyncpg waits 60 s by default for an unreachable server; calls should fail sooner.
+CONNECT_TIMEOUT_SECONDS = 10
 
 
 @dataclass(frozen=True)
@@ -45,10 +51,6 @@ class Database:
         async with self.reader.connect() as connection:
             yield connection
 
-    async def create_tables(self) -> None:
-        async with self.write() as connection:
-            await connection.run_sync(SQLModel.metadata.create_all)
-
     async def dispose(self) -> None:
         await self.reader.dispose()
         if self.writer is not self.reader:
@@ -58,7 +60,14 @@ class Database:
 def open_database(url: str) -> Database:
     parsed = make_url(url)
     if parsed.get_backend_name() != "sqlite":
-        engine = create_async_engine(url, pool_size=10, max_overflow=10, pool_pre_ping=True)
+        engine = create_async_engine(
+            url,
+            pool_size=10,
+            max_overflow=10,
+            pool_pre_ping=True,
+            connect_args={"timeout": CONNECT_TIMEOUT_SECONDS},
+        )
+        event.listen(engine.sync_engine, "do_connect", _connect_reporting_network_errors)
         return Database(reader=engine, writer=engine)
     if parsed.database and parsed.database != ":memory:":
         Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
@@ -67,6 +76,18 @@ def open_database(url: str) -> Database:
     _configure_sqlite(writer, begin="BEGIN IMMEDIATE")
     _configure_sqlite(reader, begin=None)
     return Database(reader=reader, writer=writer)
+
+
+def _connect_reporting_network_errors(
+    dialect: Dialect, _record: Any, cargs: list[Any], cparams: dict[str, Any]
+) -> Any:
+    """asyncpg raises a refused or timed-out connection as a bare OSError, which
+    SQLAlchemy passes through unwrapped; make it the driver's OperationalError."""
+    dbapi = dialect.loaded_dbapi
+    try:
+        return dbapi.connect(*cargs, **cparams)
+    except OSError as error:
+        raise dbapi.OperationalError(f"cannot connect to the database: {error!r}") from error
 
 
 def _configure_sqlite(engine: AsyncEngine, begin: str | None) -> None:
