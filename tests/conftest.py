@@ -36,7 +36,8 @@ async def upstream_server() -> AsyncIterator[tuple[str, upstream.UpstreamLog]]:
 
 @pytest.fixture(params=["sqlite", "postgresql"])
 def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    """A database at the latest schema revision, empty."""
+    """An empty database: on PostgreSQL at the latest revision; on SQLite a file the
+    service creates and upgrades at start-up (tests that open it call `upgrade`)."""
     if request.param == "sqlite":
         return f"sqlite+aiosqlite:///{tmp_path / 'batchd.db'}"
     url: str = request.getfixturevalue("postgres_url")
