@@ -199,9 +199,18 @@ async def test_queue_requeues_expired_leases(database: Database) -> None:
     assert (again.id, again.generation) == ("b1-op0", 2)
 
 
-async def test_concurrent_claims_skip_rows_another_transaction_holds(database: Database) -> None:
-    if database.is_sqlite:
-        pytest.skip("SQLite serialises writers; there is nothing to skip")
+@pytest.fixture
+async def postgres_database(postgres_url: str) -> AsyncIterator[Database]:
+    """For what only PostgreSQL does: SQLite serialises writers, there is nothing to skip."""
+    opened = open_database(postgres_url)
+    yield opened
+    await opened.dispose()
+
+
+async def test_concurrent_claims_skip_rows_another_transaction_holds(
+    postgres_database: Database,
+) -> None:
+    database = postgres_database
     await insert(database, "b1", CREATED, ["GET"] * 5)
     # The batch's first claim marks it in progress; later claims leave its row alone.
     [started] = await claim(database, "one", {"b1": 1})
