@@ -13,7 +13,7 @@ DEV_TENANT ?= dev
 
 BUF := var/buf/node_modules/.bin/buf
 
-.PHONY: install run test lint typecheck proto proto-check buf-lint bench clean
+.PHONY: install run migrate test lint typecheck proto proto-check buf-lint bench clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -46,7 +46,7 @@ lint: $(STAMP)
 	$(BIN)/ruff format --check .
 
 typecheck: $(STAMP)
-	$(BIN)/mypy batchd batchctl service gateway tests benchmarks
+	$(BIN)/mypy batchd batchctl service gateway tests benchmarks migrations
 
 test: $(STAMP)
 	$(BIN)/pytest -q
@@ -54,6 +54,10 @@ test: $(STAMP)
 run: $(STAMP)
 	BATCH_DEV_MODE=1 BATCH_API_TOKENS=$${BATCH_API_TOKENS:-$(DEV_TOKEN):$(DEV_TENANT)} \
 		$(BIN)/batchd
+
+# Upgrades the schema of BATCH_DATABASE_URL (default: the SQLite file) to the latest revision.
+migrate: $(STAMP)
+	$(BIN)/python -m service.migrate
 
 BENCH_STAMP := $(VENV)/.installed-bench
 

@@ -13,6 +13,7 @@ from service.credentials import sealer_from_settings
 from service.database import Database, open_database
 from service.engine.engine import Engine
 from service.engine.urls import Upstream
+from service.migrate import prepare_schema
 from service.notifications import Notifier
 from service.rate_limit import CreateRateLimiter
 from service.server import build_server, set_serving
@@ -36,7 +37,7 @@ class Service:
     async def start(cls, settings: ServiceSettings, upstream: Upstream) -> Service:
         sealer = sealer_from_settings(settings.secret_key, settings.dev_mode)
         database = open_database(settings.database_url)
-        await database.create_tables()
+        await prepare_schema(database, settings.migrate_on_start)
         changes = Changes()
         notifier = Notifier(settings.database_url)
         engine = Engine(database, settings, sealer, upstream, changes, notifier)

@@ -6,7 +6,11 @@ write goes through a single connection that starts its transactions with
 BEGIN IMMEDIATE, while reads use a pool of their own. WAL with
 synchronous=NORMAL keeps every commit across a process crash (a power loss may
 drop the last few): the README says so.
-On PostgreSQL both roles share one pooled engine.
+On PostgreSQL both roles share one pooled engine. Each connection is pinged
+when taken from the pool, so connections the server dropped are replaced
+instead of failing a call; a server that cannot be reached at all surfaces as
+a DBAPIError like any other database failure, which callers answer with
+UNAVAILABLE or retry.
 """
 
 from __future__ import annotations
@@ -18,12 +22,14 @@ from pathlib import Path
 from typing import Any
 
 from sqlalchemy import Connection, Engine, Row, Select, create_engine, event
-from sqlalchemy.engine import make_url
+from sqlalchemy.engine import Dialect, make_url
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
-from sqlmodel import SQLModel
 
 from service import models  # noqa: F401  (registers the tables)
+
+# asyncpg waits 60 s by default for an unreachable server; calls should fail sooner.
+CONNECT_TIMEOUT_SECONDS = 10
 
 
 class InlineReader:
@@ -81,10 +87,6 @@ class Database:
         async with self.read() as connection:
             return (await connection.execute(query, parameters)).first()  # type: ignore[no-any-return]
 
-    async def create_tables(self) -> None:
-        async with self.write() as connection:
-            await connection.run_sync(SQLModel.metadata.create_all)
-
     async def dispose(self) -> None:
         if self.inline_reader is not None:
             self.inline_reader.close()
@@ -96,7 +98,14 @@ class Database:
 def open_database(url: str) -> Database:
     parsed = make_url(url)
     if parsed.get_backend_name() != "sqlite":
-        engine = create_async_engine(url, pool_size=10, max_overflow=10, pool_pre_ping=True)
+        engine = create_async_engine(
+            url,
+            pool_size=10,
+            max_overflow=10,
+            pool_pre_ping=True,
+            connect_args={"timeout": CONNECT_TIMEOUT_SECONDS},
+        )
+        event.listen(engine.sync_engine, "do_connect", _connect_reporting_network_errors)
         return Database(reader=engine, writer=engine)
     if parsed.database and parsed.database != ":memory:":
         Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
@@ -112,6 +121,18 @@ def open_database(url: str) -> Database:
     # The inline reader runs on the event loop: never wait long for a lock.
     _configure_sqlite(inline_reader, begin=None, busy_timeout_ms=20)
     return Database(reader=reader, writer=writer, inline_reader=InlineReader(inline_reader))
+
+
+def _connect_reporting_network_errors(
+    dialect: Dialect, _record: Any, cargs: list[Any], cparams: dict[str, Any]
+) -> Any:
+    """asyncpg raises a refused or timed-out connection as a bare OSError, which
+    SQLAlchemy passes through unwrapped; make it the driver's OperationalError."""
+    dbapi = dialect.loaded_dbapi
+    try:
+        return dbapi.connect(*cargs, **cparams)
+    except OSError as error:
+        raise dbapi.OperationalError(f"cannot connect to the database: {error!r}") from error
 
 
 def _configure_sqlite(engine: Engine, begin: str | None, busy_timeout_ms: int = 10_000) -> None:

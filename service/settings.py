@@ -10,13 +10,26 @@ from batchd.config import ConfigError, env
 DEFAULT_DATABASE_URL = "sqlite+aiosqlite:///var/batchd.db"
 
 
-@dataclass(frozen=True)
-class ServiceSettings:
-    database_url: str = field(
+def database_url_setting() -> str:
+    """The database URL field, shared by the service and `python -m service.migrate`."""
+    return field(
         default=DEFAULT_DATABASE_URL,
         metadata=env(
             "BATCH_DATABASE_URL",
             "SQLAlchemy URL: sqlite+aiosqlite:///FILE or postgresql+asyncpg://...",
+        ),
+    )
+
+
+@dataclass(frozen=True)
+class ServiceSettings:
+    database_url: str = database_url_setting()
+    migrate_on_start: bool = field(
+        default=False,
+        metadata=env(
+            "BATCH_MIGRATE_ON_START",
+            "upgrade the database schema at start-up (SQLite always is); "
+            "else run `python -m service.migrate` first",
         ),
     )
     grpc_address: str = field(

@@ -1,16 +1,24 @@
-"""Shared fixtures: a real upstream on loopback, the real service process, a gRPC client."""
+"""Shared fixtures: a real upstream on loopback, the real service process, a gRPC client.
+
+Every test that uses `database_url` runs twice: on a SQLite file and on the
+machine's PostgreSQL. Without PostgreSQL the second run is skipped, saying why;
+under CI=true it fails instead, so CI can never pass without it.
+"""
 
 from __future__ import annotations
 
+import os
 from collections.abc import AsyncIterator
 from pathlib import Path
 
+import asyncpg
 import grpc
 import pytest
 from aiohttp import web
 
 from batchd.v1 import batch_pb2_grpc
-from tests import upstream
+from service.migrate import upgrade_database
+from tests import postgres, upstream
 from tests.processes import TOKEN, Process, service_env, start_service
 
 
@@ -26,9 +34,67 @@ async def upstream_server() -> AsyncIterator[tuple[str, upstream.UpstreamLog]]:
     await runner.cleanup()
 
 
+@pytest.fixture(params=["sqlite", "postgresql"])
+def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """An empty database: on PostgreSQL at the latest revision; on SQLite a file the
+    service creates and upgrades at start-up (tests that open it call `upgrade`)."""
+    if request.param == "sqlite":
+        return f"sqlite+aiosqlite:///{tmp_path / 'batchd.db'}"
+    url: str = request.getfixturevalue("postgres_url")
+    return url
+
+
+@pytest.fixture(scope="session")
+async def postgres_server() -> AsyncIterator[postgres.Server]:
+    try:
+        admin = await postgres.connect()
+    except (OSError, asyncpg.PostgresError) as error:
+        reason = (
+            f"PostgreSQL does not answer at {postgres.HOST}:{postgres.PORT} as user "
+            f"{postgres.USER}: {error!r}"
+        )
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"{reason} (CI=true: PostgreSQL is required)")
+        pytest.skip(reason)
+    server = postgres.Server(admin)
+    await server.drop_abandoned()
+    yield server
+    await admin.close()
+
+
+@pytest.fixture(scope="session")
+async def postgres_template(postgres_server: postgres.Server) -> AsyncIterator[str]:
+    """A database migrated once to the latest revision, copied for each test that needs one."""
+    name = await postgres_server.create_database()
+    await upgrade_database(postgres.url_of(name))
+    yield name
+    await postgres_server.drop_database(name)
+
+
+@pytest.fixture(scope="session")
+async def shared_postgres(
+    postgres_server: postgres.Server, postgres_template: str
+) -> AsyncIterator[str]:
+    name = await postgres_server.create_database(template=postgres_template)
+    yield name
+    await postgres_server.drop_database(name)
+
+
 @pytest.fixture
-def database_url(tmp_path: Path) -> str:
-    return f"sqlite+aiosqlite:///{tmp_path / 'batchd.db'}"
+async def postgres_url(shared_postgres: str) -> AsyncIterator[str]:
+    """The run's shared PostgreSQL database, emptied after each test: much faster than a copy."""
+    yield postgres.url_of(shared_postgres)
+    await postgres.truncate_all(shared_postgres)
+
+
+@pytest.fixture
+async def private_postgres(
+    postgres_server: postgres.Server, postgres_template: str
+) -> AsyncIterator[str]:
+    """A copy of the template for a test that changes the database itself; dropped after."""
+    name = await postgres_server.create_database(template=postgres_template)
+    yield name
+    await postgres_server.drop_database(name)
 
 
 @pytest.fixture

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import asyncio
-import sqlite3
 from pathlib import Path
 
 import grpc
 
 from batchd.json_values import from_value, to_struct
 from batchd.v1 import batch_pb2, batch_pb2_grpc
+from service.database import open_database
+from service.store import BATCH_BY_ID
 from tests.conftest import bearer
 from tests.processes import TOKEN, Process, free_port, service_env, start_service
 from tests.upstream import UpstreamLog
@@ -211,12 +212,14 @@ async def test_credentials_are_sealed_and_erased_when_the_batch_completes(
     service: tuple[Process, dict[str, str]], stub: batch_pb2_grpc.BatchServiceStub
 ) -> None:
     batch = await run_batch(stub, [operation(GET, "/echo/x")])
-    database = service[1]["BATCH_DATABASE_URL"].removeprefix("sqlite+aiosqlite:///")
-    with sqlite3.connect(database) as connection:
-        [(sealed,)] = connection.execute(
-            "SELECT sealed_authorization FROM batches WHERE id = ?", (batch.id,)
-        )
-        raw = b"".join(Path(database + suffix).read_bytes() for suffix in ("", "-wal"))
-    assert sealed is None
-    assert TOKEN.encode() not in raw
+    url = service[1]["BATCH_DATABASE_URL"]
+    database = open_database(url)
+    async with database.read() as connection:
+        row = (await connection.execute(BATCH_BY_ID, {"id": batch.id, "tenant": "tenant-a"})).one()
+    await database.dispose()
+    assert row.sealed_authorization is None
+    if url.startswith("sqlite"):
+        path = url.removeprefix("sqlite+aiosqlite:///")
+        raw = b"".join(Path(path + suffix).read_bytes() for suffix in ("", "-wal"))
+        assert TOKEN.encode() not in raw
     assert TOKEN not in service[0].log()

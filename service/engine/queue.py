@@ -124,11 +124,16 @@ async def claim(
             .order_by(operations.c.position)
             .limit(count)
             .with_for_update(skip_locked=True)
+            # As a plain subquery PostgreSQL may rerun it for each row it joins,
+            # LIMIT and all, and claim every pending operation; a CTE runs once.
+            .cte("next_pending")
+            .prefix_with("MATERIALIZED", dialect="postgresql")
         )
         statement = (
             update(operations)
             .where(
-                operations.c.id.in_(next_pending), operations.c.status == OperationStatus.PENDING
+                operations.c.id.in_(select(next_pending.c.id)),
+                operations.c.status == OperationStatus.PENDING,
             )
             .values(
                 status=OperationStatus.IN_PROGRESS,

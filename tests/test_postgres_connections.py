@@ -1,0 +1,101 @@
+"""A running service whose PostgreSQL connections are cut: it recovers, or says UNAVAILABLE."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import grpc
+import pytest
+
+from batchd.v1 import batch_pb2, batch_pb2_grpc
+from tests import postgres
+from tests.conftest import bearer
+from tests.processes import Process, service_env, start_service
+from tests.test_engine import GET, operation, run_batch
+from tests.upstream import UpstreamLog
+
+# Bounds every call: a hang fails the test as DEADLINE_EXCEEDED instead of stalling it.
+CALL_TIMEOUT = 30
+
+
+@pytest.fixture
+async def running(
+    private_postgres: str, upstream_server: tuple[str, UpstreamLog], tmp_path: Path
+) -> AsyncIterator[tuple[Process, batch_pb2_grpc.BatchServiceStub]]:
+    env = service_env(postgres.url_of(private_postgres), upstream_server[0])
+    process = await start_service(env, tmp_path / "service.log")
+    async with grpc.aio.insecure_channel(env["BATCH_GRPC_ADDRESS"]) as channel:
+        yield process, batch_pb2_grpc.BatchServiceStub(channel)
+    await process.stop()
+
+
+async def cut_connections(server: postgres.Server, database: str) -> int:
+    terminated: int = await server.admin.fetchval(
+        "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE datname = $1",
+        database,
+    )
+    return terminated
+
+
+async def get_batch(
+    stub: batch_pb2_grpc.BatchServiceStub, batch_id: str
+) -> batch_pb2.GetBatchResponse:
+    reply: batch_pb2.GetBatchResponse = await stub.GetBatch(
+        batch_pb2.GetBatchRequest(id=batch_id), metadata=bearer(), timeout=CALL_TIMEOUT
+    )
+    return reply
+
+
+async def test_calls_succeed_after_the_server_terminated_every_connection(
+    running: tuple[Process, batch_pb2_grpc.BatchServiceStub],
+    postgres_server: postgres.Server,
+    private_postgres: str,
+) -> None:
+    process, stub = running
+    done = await run_batch(stub, [operation(GET, "/echo/one")])
+    assert await cut_connections(postgres_server, private_postgres) > 0
+
+    # Pre-ping finds each pooled connection dead and opens a new one.
+    reply = await get_batch(stub, done.id)
+    assert reply.batch.status == batch_pb2.BATCH_STATUS_COMPLETED
+    again = await run_batch(stub, [operation(GET, "/echo/two")])
+    assert again.batch_operations[0].response_status == 200
+    assert "Traceback" not in process.log()
+
+
+async def test_calls_answer_unavailable_while_the_database_refuses_connections(
+    running: tuple[Process, batch_pb2_grpc.BatchServiceStub],
+    postgres_server: postgres.Server,
+    private_postgres: str,
+) -> None:
+    process, stub = running
+    done = await run_batch(stub, [operation(GET, "/echo/one")])
+    await postgres_server.admin.execute(
+        f'ALTER DATABASE "{private_postgres}" WITH ALLOW_CONNECTIONS false'
+    )
+    try:
+        await cut_connections(postgres_server, private_postgres)
+        with pytest.raises(grpc.aio.AioRpcError) as refused_read:
+            await get_batch(stub, done.id)
+        assert refused_read.value.code() == grpc.StatusCode.UNAVAILABLE
+        with pytest.raises(grpc.aio.AioRpcError) as refused_write:
+            await stub.CreateBatch(
+                batch_pb2.CreateBatchRequest(
+                    batch=batch_pb2.Batch(batch_operations=[operation(GET, "/echo/lost")])
+                ),
+                metadata=bearer(),
+                timeout=CALL_TIMEOUT,
+            )
+        assert refused_write.value.code() == grpc.StatusCode.UNAVAILABLE
+    finally:
+        await postgres_server.admin.execute(
+            f'ALTER DATABASE "{private_postgres}" WITH ALLOW_CONNECTIONS true'
+        )
+
+    reply = await get_batch(stub, done.id)
+    assert reply.batch.status == batch_pb2.BATCH_STATUS_COMPLETED
+    # The engine kept retrying through the outage and still runs new work.
+    again = await run_batch(stub, [operation(GET, "/echo/two")])
+    assert again.batch_operations[0].response_status == 200
+    assert "Traceback" not in process.log()

@@ -1,0 +1,228 @@
+"""Every query of the store and the work queue, run on SQLite and on PostgreSQL alike."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+
+from service import store
+from service.database import Database, open_database
+from service.engine import queue
+from service.migrate import upgrade
+from service.models import BatchStatus, OperationStatus
+
+TENANT = "tenant-a"
+# Sub-second digits must survive: ordering relies on them.
+CREATED = 1_700_000_000.123456
+SEALED = b"\x00sealed\xff"
+
+
+@pytest.fixture
+async def database(database_url: str) -> AsyncIterator[Database]:
+    opened = open_database(database_url)
+    await upgrade(opened)
+    yield opened
+    await opened.dispose()
+
+
+def new_batch(
+    batch_id: str, created: float, methods: list[str]
+) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    batch: dict[str, Any] = {
+        "id": batch_id,
+        "tenant": TENANT,
+        "status": BatchStatus.PENDING,
+        "operations_count": len(methods),
+        "finished_count": 0,
+        "sealed_authorization": SEALED,
+        "created_at": created,
+        "updated_at": created,
+    }
+    operations: list[dict[str, Any]] = [
+        {
+            "id": f"{batch_id}-op{position}",
+            "batch_id": batch_id,
+            "tenant": TENANT,
+            "position": position,
+            "http_method": method,
+            "path": f"/things/{position}",
+            "query_params": {"ids": ["b", "a"], "f": {"x": True}} if position == 0 else None,
+            "body": {"name": "é", "n": 1.5, "nested": [1, None]} if method == "POST" else None,
+            "status": OperationStatus.PENDING,
+            "response_status": None,
+            "response_body": None,
+            "failure_reason": None,
+            "attempts": 0,
+            "lease_owner": None,
+            "lease_expires_at": None,
+            "lease_generation": 0,
+            "created_at": created,
+            "updated_at": created,
+        }
+        for position, method in enumerate(methods)
+    ]
+    return batch, operations
+
+
+async def insert(database: Database, batch_id: str, created: float, methods: list[str]) -> None:
+    batch, operations = new_batch(batch_id, created, methods)
+    async with database.write() as connection:
+        await store.insert_batch(connection, batch, operations)
+
+
+def page(limit: int = 20, number: int = 1, **ordering: Any) -> store.PageRequest:
+    return store.PageRequest(limit, number, store.Ordering(**ordering))
+
+
+async def test_store_reads_back_what_it_wrote(database: Database) -> None:
+    await insert(database, "b1", CREATED, ["GET", "POST"])
+    async with database.read() as connection:
+        batch = await store.get_batch(connection, TENANT, "b1")
+        assert await store.get_batch(connection, "tenant-b", "b1") is None
+        first = (
+            await connection.execute(store.OPERATION_BY_ID, {"id": "b1-op0", "tenant": TENANT})
+        ).first()
+        assert (
+            await database.fetch_one(store.OPERATION_BY_ID, {"id": "b1-op0", "tenant": "tenant-b"})
+            is None
+        )
+        in_order = await store.operations_of_batches(connection, TENANT, ["b1"])
+    assert batch is not None and first is not None
+    assert (batch.created_at, batch.sealed_authorization, batch.status) == (
+        CREATED,
+        SEALED,
+        "pending",
+    )
+    assert first.query_params == {"ids": ["b", "a"], "f": {"x": True}}
+    assert first.body is None and first.response_body is None
+    assert [op.position for op in in_order] == [0, 1]
+    assert in_order[1].body == {"name": "é", "n": 1.5, "nested": [1, None]}
+
+
+async def test_store_lists_filter_order_and_page(database: Database) -> None:
+    for number in range(5):
+        await insert(database, f"b{number}", CREATED + number / 1000, ["GET"])
+    async with database.read() as connection:
+        newest, total = await store.list_batches(connection, TENANT, [], [], page(limit=2))
+        oldest, _ = await store.list_batches(
+            connection, TENANT, [], [], page(limit=2, number=2, descending=False)
+        )
+        beyond, beyond_total = await store.list_batches(connection, TENANT, [], [], page(10, 2))
+        chosen, chosen_total = await store.list_batches(
+            connection, TENANT, ["b1", "b3", "nope"], ["pending"], page()
+        )
+        none, none_total = await store.list_batches(connection, TENANT, [], ["completed"], page())
+        operations, operations_total = await store.list_operations(
+            connection, TENANT, ["b2", "b4"], ["pending"], page(column="updated_at")
+        )
+    assert total == 5 and [row.id for row in newest] == ["b4", "b3"]
+    assert [row.id for row in oldest] == ["b2", "b3"]
+    assert (beyond, beyond_total) == ([], 5)
+    assert chosen_total == 2 and {row.id for row in chosen} == {"b1", "b3"}
+    assert (none, none_total) == ([], 0)
+    assert operations_total == 2 and [row.id for row in operations] == ["b4-op0", "b2-op0"]
+
+
+async def claim(database: Database, owner: str, wanted: dict[str, int]) -> list[queue.Claim]:
+    async with database.write() as connection:
+        return await queue.claim(connection, owner, CREATED + 1, CREATED + 31, wanted)
+
+
+def result(claimed: queue.Claim, status: OperationStatus, body: Any) -> queue.Result:
+    return queue.Result(
+        claimed.id, claimed.batch_id, claimed.generation, status, 200, body, None, 1
+    )
+
+
+async def test_queue_claims_records_and_completes_a_batch(database: Database) -> None:
+    await insert(database, "b1", CREATED, ["GET", "POST", "GET"])
+    async with database.read() as connection:
+        [active] = await queue.batches_with_pending_work(connection, 10)
+    assert (active.id, active.sealed_authorization) == ("b1", SEALED)
+
+    first, second = await claim(database, "me", {"b1": 2})
+    assert [first.id, second.id] == ["b1-op0", "b1-op1"]
+    assert (first.generation, first.http_method, first.attempts) == (1, "GET", 0)
+    assert first.query_params == {"ids": ["b", "a"], "f": {"x": True}}
+    assert second.body == {"name": "é", "n": 1.5, "nested": [1, None]}
+    async with database.write() as connection:
+        await queue.renew_leases(connection, "me", [first.id, second.id], CREATED + 60)
+        completed = await queue.record_results(
+            connection,
+            "me",
+            CREATED + 2,
+            [
+                result(first, OperationStatus.COMPLETED, [{"id": 1}, None]),
+                # A zombie's write: its generation was taken over, so it changes nothing.
+                queue.Result(second.id, "b1", 0, OperationStatus.FAILED, None, None, "x", 1),
+            ],
+        )
+    assert completed.finished_batches == []
+    [third] = await claim(database, "me", {"b1": 5})
+    async with database.write() as connection:
+        completed = await queue.record_results(
+            connection,
+            "me",
+            CREATED + 3,
+            [
+                result(second, OperationStatus.COMPLETED, None),
+                result(third, OperationStatus.COMPLETED, "ok"),
+            ],
+        )
+        batch = await store.get_batch(connection, TENANT, "b1")
+        operations = await store.operations_of_batches(connection, TENANT, ["b1"])
+        pending = await queue.batches_with_pending_work(connection, 10)
+    assert completed.finished_batches == ["b1"] and pending == []
+    assert batch is not None
+    assert (batch.status, batch.finished_count, batch.sealed_authorization) == (
+        "completed",
+        3,
+        None,
+    )
+    assert [op.response_body for op in operations] == [[{"id": 1}, None], None, "ok"]
+    assert operations[0].lease_expires_at is None and operations[0].lease_generation == 1
+
+
+async def test_queue_requeues_expired_leases(database: Database) -> None:
+    await insert(database, "b1", CREATED, ["GET", "POST"])
+    await claim(database, "gone", {"b1": 2})
+    async with database.write() as connection:
+        assert await queue.requeue(connection, CREATED + 5, False, expired_before=CREATED) == 0
+        recovered = await queue.requeue(
+            connection, CREATED + 40, False, expired_before=CREATED + 40
+        )
+        operations = await store.operations_of_batches(connection, TENANT, ["b1"])
+    assert recovered == 2
+    assert [(op.status, op.failure_reason) for op in operations] == [
+        ("pending", None),
+        ("failed", "interrupted"),
+    ]
+    [again] = await claim(database, "me", {"b1": 2})
+    assert (again.id, again.generation) == ("b1-op0", 2)
+
+
+@pytest.fixture
+async def postgres_database(postgres_url: str) -> AsyncIterator[Database]:
+    """For what only PostgreSQL does: SQLite serialises writers, there is nothing to skip."""
+    opened = open_database(postgres_url)
+    yield opened
+    await opened.dispose()
+
+
+async def test_concurrent_claims_skip_rows_another_transaction_holds(
+    postgres_database: Database,
+) -> None:
+    database = postgres_database
+    await insert(database, "b1", CREATED, ["GET"] * 5)
+    # The batch's first claim marks it in progress; later claims leave its row alone.
+    [started] = await claim(database, "one", {"b1": 1})
+    async with database.write() as holding:
+        held = await queue.claim(holding, "one", CREATED, CREATED + 30, {"b1": 2})
+        # Without SKIP LOCKED this waits for `holding` to commit, which never comes.
+        other = await asyncio.wait_for(claim(database, "two", {"b1": 2}), 30)
+    assert started.id == "b1-op0"
+    assert [c.id for c in held] == ["b1-op1", "b1-op2"]
+    assert [c.id for c in other] == ["b1-op3", "b1-op4"]
