@@ -2,20 +2,31 @@
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 
+import aiohttp
 import grpc
 import pytest
 from aiohttp import web
 
 from batchd.v1 import batch_pb2_grpc
 from tests import upstream
-from tests.processes import TOKEN, Process, service_env, start_service
+from tests.processes import (
+    API_TOKENS,
+    TOKEN,
+    Process,
+    gateway_env,
+    service_env,
+    start_gateway,
+    start_service,
+)
 
 
-@pytest.fixture
-async def upstream_server() -> AsyncIterator[tuple[str, upstream.UpstreamLog]]:
+@asynccontextmanager
+async def running_upstream() -> AsyncIterator[tuple[str, upstream.UpstreamLog]]:
     app = upstream.make_app()
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
@@ -24,6 +35,12 @@ async def upstream_server() -> AsyncIterator[tuple[str, upstream.UpstreamLog]]:
     port = runner.addresses[0][1]
     yield f"http://127.0.0.1:{port}", app[upstream.LOG_KEY]
     await runner.cleanup()
+
+
+@pytest.fixture
+async def upstream_server() -> AsyncIterator[tuple[str, upstream.UpstreamLog]]:
+    async with running_upstream() as served:
+        yield served
 
 
 @pytest.fixture
@@ -51,3 +68,69 @@ async def stub(
 ) -> AsyncIterator[batch_pb2_grpc.BatchServiceStub]:
     async with grpc.aio.insecure_channel(service[1]["BATCH_GRPC_ADDRESS"]) as channel:
         yield batch_pb2_grpc.BatchServiceStub(channel)
+
+
+@pytest.fixture
+async def gateway(
+    service: tuple[Process, dict[str, str]], tmp_path: Path
+) -> AsyncIterator[tuple[Process, str]]:
+    """The REST gateway process in front of `service`, and its base URL."""
+    env = gateway_env(service[1]["BATCH_GRPC_ADDRESS"])
+    process, base_url = await start_gateway(env, tmp_path / "gateway.log")
+    yield process, base_url
+    await process.stop()
+
+
+@pytest.fixture
+async def http(gateway: tuple[Process, str]) -> AsyncIterator[aiohttp.ClientSession]:
+    """A client of the gateway as tenant A; requests take paths such as `/v1/batches`."""
+    headers = {"Authorization": f"Bearer {TOKEN}"}
+    async with aiohttp.ClientSession(base_url=gateway[1], headers=headers) as session:
+        yield session
+
+
+# The shared stack below serves every test a fresh tenant, so tests can share one
+# service and gateway (started once per module) and still count only their own objects.
+SHARED_TENANTS = 500
+_tenant_numbers = itertools.count()
+
+
+def fresh_tenant_auth() -> dict[str, str]:
+    number = next(_tenant_numbers)
+    assert number < SHARED_TENANTS, "raise SHARED_TENANTS"
+    return {"Authorization": f"Bearer shared-token-{number}"}
+
+
+@pytest.fixture(scope="module")
+async def shared_gateway(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[str]:
+    """Base URL of a gateway and service shared by a module's tests."""
+    directory = tmp_path_factory.mktemp("shared")
+    tokens = ",".join(f"shared-token-{n}:shared-{n}" for n in range(SHARED_TENANTS))
+    async with running_upstream() as (upstream_url, _):
+        env = service_env(
+            f"sqlite+aiosqlite:///{directory / 'batchd.db'}",
+            upstream_url,
+            BATCH_API_TOKENS=f"{API_TOKENS},{tokens}",
+        )
+        service = await start_service(env, directory / "service.log")
+        gateway_process, base_url = await start_gateway(
+            gateway_env(env["BATCH_GRPC_ADDRESS"]), directory / "gateway.log"
+        )
+        yield base_url
+        await gateway_process.stop()
+        await service.stop()
+
+
+@pytest.fixture
+async def api(shared_gateway: str) -> AsyncIterator[aiohttp.ClientSession]:
+    """A client of the shared gateway, authenticated as a tenant of its own."""
+    async with aiohttp.ClientSession(
+        base_url=shared_gateway, headers=fresh_tenant_auth()
+    ) as session:
+        yield session
+
+
+@pytest.fixture
+def other_auth(shared_gateway: str) -> dict[str, str]:
+    """Headers of a second fresh tenant on the shared gateway."""
+    return fresh_tenant_auth()
