@@ -12,7 +12,7 @@ import json
 import math
 from typing import Any
 
-from batchd.json_values import to_struct
+from batchd.json_values import MAX_DEPTH, depth, to_struct
 from batchd.v1 import batch_pb2
 from gateway.errors import ValidationError, bad_request, unprocessable
 from gateway.vocabulary import HTTP_METHODS
@@ -59,10 +59,19 @@ def _operation(index: int, raw: Any, errors: list[ValidationError]) -> batch_pb2
         errors.append(_invalid(prefix, "path", "path must be a string"))
     for name in ("body", "query_params"):
         value = raw.get(name)
-        if isinstance(value, dict):
-            getattr(message, name).CopyFrom(to_struct(value))
-        elif value is not None:
+        if value is not None and not isinstance(value, dict):
             errors.append(_invalid(prefix, name, f"{name} must be a JSON object or null"))
+        elif value is not None and depth(value) > MAX_DEPTH:
+            # Deeper values cannot travel in a gRPC message at all.
+            errors.append(
+                ValidationError(
+                    f"{prefix}.{name}",
+                    f"batch_operation.{name}.too_deep",
+                    f"{name} must nest at most {MAX_DEPTH} levels",
+                )
+            )
+        elif value is not None:
+            getattr(message, name).CopyFrom(to_struct(value))
     return message
 
 

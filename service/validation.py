@@ -7,7 +7,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from batchd.json_values import from_struct
+from batchd.json_values import MAX_DEPTH, depth, from_struct
 from batchd.v1 import batch_pb2
 from service.engine.urls import path_problem
 from service.errors import Violation, invalid, not_found
@@ -20,7 +20,6 @@ HTTP_METHODS = {
     batch_pb2.HTTP_METHOD_PATCH: "PATCH",
     batch_pb2.HTTP_METHOD_DELETE: "DELETE",
 }
-MAX_JSON_DEPTH = 32
 DEFAULT_PAGE_SIZE = 20
 MAX_PAGE_SIZE = 100
 
@@ -91,23 +90,15 @@ def _new_operation(
     )
     body = from_struct(operation.body) if operation.HasField("body") else None
     for name, value in (("query_params", query_params), ("body", body)):
-        if value is not None and _depth(value) > MAX_JSON_DEPTH:
+        if value is not None and depth(value) > MAX_DEPTH:
             violations.append(
                 Violation(
                     f"{prefix}.{name}",
                     f"batch_operation.{name}.too_deep",
-                    f"{name} must nest at most {MAX_JSON_DEPTH} levels",
+                    f"{name} must nest at most {MAX_DEPTH} levels",
                 )
             )
     return NewOperation(method or "", operation.path, query_params, body)
-
-
-def _depth(value: Any) -> int:
-    if isinstance(value, dict):
-        return 1 + max((_depth(item) for item in value.values()), default=0)
-    if isinstance(value, list):
-        return 1 + max((_depth(item) for item in value), default=0)
-    return 0
 
 
 def object_id(kind: str, raw: str) -> str:
