@@ -5,6 +5,7 @@ from __future__ import annotations
 import itertools
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 import aiohttp
@@ -95,15 +96,21 @@ SHARED_TENANTS = 500
 _tenant_numbers = itertools.count()
 
 
-def fresh_tenant_auth() -> dict[str, str]:
+def fresh_token() -> str:
     number = next(_tenant_numbers)
     assert number < SHARED_TENANTS, "raise SHARED_TENANTS"
-    return {"Authorization": f"Bearer shared-token-{number}"}
+    return f"shared-token-{number}"
+
+
+@dataclass(frozen=True)
+class SharedStack:
+    base_url: str
+    grpc_target: str
 
 
 @pytest.fixture(scope="module")
-async def shared_gateway(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[str]:
-    """Base URL of a gateway and service shared by a module's tests."""
+async def shared_stack(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[SharedStack]:
+    """A service and gateway shared by a module's tests."""
     directory = tmp_path_factory.mktemp("shared")
     tokens = ",".join(f"shared-token-{n}:shared-{n}" for n in range(SHARED_TENANTS))
     async with running_upstream() as (upstream_url, _):
@@ -116,21 +123,28 @@ async def shared_gateway(tmp_path_factory: pytest.TempPathFactory) -> AsyncItera
         gateway_process, base_url = await start_gateway(
             gateway_env(env["BATCH_GRPC_ADDRESS"]), directory / "gateway.log"
         )
-        yield base_url
+        yield SharedStack(base_url, env["BATCH_GRPC_ADDRESS"])
         await gateway_process.stop()
         await service.stop()
 
 
 @pytest.fixture
-async def api(shared_gateway: str) -> AsyncIterator[aiohttp.ClientSession]:
+async def api(shared_stack: SharedStack) -> AsyncIterator[aiohttp.ClientSession]:
     """A client of the shared gateway, authenticated as a tenant of its own."""
-    async with aiohttp.ClientSession(
-        base_url=shared_gateway, headers=fresh_tenant_auth()
-    ) as session:
+    headers = {"Authorization": f"Bearer {fresh_token()}"}
+    async with aiohttp.ClientSession(base_url=shared_stack.base_url, headers=headers) as session:
         yield session
 
 
 @pytest.fixture
-def other_auth(shared_gateway: str) -> dict[str, str]:
+def other_auth(shared_stack: SharedStack) -> dict[str, str]:
     """Headers of a second fresh tenant on the shared gateway."""
-    return fresh_tenant_auth()
+    return {"Authorization": f"Bearer {fresh_token()}"}
+
+
+@pytest.fixture
+async def shared_stub(
+    shared_stack: SharedStack,
+) -> AsyncIterator[batch_pb2_grpc.BatchServiceStub]:
+    async with grpc.aio.insecure_channel(shared_stack.grpc_target) as channel:
+        yield batch_pb2_grpc.BatchServiceStub(channel)

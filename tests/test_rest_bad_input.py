@@ -12,6 +12,7 @@ from typing import Any
 import aiohttp
 import pytest
 
+from tests.conftest import SharedStack
 from tests.processes import Process, gateway_env, start_gateway
 from tests.rest import AUTH, assert_error, attributes, call
 
@@ -296,9 +297,9 @@ async def test_a_wrong_method_is_a_405_in_the_same_shape(api: aiohttp.ClientSess
     ids=["missing", "unknown", "empty", "basic", "no-scheme", "not-ascii"],
 )
 async def test_missing_or_unknown_tokens_are_a_401(
-    shared_gateway: str, headers: dict[str, str]
+    shared_stack: SharedStack, headers: dict[str, str]
 ) -> None:
-    async with aiohttp.ClientSession(base_url=shared_gateway) as bare:
+    async with aiohttp.ClientSession(base_url=shared_stack.base_url) as bare:
         for method, path, kwargs in (
             ("GET", "/v1/batches", {}),
             ("GET", f"/v1/batch_operations/{uuid.uuid4()}", {}),
