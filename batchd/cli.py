@@ -33,11 +33,10 @@ def main(argv: Sequence[str] | None = None) -> None:
 
 async def start(args: argparse.Namespace) -> process.Stop:
     service_settings = config.load(ServiceSettings, args)
-    gateway_settings = config.load(
-        GatewaySettings,
-        args,
-        {"BATCH_GRPC_TARGET": service_settings.grpc_address, **os.environ},
-    )
+    environ = dict(os.environ)
+    # An empty variable counts as unset, like everywhere in batchd.config.
+    environ["BATCH_GRPC_TARGET"] = environ.get("BATCH_GRPC_TARGET") or service_settings.grpc_address
+    gateway_settings = config.load(GatewaySettings, args, environ)
     started: list[process.Stop] = []
     try:
         if service_settings.dev_mode and not service_settings.upstream_url:
