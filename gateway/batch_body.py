@@ -14,12 +14,23 @@ from typing import Any
 
 from batchd.json_values import MAX_DEPTH, depth, to_struct
 from batchd.v1 import batch_pb2
-from gateway.errors import ValidationError, bad_request, unprocessable
+from gateway.backend import MAX_MESSAGE_BYTES
+from gateway.errors import ApiProblem, ValidationError, bad_request, unprocessable
 from gateway.vocabulary import HTTP_METHODS
 
 UNSPECIFIED = batch_pb2.HTTP_METHOD_UNSPECIFIED
 # Whole numbers beyond this cannot become the doubles that protobuf Structs hold.
 _MAX_INTEGER = 2**63
+
+
+def create_request(raw: bytes, view: batch_pb2.BatchView) -> batch_pb2.CreateBatchRequest:
+    request = batch_pb2.CreateBatchRequest(batch=batch_message(parse_json(raw)), view=view)
+    if request.ByteSize() > MAX_MESSAGE_BYTES:
+        # Small JSON values take more room in protobuf: a body under our limit may not fit.
+        raise ApiProblem(
+            413, "payload_too_large", "The batch is too large for the service; split it up"
+        )
+    return request
 
 
 def parse_json(raw: bytes) -> Any:

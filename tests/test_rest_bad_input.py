@@ -194,6 +194,13 @@ async def test_an_oversized_body_is_a_413(api: aiohttp.ClientSession) -> None:
     assert_error(body, "payload_too_large", "payload_too_large")
 
 
+async def test_a_batch_too_large_for_grpc_is_a_413(api: aiohttp.ClientSession) -> None:
+    # About 4 MB of JSON, but some 22 MB once each number is a protobuf Value.
+    zeros = b"[" + b"0," * 2_000_000 + b"0]"
+    body = await post_raw(api, OPERATION_WITH_BODY % (b'{"zeros": ' + zeros + b"}"), 413)
+    assert_error(body, "payload_too_large", "payload_too_large")
+
+
 @pytest.mark.parametrize(
     ("query", "attribute"),
     [
