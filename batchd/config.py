@@ -25,6 +25,14 @@ def env(name: str, help: str) -> dict[str, str]:
     return {"env": name, "help": help}
 
 
+def host_port(address: str, name: str) -> tuple[str, int]:
+    """`host:port` (or `[v6]:port`) split for binding a listening socket."""
+    host, separator, port = address.rpartition(":")
+    if not separator or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ConfigError(f"{name}={address!r} is not host:port")
+    return host.removeprefix("[").removesuffix("]"), int(port)
+
+
 def flag_name(env_name: str) -> str:
     return "--" + env_name.removeprefix("BATCH_").lower().replace("_", "-")
 

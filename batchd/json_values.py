@@ -12,6 +12,9 @@ from google.protobuf import struct_pb2
 
 JSON = Any
 _EXACT = 2**53
+# Each JSON level costs protobuf about three levels of nesting (Struct, map
+# entry, Value), and protobuf refuses to decode messages nested over 100 deep.
+MAX_DEPTH = 32
 
 
 class TooDeep(ValueError):
@@ -63,3 +66,21 @@ def to_value(data: JSON) -> struct_pb2.Value:
     else:
         value.string_value = data
     return value
+
+
+def depth(value: JSON) -> int:
+    """How deeply objects and arrays nest: 0 for a scalar, 1 for a flat object.
+
+    Iterative, so that hostile nesting cannot exhaust the interpreter's stack.
+    """
+    deepest = 0
+    pending = [(value, 1)]
+    while pending:
+        item, level = pending.pop()
+        children = (
+            item.values() if isinstance(item, dict) else item if isinstance(item, list) else None
+        )
+        if children is not None:
+            deepest = max(deepest, level)
+            pending.extend((child, level + 1) for child in children)
+    return deepest

@@ -7,7 +7,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from batchd.json_values import TooDeep, from_struct
+from batchd.json_values import MAX_DEPTH, TooDeep, from_struct
 from batchd.v1 import batch_pb2
 from service.engine.urls import path_problem
 from service.errors import ApiError, Violation, invalid, not_found
@@ -20,7 +20,6 @@ HTTP_METHODS = {
     batch_pb2.HTTP_METHOD_PATCH: "PATCH",
     batch_pb2.HTTP_METHOD_DELETE: "DELETE",
 }
-MAX_JSON_DEPTH = 32
 DEFAULT_PAGE_SIZE = 20
 MAX_PAGE_SIZE = 100
 
@@ -97,13 +96,13 @@ def _json_object(
     if not operation.HasField(name):
         return None
     try:
-        return from_struct(getattr(operation, name), MAX_JSON_DEPTH)
+        return from_struct(getattr(operation, name), MAX_DEPTH)
     except TooDeep:
         violations.append(
             Violation(
                 f"{prefix}.{name}",
                 f"batch_operation.{name}.too_deep",
-                f"{name} must nest at most {MAX_JSON_DEPTH} levels",
+                f"{name} must nest at most {MAX_DEPTH} levels",
             )
         )
         return None

@@ -8,9 +8,13 @@ under CI=true it fails instead, so CI can never pass without it.
 from __future__ import annotations
 
 import os
+import itertools
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
+import aiohttp
 import asyncpg
 import grpc
 import pytest
@@ -19,11 +23,19 @@ from aiohttp import web
 from batchd.v1 import batch_pb2_grpc
 from service.migrate import upgrade_database
 from tests import postgres, upstream
-from tests.processes import TOKEN, Process, service_env, start_service
+from tests.processes import (
+    API_TOKENS,
+    TOKEN,
+    Process,
+    gateway_env,
+    service_env,
+    start_gateway,
+    start_service,
+)
 
 
-@pytest.fixture
-async def upstream_server() -> AsyncIterator[tuple[str, upstream.UpstreamLog]]:
+@asynccontextmanager
+async def running_upstream() -> AsyncIterator[tuple[str, upstream.UpstreamLog]]:
     app = upstream.make_app()
     runner = web.AppRunner(app, access_log=None, shutdown_timeout=0.2)
     await runner.setup()
@@ -32,6 +44,12 @@ async def upstream_server() -> AsyncIterator[tuple[str, upstream.UpstreamLog]]:
     port = runner.addresses[0][1]
     yield f"http://127.0.0.1:{port}", app[upstream.LOG_KEY]
     await runner.cleanup()
+
+
+@pytest.fixture
+async def upstream_server() -> AsyncIterator[tuple[str, upstream.UpstreamLog]]:
+    async with running_upstream() as served:
+        yield served
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
@@ -116,4 +134,83 @@ async def stub(
     service: tuple[Process, dict[str, str]],
 ) -> AsyncIterator[batch_pb2_grpc.BatchServiceStub]:
     async with grpc.aio.insecure_channel(service[1]["BATCH_GRPC_ADDRESS"]) as channel:
+        yield batch_pb2_grpc.BatchServiceStub(channel)
+
+
+@pytest.fixture
+async def gateway(
+    service: tuple[Process, dict[str, str]], tmp_path: Path
+) -> AsyncIterator[tuple[Process, str]]:
+    """The REST gateway process in front of `service`, and its base URL."""
+    env = gateway_env(service[1]["BATCH_GRPC_ADDRESS"])
+    process, base_url = await start_gateway(env, tmp_path / "gateway.log")
+    yield process, base_url
+    await process.stop()
+
+
+@pytest.fixture
+async def http(gateway: tuple[Process, str]) -> AsyncIterator[aiohttp.ClientSession]:
+    """A client of the gateway as tenant A; requests take paths such as `/v1/batches`."""
+    headers = {"Authorization": f"Bearer {TOKEN}"}
+    async with aiohttp.ClientSession(base_url=gateway[1], headers=headers) as session:
+        yield session
+
+
+# The shared stack below serves every test a fresh tenant, so tests can share one
+# service and gateway (started once per module) and still count only their own objects.
+SHARED_TENANTS = 500
+_tenant_numbers = itertools.count()
+
+
+def fresh_token() -> str:
+    number = next(_tenant_numbers)
+    assert number < SHARED_TENANTS, "raise SHARED_TENANTS"
+    return f"shared-token-{number}"
+
+
+@dataclass(frozen=True)
+class SharedStack:
+    base_url: str
+    grpc_target: str
+
+
+@pytest.fixture(scope="module")
+async def shared_stack(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[SharedStack]:
+    """A service and gateway shared by a module's tests."""
+    directory = tmp_path_factory.mktemp("shared")
+    tokens = ",".join(f"shared-token-{n}:shared-{n}" for n in range(SHARED_TENANTS))
+    async with running_upstream() as (upstream_url, _):
+        env = service_env(
+            f"sqlite+aiosqlite:///{directory / 'batchd.db'}",
+            upstream_url,
+            BATCH_API_TOKENS=f"{API_TOKENS},{tokens}",
+        )
+        service = await start_service(env, directory / "service.log")
+        gateway_process, base_url = await start_gateway(
+            gateway_env(env["BATCH_GRPC_ADDRESS"]), directory / "gateway.log"
+        )
+        yield SharedStack(base_url, env["BATCH_GRPC_ADDRESS"])
+        await gateway_process.stop()
+        await service.stop()
+
+
+@pytest.fixture
+async def api(shared_stack: SharedStack) -> AsyncIterator[aiohttp.ClientSession]:
+    """A client of the shared gateway, authenticated as a tenant of its own."""
+    headers = {"Authorization": f"Bearer {fresh_token()}"}
+    async with aiohttp.ClientSession(base_url=shared_stack.base_url, headers=headers) as session:
+        yield session
+
+
+@pytest.fixture
+def other_auth(shared_stack: SharedStack) -> dict[str, str]:
+    """Headers of a second fresh tenant on the shared gateway."""
+    return {"Authorization": f"Bearer {fresh_token()}"}
+
+
+@pytest.fixture
+async def shared_stub(
+    shared_stack: SharedStack,
+) -> AsyncIterator[batch_pb2_grpc.BatchServiceStub]:
+    async with grpc.aio.insecure_channel(shared_stack.grpc_target) as channel:
         yield batch_pb2_grpc.BatchServiceStub(channel)

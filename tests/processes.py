@@ -11,6 +11,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import aiohttp
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
@@ -34,14 +35,14 @@ class Process:
     module: str
     env: dict[str, str]
     log_path: Path
+    # A console script to run instead of `python -m <module>`.
+    command: tuple[str, ...] = ()
     process: asyncio.subprocess.Process | None = field(default=None, init=False)
 
     async def start(self) -> None:
         self.log_file = self.log_path.open("ab")
         self.process = await asyncio.create_subprocess_exec(
-            sys.executable,
-            "-m",
-            self.module,
+            *(self.command or (sys.executable, "-m", self.module)),
             cwd=ROOT,
             env={**os.environ, **self.env},
             stdout=self.log_file,
@@ -97,3 +98,40 @@ async def start_service(env: Mapping[str, str], log_path: Path) -> Process:
     await process.start()
     await wait_serving(env["BATCH_GRPC_ADDRESS"], process)
     return process
+
+
+def gateway_env(grpc_target: str, **overrides: str) -> dict[str, str]:
+    return {
+        "BATCH_HTTP_ADDRESS": f"127.0.0.1:{free_port()}",
+        "BATCH_GRPC_TARGET": grpc_target,
+        "BATCH_LOG_LEVEL": "WARNING",
+        **overrides,
+    }
+
+
+async def wait_healthy(base_url: str, process: Process, timeout: float = 20) -> None:
+    """Waits until the REST gateway's /healthz answers 200."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    async with aiohttp.ClientSession() as session:
+        while loop.time() < deadline:
+            assert process.process is not None
+            if process.process.returncode is not None:
+                raise RuntimeError(f"{process.module} exited:\n{process.log()}")
+            try:
+                async with session.get(f"{base_url}/healthz") as response:
+                    if response.status == 200:
+                        return
+            except aiohttp.ClientError:
+                pass
+            await asyncio.sleep(0.05)
+    raise TimeoutError(f"{process.module} did not become healthy:\n{process.log()}")
+
+
+async def start_gateway(env: Mapping[str, str], log_path: Path) -> tuple[Process, str]:
+    """The gateway process and its base URL, once it reaches a serving backend."""
+    process = Process("gateway", dict(env), log_path)
+    await process.start()
+    base_url = f"http://{env['BATCH_HTTP_ADDRESS']}"
+    await wait_healthy(base_url, process)
+    return process, base_url

@@ -1,0 +1,39 @@
+"""The gateway's aiohttp application: routes, error middleware and the gRPC channel."""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from gateway import handlers
+from gateway.backend import grpc_backend
+from gateway.middleware import contract_errors
+from gateway.settings import SETTINGS_KEY, GatewaySettings
+
+
+def create_app(settings: GatewaySettings) -> web.Application:
+    app = web.Application(client_max_size=settings.max_body_bytes, middlewares=[contract_errors])
+    app[SETTINGS_KEY] = settings
+    app.cleanup_ctx.append(grpc_backend)
+    app.router.add_routes(
+        [
+            web.post("/v1/batches", handlers.create_batch),
+            web.get("/v1/batches", handlers.list_batches),
+            web.get("/v1/batches/{id}", handlers.get_batch),
+            web.get("/v1/batch_operations", handlers.list_operations),
+            web.get("/v1/batch_operations/{id}", handlers.get_operation),
+            web.get("/healthz", handlers.healthz),
+        ]
+    )
+    return app
+
+
+async def start_gateway(settings: GatewaySettings) -> web.AppRunner:
+    """Serves the gateway until the returned runner is cleaned up."""
+    runner = web.AppRunner(create_app(settings))
+    await runner.setup()
+    try:
+        await web.TCPSite(runner, settings.host, settings.port).start()
+    except OSError:
+        await runner.cleanup()
+        raise
+    return runner

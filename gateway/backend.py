@@ -1,0 +1,69 @@
+"""The gRPC backend the gateway calls: one channel, its stubs, and per-call options."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any
+
+import grpc
+from aiohttp import web
+from grpc_health.v1 import health_pb2_grpc
+
+from batchd.v1 import batch_pb2_grpc
+from gateway.errors import ApiProblem
+from gateway.settings import SETTINGS_KEY
+
+# The service's receive limit (service/server.py): larger requests are refused there.
+MAX_MESSAGE_BYTES = 16 * 1024 * 1024
+_CHANNEL_OPTIONS = [
+    ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+    ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+]
+
+
+@dataclass(frozen=True)
+class Backend:
+    batches: batch_pb2_grpc.BatchServiceStub
+    health: health_pb2_grpc.HealthStub
+    timeout: float
+
+
+BACKEND_KEY = web.AppKey("backend", Backend)
+
+
+def batch_service(request: web.Request) -> batch_pb2_grpc.BatchServiceStub:
+    return request.app[BACKEND_KEY].batches
+
+
+def call_options(request: web.Request) -> dict[str, Any]:
+    """Per-call options: the caller's credentials and a deadline, so nothing hangs."""
+    return {"metadata": caller_metadata(request), "timeout": request.app[BACKEND_KEY].timeout}
+
+
+def caller_metadata(request: web.Request) -> tuple[tuple[str, str], ...]:
+    """The Authorization header as gRPC metadata; the service authenticates it."""
+    header = request.headers.get("Authorization")
+    if header is None:
+        return ()
+    # gRPC metadata carries printable ASCII only; no valid token is anything else.
+    if not (header.isascii() and header.isprintable()):
+        raise ApiProblem(
+            401,
+            "unauthorized",
+            "The Authorization header is not a bearer token",
+            headers={"WWW-Authenticate": "Bearer"},
+        )
+    return (("authorization", header),)
+
+
+async def grpc_backend(app: web.Application) -> AsyncIterator[None]:
+    """Cleanup context: the channel lives as long as the application."""
+    settings = app[SETTINGS_KEY]
+    async with grpc.aio.insecure_channel(settings.grpc_target, options=_CHANNEL_OPTIONS) as channel:
+        app[BACKEND_KEY] = Backend(
+            batch_pb2_grpc.BatchServiceStub(channel),
+            health_pb2_grpc.HealthStub(channel),
+            settings.rpc_timeout,
+        )
+        yield

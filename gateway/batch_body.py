@@ -1,0 +1,108 @@
+"""The create body `{"batch": {"batch_operations": [...]}}` as a gRPC Batch.
+
+The envelope must have the right JSON types (else 400). Inside an operation,
+values of the wrong type are validation errors (422); an unknown or missing
+`http_method` goes as UNSPECIFIED and a missing `path` as empty, for the
+service to report with the rest of its checks.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from typing import Any
+
+from batchd.json_values import MAX_DEPTH, depth, to_struct
+from batchd.v1 import batch_pb2
+from gateway.backend import MAX_MESSAGE_BYTES
+from gateway.errors import ApiProblem, ValidationError, bad_request, unprocessable
+from gateway.vocabulary import HTTP_METHODS
+
+UNSPECIFIED = batch_pb2.HTTP_METHOD_UNSPECIFIED
+# Whole numbers beyond this cannot become the doubles that protobuf Structs hold.
+_MAX_INTEGER = 2**63
+
+
+def create_request(raw: bytes, view: batch_pb2.BatchView) -> batch_pb2.CreateBatchRequest:
+    request = batch_pb2.CreateBatchRequest(batch=batch_message(parse_json(raw)), view=view)
+    if request.ByteSize() > MAX_MESSAGE_BYTES:
+        # Small JSON values take more room in protobuf: a body under our limit may not fit.
+        raise ApiProblem(
+            413, "payload_too_large", "The batch is too large for the service; split it up"
+        )
+    return request
+
+
+def parse_json(raw: bytes) -> Any:
+    try:
+        return json.loads(raw, parse_constant=_refuse, parse_float=_finite, parse_int=_bounded)
+    except (ValueError, RecursionError):
+        raise bad_request("The request body is not valid JSON") from None
+
+
+def batch_message(document: Any) -> batch_pb2.Batch:
+    if not isinstance(document, dict) or not isinstance(document.get("batch"), dict):
+        raise bad_request('The body must be a JSON object {"batch": {"batch_operations": [...]}}')
+    operations = document["batch"].get("batch_operations", [])
+    if not isinstance(operations, list):
+        raise bad_request("batch.batch_operations must be a JSON array")
+    errors: list[ValidationError] = []
+    messages = [_operation(index, raw, errors) for index, raw in enumerate(operations)]
+    if errors:
+        raise unprocessable("batch.invalid", errors)
+    return batch_pb2.Batch(batch_operations=messages)
+
+
+def _operation(index: int, raw: Any, errors: list[ValidationError]) -> batch_pb2.BatchOperation:
+    prefix = f"batch_operations[{index}]"
+    if not isinstance(raw, dict):
+        raise bad_request(f"{prefix} must be a JSON object")
+    method = raw.get("http_method")
+    message = batch_pb2.BatchOperation(
+        http_method=HTTP_METHODS.get(method, UNSPECIFIED)
+        if isinstance(method, str)
+        else UNSPECIFIED
+    )
+    path = raw.get("path")
+    if isinstance(path, str):
+        message.path = path
+    elif path is not None:
+        errors.append(_invalid(prefix, "path", "path must be a string"))
+    for name in ("body", "query_params"):
+        value = raw.get(name)
+        if value is not None and not isinstance(value, dict):
+            errors.append(_invalid(prefix, name, f"{name} must be a JSON object or null"))
+        elif value is not None and depth(value) > MAX_DEPTH:
+            # Deeper values cannot travel in a gRPC message at all.
+            errors.append(
+                ValidationError(
+                    f"{prefix}.{name}",
+                    f"batch_operation.{name}.too_deep",
+                    f"{name} must nest at most {MAX_DEPTH} levels",
+                )
+            )
+        elif value is not None:
+            getattr(message, name).CopyFrom(to_struct(value))
+    return message
+
+
+def _invalid(prefix: str, name: str, message: str) -> ValidationError:
+    return ValidationError(f"{prefix}.{name}", f"batch_operation.{name}.invalid", message)
+
+
+def _refuse(constant: str) -> None:
+    raise ValueError(f"{constant} is not JSON")
+
+
+def _finite(text: str) -> float:
+    number = float(text)
+    if not math.isfinite(number):
+        raise ValueError("number out of range")
+    return number
+
+
+def _bounded(text: str) -> int:
+    number = int(text)
+    if abs(number) >= _MAX_INTEGER:
+        raise ValueError("number out of range")
+    return number

@@ -1,0 +1,110 @@
+"""One handler per REST endpoint: parse, call BatchService, present the reply."""
+
+from __future__ import annotations
+
+import asyncio
+
+import grpc
+from aiohttp import web
+from grpc_health.v1 import health_pb2
+
+from batchd.v1 import batch_pb2
+from gateway import params
+from gateway.backend import BACKEND_KEY, batch_service, call_options
+from gateway.batch_body import create_request
+from gateway.errors import unavailable
+from gateway.presenters import JSONObject, batch_object, list_object, operation_object
+from gateway.vocabulary import BATCH_STATUSES, OPERATION_STATUSES
+
+BATCH_EXPANDS = {"batch_operations"}
+OPERATION_EXPANDS = {"batch"}
+BATCH_SERVICE = batch_pb2.DESCRIPTOR.services_by_name["BatchService"].full_name
+
+
+def _view(expand: set[str]) -> batch_pb2.BatchView:
+    return batch_pb2.BATCH_VIEW_FULL if "batch_operations" in expand else batch_pb2.BATCH_VIEW_BASIC
+
+
+async def create_batch(request: web.Request) -> web.Response:
+    expand = params.expansions(request.query, BATCH_EXPANDS)
+    # Parsing and converting up to 10 MiB takes a while: off the event loop.
+    call = await asyncio.to_thread(create_request, await request.read(), _view(expand))
+    reply = await batch_service(request).CreateBatch(call, **call_options(request))
+    return web.json_response(batch_object(reply.batch, bool(expand)))
+
+
+async def list_batches(request: web.Request) -> web.Response:
+    expand = params.expansions(request.query, BATCH_EXPANDS)
+    page = params.page_of(request.query)
+    call = batch_pb2.ListBatchesRequest(
+        page_size=page.limit,
+        page=page.page,
+        order_by=page.order_by,
+        ids=params.uuids(request.query, "ids"),
+        statuses=params.statuses(request.query, BATCH_STATUSES, batch_pb2.BATCH_STATUS_UNSPECIFIED),
+        view=_view(expand),
+    )
+    reply = await batch_service(request).ListBatches(call, **call_options(request))
+    data = [batch_object(batch, bool(expand)) for batch in reply.batches]
+    return web.json_response(
+        list_object(data, reply.total_size, page.limit, page.page, request.path)
+    )
+
+
+async def get_batch(request: web.Request) -> web.Response:
+    expand = params.expansions(request.query, BATCH_EXPANDS)
+    call = batch_pb2.GetBatchRequest(id=request.match_info["id"], view=_view(expand))
+    reply = await batch_service(request).GetBatch(call, **call_options(request))
+    return web.json_response(batch_object(reply.batch, bool(expand)))
+
+
+async def list_operations(request: web.Request) -> web.Response:
+    expand = params.expansions(request.query, OPERATION_EXPANDS)
+    page = params.page_of(request.query)
+    call = batch_pb2.ListBatchOperationsRequest(
+        page_size=page.limit,
+        page=page.page,
+        order_by=page.order_by,
+        batch_ids=params.uuids(request.query, "batch_ids"),
+        statuses=params.statuses(
+            request.query, OPERATION_STATUSES, batch_pb2.BATCH_OPERATION_STATUS_UNSPECIFIED
+        ),
+    )
+    reply = await batch_service(request).ListBatchOperations(call, **call_options(request))
+    operations = reply.batch_operations
+    batches = await _batches_by_id(request, {op.batch_id for op in operations}) if expand else {}
+    data = [operation_object(op, batches.get(op.batch_id)) for op in operations]
+    return web.json_response(
+        list_object(data, reply.total_size, page.limit, page.page, request.path)
+    )
+
+
+async def get_operation(request: web.Request) -> web.Response:
+    expand = params.expansions(request.query, OPERATION_EXPANDS)
+    call = batch_pb2.GetBatchOperationRequest(id=request.match_info["id"])
+    reply = await batch_service(request).GetBatchOperation(call, **call_options(request))
+    operation = reply.batch_operation
+    batches = await _batches_by_id(request, {operation.batch_id}) if expand else {}
+    return web.json_response(operation_object(operation, batches.get(operation.batch_id)))
+
+
+async def _batches_by_id(request: web.Request, ids: set[str]) -> dict[str, JSONObject]:
+    """The batches of a page of operations (at most 100), in one call."""
+    if not ids:
+        return {}
+    call = batch_pb2.ListBatchesRequest(ids=sorted(ids), page_size=len(ids))
+    reply = await batch_service(request).ListBatches(call, **call_options(request))
+    return {batch.id: batch_object(batch) for batch in reply.batches}
+
+
+async def healthz(request: web.Request) -> web.Response:
+    """Healthy only when the gRPC backend says it is serving."""
+    check = health_pb2.HealthCheckRequest(service=BATCH_SERVICE)
+    backend = request.app[BACKEND_KEY]
+    try:
+        reply = await backend.health.Check(check, timeout=backend.timeout)
+    except grpc.aio.AioRpcError:
+        raise unavailable() from None
+    if reply.status != health_pb2.HealthCheckResponse.SERVING:
+        raise unavailable()
+    return web.json_response({"status": "ok"})

@@ -1,0 +1,116 @@
+"""Query parameters of the REST contract, checked and turned into gRPC request fields.
+
+A parameter of the wrong form is a 400 here; values that are well-formed but
+unacceptable (a limit of 500, an unknown status) are left to the service,
+which reports them as validation errors.
+"""
+
+from __future__ import annotations
+
+import re
+import uuid
+from collections.abc import Collection, Mapping
+from dataclasses import dataclass
+from typing import TypeVar
+
+from multidict import MultiMapping
+
+from batchd.v1 import batch_pb2
+from gateway.errors import ValidationError, bad_request, unprocessable
+
+INT32_MAX = 2**31 - 1
+DEFAULT_LIMIT = 20
+_INTEGER = re.compile(r"-?[0-9]{1,18}")
+_SORT = re.compile(r"([a-z_]+):([a-z]+)")
+_ORDER_COLUMNS = {"created_at": "create_time", "updated_at": "update_time"}
+
+Query = MultiMapping[str]
+Status = TypeVar("Status", batch_pb2.BatchStatus, batch_pb2.BatchOperationStatus)
+
+
+@dataclass(frozen=True)
+class Page:
+    limit: int
+    page: int
+    order_by: str
+
+
+def page_of(query: Query) -> Page:
+    limit = _positive_int(query, "limit", DEFAULT_LIMIT)
+    page = _positive_int(query, "page", 1)
+    return Page(limit, page, _order_by(query.get("sort")))
+
+
+def array(query: Query, name: str) -> list[str]:
+    """The values of `name[]`; the bare `name` form is refused so it is never ignored."""
+    if name in query:
+        raise bad_request(f"{name} is an array parameter: send it as {name}[]=...")
+    return list(query.getall(f"{name}[]", ()))
+
+
+def uuids(query: Query, name: str) -> list[str]:
+    values = array(query, name)
+    errors = [
+        ValidationError(f"{name}[{index}]", f"list.{name}.invalid", f"{value[:50]!r} is not a UUID")
+        for index, value in enumerate(values)
+        if not _is_uuid(value)
+    ]
+    if errors:
+        raise bad_request(f"{name}[] must hold UUIDs", errors)
+    return values
+
+
+def statuses(query: Query, enums: Mapping[str, Status], unspecified: Status) -> list[Status]:
+    """Status filters; an unknown name goes as UNSPECIFIED for the service to report."""
+    return [enums.get(value, unspecified) for value in array(query, "status")]
+
+
+def expansions(query: Query, allowed: Collection[str]) -> set[str]:
+    values = array(query, "expand")
+    errors = [
+        ValidationError(
+            f"expand[{index}]",
+            "expand.invalid",
+            f"cannot expand {value[:50]!r}; expandable: {', '.join(sorted(allowed))}",
+        )
+        for index, value in enumerate(values)
+        if value not in allowed
+    ]
+    if errors:
+        raise bad_request("Unknown expand[] value", errors)
+    return set(values)
+
+
+def _is_uuid(value: str) -> bool:
+    try:
+        uuid.UUID(value)
+    except ValueError:
+        return False
+    return True
+
+
+def _positive_int(query: Query, name: str, default: int) -> int:
+    raw = query.get(name)
+    if raw is None:
+        return default
+    if not _INTEGER.fullmatch(raw.strip()):
+        raise bad_request(f"{name} must be an integer, not {raw[:50]!r}")
+    value = int(raw)
+    # 0 would read as "unset" in the gRPC request, and the fields are int32.
+    problem = "must be 1 or more" if value < 1 else "is too large" if value > INT32_MAX else ""
+    if problem:
+        raise unprocessable(
+            "list.invalid", [ValidationError(name, f"list.{name}.invalid", f"{name} {problem}")]
+        )
+    return value
+
+
+def _order_by(raw: str | None) -> str:
+    """`created_at:desc` as `create_time desc`; the service checks column and order."""
+    if raw is None:
+        return ""
+    match = _SORT.fullmatch(raw.strip())
+    if match is None:
+        raise bad_request(f"sort must be column:order, such as created_at:desc, not {raw[:50]!r}")
+    column, order = match.groups()
+    return f"{_ORDER_COLUMNS.get(column, column)} {order}"

@@ -1,0 +1,66 @@
+"""API messages as the contract's JSON objects: every key present, unset values as null."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from batchd.json_values import from_struct, from_value
+from batchd.v1 import batch_pb2
+from gateway.vocabulary import BATCH_STATUS_NAMES, METHOD_NAMES, OPERATION_STATUS_NAMES
+
+JSONObject = dict[str, Any]
+OPERATIONS_URL = "/v1/batch_operations"
+
+
+def list_object(
+    data: Sequence[JSONObject], count: int, limit: int, page: int, url: str
+) -> JSONObject:
+    return {
+        "object": "list",
+        "pagination": {"count": count, "limit": limit, "page": page, "url": url},
+        "data": list(data),
+    }
+
+
+def batch_object(batch: batch_pb2.Batch, with_operations: bool = False) -> JSONObject:
+    shown: JSONObject = {
+        "id": batch.id,
+        "object": "batch",
+        "finished_batch_operations_count": batch.finished_batch_operations_count,
+        "batch_operations_count": batch.batch_operations_count,
+        "status": BATCH_STATUS_NAMES.get(batch.status),
+        "created_at": batch.create_time.seconds,
+        "updated_at": batch.update_time.seconds,
+    }
+    if with_operations:
+        operations = [operation_object(op) for op in batch.batch_operations]
+        count = len(operations)
+        shown["batch_operations"] = list_object(operations, count, count, 1, OPERATIONS_URL)
+    return shown
+
+
+def operation_object(
+    operation: batch_pb2.BatchOperation, batch: JSONObject | None = None
+) -> JSONObject:
+    """The operation; `batch` inlines its batch object in place of the batch id."""
+    return {
+        "id": operation.id,
+        "object": "batch_operation",
+        "body": from_struct(operation.body) if operation.HasField("body") else None,
+        "http_method": METHOD_NAMES.get(operation.http_method),
+        "path": operation.path,
+        "query_params": (
+            from_struct(operation.query_params) if operation.HasField("query_params") else None
+        ),
+        "response_body": (
+            from_value(operation.response_body) if operation.HasField("response_body") else None
+        ),
+        "response_status": (
+            operation.response_status if operation.HasField("response_status") else None
+        ),
+        "status": OPERATION_STATUS_NAMES.get(operation.status),
+        "batch": batch if batch is not None else operation.batch_id,
+        "created_at": operation.create_time.seconds,
+        "updated_at": operation.update_time.seconds,
+    }

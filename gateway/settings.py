@@ -1,0 +1,45 @@
+"""The gateway's settings: where it listens, which gRPC backend it calls, and its limits."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from aiohttp import web
+
+from batchd.config import ConfigError, env, host_port
+
+
+@dataclass(frozen=True)
+class GatewaySettings:
+    http_address: str = field(
+        default="127.0.0.1:8080",
+        metadata=env("BATCH_HTTP_ADDRESS", "host:port the REST gateway binds"),
+    )
+    grpc_target: str = field(
+        default="127.0.0.1:50051",
+        metadata=env("BATCH_GRPC_TARGET", "gRPC target of the BatchService the gateway calls"),
+    )
+    max_body_bytes: int = field(
+        default=10 * 1024 * 1024,
+        metadata=env("BATCH_MAX_BODY_BYTES", "largest request body the gateway accepts"),
+    )
+    rpc_timeout: float = field(
+        default=10.0,
+        metadata=env("BATCH_RPC_TIMEOUT", "seconds the gateway waits for one gRPC call"),
+    )
+
+    def __post_init__(self) -> None:
+        host_port(self.http_address, "BATCH_HTTP_ADDRESS")
+        if self.max_body_bytes < 1 or self.rpc_timeout <= 0:
+            raise ConfigError("BATCH_MAX_BODY_BYTES and BATCH_RPC_TIMEOUT must be positive")
+
+    @property
+    def host(self) -> str:
+        return host_port(self.http_address, "BATCH_HTTP_ADDRESS")[0]
+
+    @property
+    def port(self) -> int:
+        return host_port(self.http_address, "BATCH_HTTP_ADDRESS")[1]
+
+
+SETTINGS_KEY = web.AppKey("settings", GatewaySettings)

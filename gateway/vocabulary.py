@@ -1,0 +1,28 @@
+"""The contract's spellings of methods and statuses, and the proto enums they stand for."""
+
+from __future__ import annotations
+
+from batchd.v1 import batch_pb2
+
+HTTP_METHODS: dict[str, batch_pb2.HttpMethod] = {
+    "GET": batch_pb2.HTTP_METHOD_GET,
+    "POST": batch_pb2.HTTP_METHOD_POST,
+    "PUT": batch_pb2.HTTP_METHOD_PUT,
+    "PATCH": batch_pb2.HTTP_METHOD_PATCH,
+    "DELETE": batch_pb2.HTTP_METHOD_DELETE,
+}
+OPERATION_STATUSES: dict[str, batch_pb2.BatchOperationStatus] = {
+    "pending": batch_pb2.BATCH_OPERATION_STATUS_PENDING,
+    "in_progress": batch_pb2.BATCH_OPERATION_STATUS_IN_PROGRESS,
+    "completed": batch_pb2.BATCH_OPERATION_STATUS_COMPLETED,
+    "failed": batch_pb2.BATCH_OPERATION_STATUS_FAILED,
+    "timed_out": batch_pb2.BATCH_OPERATION_STATUS_TIMED_OUT,
+}
+BATCH_STATUSES: dict[str, batch_pb2.BatchStatus] = {
+    "pending": batch_pb2.BATCH_STATUS_PENDING,
+    "in_progress": batch_pb2.BATCH_STATUS_IN_PROGRESS,
+    "completed": batch_pb2.BATCH_STATUS_COMPLETED,
+}
+METHOD_NAMES = {enum: name for name, enum in HTTP_METHODS.items()}
+OPERATION_STATUS_NAMES = {enum: name for name, enum in OPERATION_STATUSES.items()}
+BATCH_STATUS_NAMES = {enum: name for name, enum in BATCH_STATUSES.items()}

@@ -1,0 +1,163 @@
+"""BatchService over gRPC directly: status codes, rich error details, auth and tenants."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import grpc
+import pytest
+from google.rpc import error_details_pb2
+from grpc_status import rpc_status
+
+from batchd.v1 import batch_pb2, batch_pb2_grpc
+from tests.conftest import bearer, fresh_token
+
+GET = batch_pb2.HTTP_METHOD_GET
+
+
+def new_batch(*paths: str) -> batch_pb2.CreateBatchRequest:
+    operations = [batch_pb2.BatchOperation(http_method=GET, path=path) for path in paths]
+    return batch_pb2.CreateBatchRequest(batch=batch_pb2.Batch(batch_operations=operations))
+
+
+async def failure(call: Awaitable[Any]) -> grpc.aio.AioRpcError:
+    with pytest.raises(grpc.aio.AioRpcError) as raised:
+        await call
+    return raised.value
+
+
+def details(error: grpc.aio.AioRpcError) -> tuple[str, list[tuple[str, str]]]:
+    """The ErrorInfo reason and the (field, reason) of each BadRequest violation."""
+    status = rpc_status.from_call(error)  # type: ignore[arg-type]
+    assert status is not None, "no rich status in the trailers"
+    reason, violations = "", []
+    for detail in status.details:
+        if detail.Is(error_details_pb2.ErrorInfo.DESCRIPTOR):
+            info = error_details_pb2.ErrorInfo()
+            detail.Unpack(info)
+            assert info.domain == "batchd"
+            reason = info.reason
+        elif detail.Is(error_details_pb2.BadRequest.DESCRIPTOR):
+            bad = error_details_pb2.BadRequest()
+            detail.Unpack(bad)
+            for violation in bad.field_violations:
+                assert violation.description
+                violations.append((violation.field, violation.reason))
+    return reason, violations
+
+
+async def test_unknown_ids_are_not_found(shared_stub: batch_pb2_grpc.BatchServiceStub) -> None:
+    for call, reason in (
+        (
+            shared_stub.GetBatch(
+                batch_pb2.GetBatchRequest(id=str(uuid.uuid4())), metadata=bearer()
+            ),
+            "batch",
+        ),
+        (
+            shared_stub.GetBatch(batch_pb2.GetBatchRequest(id="not-a-uuid"), metadata=bearer()),
+            "batch",
+        ),
+        (
+            shared_stub.GetBatchOperation(
+                batch_pb2.GetBatchOperationRequest(id=str(uuid.uuid4())), metadata=bearer()
+            ),
+            "batch_operation",
+        ),
+    ):
+        error = await failure(call)
+        assert error.code() == grpc.StatusCode.NOT_FOUND
+        assert details(error) == (f"{reason}.not_found", [])
+
+
+async def test_invalid_batches_name_every_violation(
+    shared_stub: batch_pb2_grpc.BatchServiceStub,
+) -> None:
+    request = new_batch("/ok", "//evil.example/x", "/a/../b")
+    request.batch.batch_operations[0].http_method = batch_pb2.HTTP_METHOD_UNSPECIFIED
+    error = await failure(shared_stub.CreateBatch(request, metadata=bearer()))
+    assert error.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert details(error) == (
+        "batch.invalid",
+        [
+            ("batch_operations[0].http_method", "batch_operation.http_method.invalid"),
+            ("batch_operations[1].path", "batch_operation.path.invalid"),
+            ("batch_operations[2].path", "batch_operation.path.invalid"),
+        ],
+    )
+    empty = await failure(shared_stub.CreateBatch(new_batch(), metadata=bearer()))
+    assert empty.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert details(empty) == (
+        "batch.invalid",
+        [("batch_operations", "batch.batch_operations.blank")],
+    )
+
+
+async def test_invalid_list_requests_name_their_fields(
+    shared_stub: batch_pb2_grpc.BatchServiceStub,
+) -> None:
+    request = batch_pb2.ListBatchesRequest(page_size=101, page=-1, order_by="name sideways")
+    error = await failure(shared_stub.ListBatches(request, metadata=bearer()))
+    assert error.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert [field for field, _ in details(error)[1]] == ["page_size", "page", "order_by"]
+    operations = batch_pb2.ListBatchOperationsRequest(batch_ids=["nope"])
+    error = await failure(shared_stub.ListBatchOperations(operations, metadata=bearer()))
+    assert error.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert details(error)[1] == [("batch_ids[0]", "batch_ids.invalid")]
+
+
+Call = Callable[[batch_pb2_grpc.BatchServiceStub, Any], Awaitable[Any]]
+EVERY_RPC: list[Call] = [
+    lambda stub, md: stub.CreateBatch(new_batch("/x"), metadata=md),
+    lambda stub, md: stub.GetBatch(batch_pb2.GetBatchRequest(id=str(uuid.uuid4())), metadata=md),
+    lambda stub, md: stub.ListBatches(batch_pb2.ListBatchesRequest(), metadata=md),
+    lambda stub, md: stub.GetBatchOperation(
+        batch_pb2.GetBatchOperationRequest(id=str(uuid.uuid4())), metadata=md
+    ),
+    lambda stub, md: stub.ListBatchOperations(batch_pb2.ListBatchOperationsRequest(), metadata=md),
+]
+
+
+async def test_every_rpc_needs_a_known_bearer_token(
+    shared_stub: batch_pb2_grpc.BatchServiceStub,
+) -> None:
+    for metadata in (
+        (),
+        bearer("wrong-token"),
+        (("authorization", "Basic dG9rZW4tYTo="),),
+        (("authorization", "token-a"),),
+    ):
+        for rpc in EVERY_RPC:
+            error = await failure(rpc(shared_stub, metadata))
+            assert error.code() == grpc.StatusCode.UNAUTHENTICATED
+            assert details(error) == ("unauthorized", [])
+
+
+async def test_tenants_are_isolated(shared_stub: batch_pb2_grpc.BatchServiceStub) -> None:
+    request = new_batch("/echo/a", "/echo/b")
+    request.view = batch_pb2.BATCH_VIEW_FULL
+    mine = bearer(fresh_token())
+    created = (await shared_stub.CreateBatch(request, metadata=mine)).batch
+    assert [op.path for op in created.batch_operations] == ["/echo/a", "/echo/b"]
+    other = bearer(fresh_token())
+    for call in (
+        shared_stub.GetBatch(batch_pb2.GetBatchRequest(id=created.id), metadata=other),
+        shared_stub.GetBatchOperation(
+            batch_pb2.GetBatchOperationRequest(id=created.batch_operations[0].id), metadata=other
+        ),
+    ):
+        error = await failure(call)
+        assert error.code() == grpc.StatusCode.NOT_FOUND
+    listed = await shared_stub.ListBatches(
+        batch_pb2.ListBatchesRequest(ids=[created.id]), metadata=other
+    )
+    assert (listed.total_size, list(listed.batches)) == (0, [])
+    operations = await shared_stub.ListBatchOperations(
+        batch_pb2.ListBatchOperationsRequest(batch_ids=[created.id]), metadata=other
+    )
+    assert (operations.total_size, list(operations.batch_operations)) == (0, [])
+    listed = await shared_stub.ListBatches(batch_pb2.ListBatchesRequest(), metadata=mine)
+    assert [batch.id for batch in listed.batches] == [created.id]
+    assert listed.total_size == 1
