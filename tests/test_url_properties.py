@@ -54,24 +54,24 @@ TRICKY = [
     "%00",
     "%0a",
     "%7f",
-    "\x00",
-    "\n",
-    "\r",
-    "\t",
-    " ",
-    "\x7f",
     "é",
-    "\u2028",
-    "\ufeff",
-    "%41",
     "~",
     ";",
     "=",
     "&",
     "[",
     "]",
+    "%41",
     "v1",
     "products",
+    "\x00",
+    "\n",
+    "\r",
+    "\t",
+    " ",
+    "\x7f",
+    "\u2028",
+    "\ufeff",
 ]
 PCHARS = string.ascii_letters + string.digits + "-._~!$&'()*+,;=:@"
 # What a query string may hold without a character that ends a key, a value or the query.
@@ -158,7 +158,7 @@ def test_an_accepted_path_stays_on_the_upstream_under_its_prefix(
     assert url.raw_query_string == encode_query(params)
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=200, deadline=None)
 @given(path=paths)
 def test_a_path_that_path_problem_rejects_is_never_built(path: str) -> None:
     problem = path_problem(path)
@@ -169,7 +169,7 @@ def test_a_path_that_path_problem_rejects_is_never_built(path: str) -> None:
         assert str(raised.value) == problem
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=200, deadline=None)
 @given(path=paths)
 @example(path="/a\n")
 @example(path="/..%2Fadmin")
@@ -222,7 +222,7 @@ def assert_same(parsed: JSON, sent: JSON) -> None:
         assert parsed == sent
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=150, deadline=None)
 @given(params=query_params)
 @example(params={"a&b=c#d": "e&f=g#h", "plus+ space": "1 + 1"})
 @example(params={"filter": {"ids": ["x", "y"], "status": "open"}, "page": 2})
