@@ -3,8 +3,10 @@
 A path is accepted only if it cannot change where the request goes: it starts
 with exactly one '/', has no scheme, host, user info, backslash, control or
 non-ASCII character, no query or fragment, and no '.' or '..' segment, plain
-or percent-encoded. The URL is then built from the upstream's own scheme, host
-and port, and checked once more before anything is sent.
+or percent-encoded; an encoded '/' separates segments too, since servers that
+decode it before resolving dot segments would climb out of the prefix. The
+URL is then built from the upstream's own scheme, host and port, and checked
+once more before anything is sent.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ MAX_PATH_LENGTH = 2048
 _PATH_CHARACTERS = re.compile(r"(?:[A-Za-z0-9\-._~!$&'()*+,;=:@/]|%[0-9A-Fa-f]{2})*")
 # Escapes that would smuggle a dot segment, a backslash or a control character.
 _FORBIDDEN_ESCAPES = re.compile(r"%(?:2[eE]|5[cC]|[01][0-9A-Fa-f]|7[fF])")
+_SEGMENT_SEPARATOR = re.compile(r"/|%2[fF]")
 
 
 def path_problem(path: str) -> str | None:
@@ -38,7 +41,7 @@ def path_problem(path: str) -> str | None:
         return "path has characters that are not valid in a URL path"
     if _FORBIDDEN_ESCAPES.search(path):
         return "path must not percent-encode '.', '\\' or control characters"
-    if any(segment in (".", "..") for segment in path.split("/")):
+    if any(segment in (".", "..") for segment in _SEGMENT_SEPARATOR.split(path)):
         return "path must not contain '.' or '..' segments"
     return None
 
@@ -113,10 +116,12 @@ class Upstream:
         problem = path_problem(path)
         if problem:
             raise UpstreamError(problem)
+        # The authority comes from `origin`, which yarl encodes itself: with
+        # encoded=True a bare host would lose an IPv6 address's brackets or an
+        # IDN's punycode, and the origin check below would refuse every URL.
         url = URL.build(
             scheme=self.scheme,
-            host=self.host,
-            port=self.port,
+            authority=self.origin.raw_authority,
             path=self.prefix + path,
             query_string=encode_query(query_params),
             encoded=True,
