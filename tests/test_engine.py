@@ -16,6 +16,7 @@ from tests.processes import TOKEN, Process, free_port, service_env, start_servic
 from tests.upstream import UpstreamLog
 
 GET = batch_pb2.HTTP_METHOD_GET
+UNSTORABLE_KINDS = ("nul", "deep", "nan", "surrogate")
 POST = batch_pb2.HTTP_METHOD_POST
 
 
@@ -112,11 +113,15 @@ async def test_records_failures_timeouts_and_bounded_bodies(
                     operation(GET, "/empty"),
                     operation(GET, "/cutoff"),
                     operation(GET, "/redirect"),
+                    *(
+                        operation(GET, f"/raw/{kind}")
+                        for kind in ("nul", "deep", "nan", "surrogate")
+                    ),
                 ],
             )
     finally:
         assert await process.stop() == 0
-    slow, text, huge, empty, cut_off, redirect = batch.batch_operations
+    slow, text, huge, empty, cut_off, redirect, *unstorable = batch.batch_operations
     assert slow.status == batch_pb2.BATCH_OPERATION_STATUS_TIMED_OUT
     assert slow.failure_reason == "deadline_exceeded"
     assert not slow.HasField("response_status")
@@ -135,6 +140,10 @@ async def test_records_failures_timeouts_and_bounded_bodies(
     assert redirect.status == batch_pb2.BATCH_OPERATION_STATUS_COMPLETED
     assert redirect.response_status == 302
     assert [r.path for r in upstream_server[1].requests].count("/redirect") == 1
+    for op in unstorable:
+        body = from_value(op.response_body)
+        assert body["batchd_unparsed_body"] in ("unstorable_json", "non_json"), op.path
+        assert op.status == batch_pb2.BATCH_OPERATION_STATUS_COMPLETED
 
 
 async def test_retries_idempotent_operations_honouring_retry_after(

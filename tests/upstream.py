@@ -105,6 +105,17 @@ async def huge(request: web.Request) -> web.Response:
     return web.json_response({"data": "x" * size})
 
 
+async def raw_json(request: web.Request) -> web.Response:
+    """JSON that parses but that no database or protobuf should be asked to hold."""
+    bodies = {
+        "nul": '{"text": "a\\u0000b"}',
+        "deep": "[" * 60 + "]" * 60,
+        "nan": '{"value": NaN}',
+        "surrogate": '{"text": "\\ud800"}',
+    }
+    return web.Response(text=bodies[request.match_info["kind"]], content_type="application/json")
+
+
 async def empty(_: web.Request) -> web.Response:
     return web.Response(status=204)
 
@@ -136,6 +147,7 @@ def make_app() -> web.Application:
     app.router.add_route("*", "/text", text)
     app.router.add_route("*", "/huge", huge)
     app.router.add_route("*", "/empty", empty)
+    app.router.add_route("*", "/raw/{kind}", raw_json)
     app.router.add_route("*", "/cutoff", cut_off)
     app.router.add_route("*", "/redirect", redirect)
     return app
