@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import functools
 import logging
 import time
@@ -18,7 +19,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
 import aiohttp
-from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError, StatementError
 
 from service import metrics, store
 from service.batch_commands import REQUEST_ID_TTL_SECONDS
@@ -249,9 +250,38 @@ class Engine:
                 await asyncio.sleep(RESULTS_LINGER_SECONDS)
             while len(results) < MAX_RESULTS_PER_WRITE and not self._results.empty():
                 results.append(self._results.get_nowait())
-            await self._with_db_retry("record results", functools.partial(self._record, results))
+            await self._with_db_retry(
+                "record results", functools.partial(self._record_all, results)
+            )
             for _ in results:
                 self._results.task_done()
+
+    async def _record_all(self, results: list[queue.Result]) -> None:
+        """Records a group; a result the database refuses must not hold back the others."""
+        try:
+            await self._record(results)
+        except StatementError as error:
+            if _transient(error):
+                raise  # the database is away: the group is retried
+            log.error("a result group was refused (%s); recording one by one", type(error).__name__)
+            for result in results:
+                await self._record_alone(result)
+
+    async def _record_alone(self, result: queue.Result) -> None:
+        try:
+            await self._record([result])
+        except StatementError as error:
+            if _transient(error):
+                raise
+            log.error("operation %s: its result was refused by the database", result.id)
+            unstorable = dataclasses.replace(
+                result,
+                status=OperationStatus.FAILED,
+                response_status=None,
+                response_body=None,
+                failure_reason="unstorable_result",
+            )
+            await self._record([unstorable])
 
     async def _record(self, results: list[queue.Result]) -> None:
         async with self.database.write() as connection:
@@ -351,6 +381,11 @@ def _observe(job: Job, outcome: Outcome, seconds: float) -> None:
             "duration_ms": round(seconds * 1000, 3),
         },
     )
+
+
+def _transient(error: StatementError) -> bool:
+    """A lost or refused connection, as opposed to a statement the database rejects."""
+    return isinstance(error, OperationalError | InterfaceError)
 
 
 async def _cancelled(task: asyncio.Task[None]) -> None:
