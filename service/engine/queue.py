@@ -75,12 +75,12 @@ def is_failure(status: OperationStatus, response_status: int | None) -> bool:
     return response_status is not None and response_status >= 400
 
 
-async def batches_with_pending_work(connection: AsyncConnection, limit: int) -> list[ActiveBatch]:
+def batches_with_pending_work_query(limit: int) -> Any:
     """Unfinished batches that still have pending operations, oldest first."""
     has_pending = exists().where(
         operations.c.batch_id == batches.c.id, operations.c.status == OperationStatus.PENDING
     )
-    query = (
+    return (
         select(
             batches.c.id,
             batches.c.sealed_authorization,
@@ -93,6 +93,10 @@ async def batches_with_pending_work(connection: AsyncConnection, limit: int) -> 
         .order_by(batches.c.created_at, batches.c.id)
         .limit(limit)
     )
+
+
+async def batches_with_pending_work(connection: AsyncConnection, limit: int) -> list[ActiveBatch]:
+    query = batches_with_pending_work_query(limit)
     rows = (await connection.execute(query)).all()
     return [ActiveBatch(*row) for row in rows]
 
@@ -106,6 +110,45 @@ async def count_pending(connection: AsyncConnection) -> int:
     return int((await connection.execute(query)).scalar_one())
 
 
+def claim_statement(batch_id: str, count: int, owner: str, now: float, lease_until: float) -> Any:
+    """Marks the batch's next `count` pending operations as ours, returning them."""
+    next_pending = (
+        select(operations.c.id)
+        .where(operations.c.batch_id == batch_id, operations.c.status == OperationStatus.PENDING)
+        .order_by(operations.c.position)
+        .limit(count)
+        .with_for_update(skip_locked=True)
+        # As a plain subquery PostgreSQL may rerun it for each row it joins,
+        # LIMIT and all, and claim every pending operation; a CTE runs once.
+        .cte("next_pending")
+        .prefix_with("MATERIALIZED", dialect="postgresql")
+    )
+    return (
+        update(operations)
+        .where(
+            operations.c.id.in_(select(next_pending.c.id)),
+            operations.c.status == OperationStatus.PENDING,
+        )
+        .values(
+            status=OperationStatus.IN_PROGRESS,
+            lease_owner=owner,
+            lease_expires_at=lease_until,
+            lease_generation=operations.c.lease_generation + 1,
+            updated_at=now,
+        )
+        .returning(
+            operations.c.id,
+            operations.c.batch_id,
+            operations.c.lease_generation,
+            operations.c.http_method,
+            operations.c.path,
+            operations.c.query_params,
+            operations.c.body,
+            operations.c.attempts,
+        )
+    )
+
+
 async def claim(
     connection: AsyncConnection,
     owner: str,
@@ -116,43 +159,7 @@ async def claim(
     """Claims up to `wanted[batch_id]` pending operations of each batch, in order."""
     claims: list[Claim] = []
     for batch_id, count in wanted.items():
-        next_pending = (
-            select(operations.c.id)
-            .where(
-                operations.c.batch_id == batch_id, operations.c.status == OperationStatus.PENDING
-            )
-            .order_by(operations.c.position)
-            .limit(count)
-            .with_for_update(skip_locked=True)
-            # As a plain subquery PostgreSQL may rerun it for each row it joins,
-            # LIMIT and all, and claim every pending operation; a CTE runs once.
-            .cte("next_pending")
-            .prefix_with("MATERIALIZED", dialect="postgresql")
-        )
-        statement = (
-            update(operations)
-            .where(
-                operations.c.id.in_(select(next_pending.c.id)),
-                operations.c.status == OperationStatus.PENDING,
-            )
-            .values(
-                status=OperationStatus.IN_PROGRESS,
-                lease_owner=owner,
-                lease_expires_at=lease_until,
-                lease_generation=operations.c.lease_generation + 1,
-                updated_at=now,
-            )
-            .returning(
-                operations.c.id,
-                operations.c.batch_id,
-                operations.c.lease_generation,
-                operations.c.http_method,
-                operations.c.path,
-                operations.c.query_params,
-                operations.c.body,
-                operations.c.attempts,
-            )
-        )
+        statement = claim_statement(batch_id, count, owner, now, lease_until)
         rows = (await connection.execute(statement)).all()
         claims.extend(Claim(*row) for row in rows)
     started = {claim.batch_id for claim in claims}
