@@ -174,14 +174,36 @@ class SharedStack:
     grpc_target: str
 
 
+@pytest.fixture(scope="module", params=["sqlite", "postgresql"])
+def shared_database_url(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> str:
+    """A module's own database, on each of the two databases."""
+    if request.param == "sqlite":
+        return f"sqlite+aiosqlite:///{tmp_path_factory.mktemp('shared') / 'batchd.db'}"
+    url: str = request.getfixturevalue("module_postgres_url")
+    return url
+
+
 @pytest.fixture(scope="module")
-async def shared_stack(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[SharedStack]:
+async def module_postgres_url(
+    postgres_server: postgres.Server, postgres_template: str
+) -> AsyncIterator[str]:
+    name = await postgres_server.create_database(template=postgres_template)
+    yield postgres.url_of(name)
+    await postgres_server.drop_database(name)
+
+
+@pytest.fixture(scope="module")
+async def shared_stack(
+    shared_database_url: str, tmp_path_factory: pytest.TempPathFactory
+) -> AsyncIterator[SharedStack]:
     """A service and gateway shared by a module's tests."""
     directory = tmp_path_factory.mktemp("shared")
     tokens = ",".join(f"shared-token-{n}:shared-{n}" for n in range(SHARED_TENANTS))
     async with running_upstream() as (upstream_url, _):
         env = service_env(
-            f"sqlite+aiosqlite:///{directory / 'batchd.db'}",
+            shared_database_url,
             upstream_url,
             BATCH_API_TOKENS=f"{API_TOKENS},{tokens}",
         )
