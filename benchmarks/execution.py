@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import subprocess
 import time
 from contextlib import ExitStack
@@ -26,6 +27,7 @@ from benchmarks.service_process import (
     client,
     wait_completed,
 )
+from service.migrate import upgrade_database
 
 # The engine's default process-wide limit; the per-batch limit is raised to match,
 # so one batch may use all of it, as the bare client does.
@@ -130,6 +132,7 @@ def recreate_postgres_database() -> None:
         f"CREATE DATABASE {POSTGRES_DATABASE}",
     ):
         subprocess.run([*PSQL, "-c", statement], check=True, capture_output=True, timeout=30)
+    asyncio.run(upgrade_database(POSTGRES_URL))
 
 
 def postgres_rate(

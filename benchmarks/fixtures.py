@@ -7,6 +7,7 @@ tables, so the file is exactly what `python -m service` opens.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 import shutil
@@ -17,10 +18,8 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import create_engine
-from sqlmodel import SQLModel
-
 from benchmarks.processes import ROOT
+from service.migrate import upgrade_database
 from service.models import BatchStatus, OperationStatus
 from service.store import batches, operations
 
@@ -45,9 +44,8 @@ def schema_version() -> str:
 
 
 def create_schema(path: Path) -> None:
-    engine = create_engine(f"sqlite:///{path}")
-    SQLModel.metadata.create_all(engine)
-    engine.dispose()
+    """The schema as the service's migrations make it, so the service accepts the file."""
+    asyncio.run(upgrade_database(f"sqlite+aiosqlite:///{path}"))
 
 
 def batch_row(batch_id: str, count: int, now: float, finished: bool) -> dict[str, Any]:

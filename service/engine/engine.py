@@ -289,6 +289,7 @@ class Engine:
         self._held.difference_update(result.id for result in results)
         for result in results:
             self._scheduler.recorded(result.batch_id)
+        self._wake.set()  # their claims no longer count: there may be room to claim
         # Their pending operations are canceled in the database now.
         self._failed_batches.difference_update(recorded.stopped_batches)
         self.changes.notify()
