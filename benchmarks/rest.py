@@ -15,7 +15,7 @@ from benchmarks.prerequisites import grpc_gateway_buildable
 from benchmarks.processes import SUBJECT_CORE, python_module, running, wait_port
 from benchmarks.results import Figure, Plan, Row, Series, Target
 from benchmarks.service_process import batchd_service
-from tests.processes import API_TOKENS, TOKEN, free_port
+from tests.processes import TOKEN, free_port
 
 CONNECTIONS = 32
 NO_UPSTREAM = "http://127.0.0.1:9"  # reads never execute anything
@@ -34,8 +34,7 @@ def batchd_gateway(grpc_address: str, log: Path) -> Iterator[str]:
     port = free_port()
     env = {
         "BATCH_HTTP_ADDRESS": f"127.0.0.1:{port}",
-        "BATCH_GRPC_ADDRESS": grpc_address,
-        "BATCH_API_TOKENS": API_TOKENS,
+        "BATCH_GRPC_TARGET": grpc_address,
         "BATCH_LOG_LEVEL": "WARNING",
     }
     with running(python_module("gateway"), SUBJECT_CORE, log, env) as child:
