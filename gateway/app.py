@@ -1,18 +1,24 @@
-"""The gateway's aiohttp application: routes, error middleware and the gRPC channel."""
+"""The gateway's aiohttp application: routes, middlewares and the gRPC channel."""
 
 from __future__ import annotations
 
 from aiohttp import web
 
-from gateway import handlers
+from gateway import handlers, observability
 from gateway.backend import grpc_backend
 from gateway.middleware import contract_errors
+from gateway.openapi import load_document, openapi_document
 from gateway.settings import SETTINGS_KEY, GatewaySettings
 
 
 def create_app(settings: GatewaySettings) -> web.Application:
-    app = web.Application(client_max_size=settings.max_body_bytes, middlewares=[contract_errors])
+    app = web.Application(
+        client_max_size=settings.max_body_bytes,
+        middlewares=[observability.observe, contract_errors],
+    )
     app[SETTINGS_KEY] = settings
+    load_document(app)
+    app.on_response_prepare.append(observability.send_request_id)
     app.cleanup_ctx.append(grpc_backend)
     app.router.add_routes(
         [
@@ -22,6 +28,8 @@ def create_app(settings: GatewaySettings) -> web.Application:
             web.get("/v1/batch_operations", handlers.list_operations),
             web.get("/v1/batch_operations/{id}", handlers.get_operation),
             web.get("/healthz", handlers.healthz),
+            web.get("/metrics", observability.metrics),
+            web.get("/openapi.json", openapi_document),
         ]
     )
     return app
@@ -29,7 +37,8 @@ def create_app(settings: GatewaySettings) -> web.Application:
 
 async def start_gateway(settings: GatewaySettings) -> web.AppRunner:
     """Serves the gateway until the returned runner is cleaned up."""
-    runner = web.AppRunner(create_app(settings))
+    # observability.observe logs each request once, as JSON: no access log besides.
+    runner = web.AppRunner(create_app(settings), access_log=None)
     await runner.setup()
     try:
         await web.TCPSite(runner, settings.host, settings.port).start()

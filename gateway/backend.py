@@ -10,8 +10,10 @@ import grpc
 from aiohttp import web
 from grpc_health.v1 import health_pb2_grpc
 
+from batchd.logs import REQUEST_ID_METADATA
 from batchd.v1 import batch_pb2_grpc
 from gateway.errors import ApiProblem
+from gateway.observability import REQUEST_ID_KEY
 from gateway.settings import SETTINGS_KEY
 
 # The service's receive limit (service/server.py): larger requests are refused there.
@@ -37,8 +39,15 @@ def batch_service(request: web.Request) -> batch_pb2_grpc.BatchServiceStub:
 
 
 def call_options(request: web.Request) -> dict[str, Any]:
-    """Per-call options: the caller's credentials and a deadline, so nothing hangs."""
-    return {"metadata": caller_metadata(request), "timeout": request.app[BACKEND_KEY].timeout}
+    """Per-call options: the caller's credentials, the request id and a deadline."""
+    metadata = (*caller_metadata(request), *request_id_metadata(request))
+    return {"metadata": metadata, "timeout": request.app[BACKEND_KEY].timeout}
+
+
+def request_id_metadata(request: web.Request) -> tuple[tuple[str, str], ...]:
+    """The service logs it, stores it with a batch and sends it upstream."""
+    request_id = request.get(REQUEST_ID_KEY)
+    return () if request_id is None else ((REQUEST_ID_METADATA, request_id),)
 
 
 def caller_metadata(request: web.Request) -> tuple[tuple[str, str], ...]:
