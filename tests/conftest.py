@@ -7,8 +7,8 @@ under CI=true it fails instead, so CI can never pass without it.
 
 from __future__ import annotations
 
-import os
 import itertools
+import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
