@@ -110,18 +110,14 @@ async def test_cancel_never_sends_pending_operations_and_ends_the_batch_canceled
 
 
 async def test_cancel_of_an_unknown_or_foreign_batch_is_not_found(
-    http: aiohttp.ClientSession,
+    api: aiohttp.ClientSession, other_auth: dict[str, str]
 ) -> None:
-    created = await create_batch(http, [get("/slow/0.1/x")])
-    for batch_id, headers in (
-        (UNKNOWN_ID, AUTH),
-        ("not-a-uuid", AUTH),
-        (created["id"], OTHER_AUTH),
-    ):
-        body = await call(http, "POST", f"/v1/batches/{batch_id}/cancel", 404, headers=headers)
+    created = await create_batch(api, [get("/slow/0.1/x")])
+    for batch_id, headers in ((UNKNOWN_ID, {}), ("not-a-uuid", {}), (created["id"], other_auth)):
+        body = await call(api, "POST", f"/v1/batches/{batch_id}/cancel", 404, headers=headers)
         assert_error(body, "not_found", "batch.not_found")
     body = await call(
-        http, "POST", f"/v1/batches/{created['id']}/cancel", 401, headers={"Authorization": ""}
+        api, "POST", f"/v1/batches/{created['id']}/cancel", 401, headers={"Authorization": ""}
     )
     assert_error(body, "unauthorized")
 
