@@ -6,6 +6,7 @@ from aiohttp import web
 
 from gateway import handlers, observability
 from gateway.backend import grpc_backend
+from gateway.batch_events import batch_events
 from gateway.middleware import contract_errors
 from gateway.openapi import load_document, openapi_document
 from gateway.settings import SETTINGS_KEY, GatewaySettings
@@ -25,6 +26,8 @@ def create_app(settings: GatewaySettings) -> web.Application:
             web.post("/v1/batches", handlers.create_batch),
             web.get("/v1/batches", handlers.list_batches),
             web.get("/v1/batches/{id}", handlers.get_batch),
+            web.post("/v1/batches/{id}/cancel", handlers.cancel_batch),
+            web.get("/v1/batches/{id}/events", batch_events),
             web.get("/v1/batch_operations", handlers.list_operations),
             web.get("/v1/batch_operations/{id}", handlers.get_operation),
             web.get("/healthz", handlers.healthz),
@@ -38,7 +41,9 @@ def create_app(settings: GatewaySettings) -> web.Application:
 async def start_gateway(settings: GatewaySettings) -> web.AppRunner:
     """Serves the gateway until the returned runner is cleaned up."""
     # observability.observe logs each request once, as JSON: no access log besides.
-    runner = web.AppRunner(create_app(settings), access_log=None)
+    # A client that disconnects cancels its handler, and so its gRPC calls: an
+    # abandoned event stream must not keep a WatchBatch open.
+    runner = web.AppRunner(create_app(settings), access_log=None, handler_cancellation=True)
     await runner.setup()
     try:
         await web.TCPSite(runner, settings.host, settings.port).start()

@@ -1,9 +1,12 @@
-"""The create body `{"batch": {"batch_operations": [...]}}` as a gRPC Batch.
+"""The create body `{"batch": {"batch_operations": [...], "execution_options": {...}}}`
+as a gRPC Batch.
 
-The envelope must have the right JSON types (else 400). Inside an operation,
-values of the wrong type are validation errors (422); an unknown or missing
-`http_method` goes as UNSPECIFIED and a missing `path` as empty, for the
-service to report with the rest of its checks.
+The envelope and `execution_options` must have the right JSON types (else 400),
+and strings must be valid Unicode (a lone surrogate such as `"\\ud800"` is a 400
+too: protobuf cannot carry it). Inside an operation, values of the wrong type
+are validation errors (422); an unknown or missing `http_method` goes as
+UNSPECIFIED and a missing `path` as empty, for the service to report with the
+rest of its checks.
 """
 
 from __future__ import annotations
@@ -12,6 +15,8 @@ import json
 import math
 from typing import Any
 
+from google.protobuf import struct_pb2
+
 from batchd.json_values import MAX_DEPTH, depth, to_struct
 from batchd.v1 import batch_pb2
 from gateway.backend import MAX_MESSAGE_BYTES
@@ -19,12 +24,18 @@ from gateway.errors import ApiProblem, ValidationError, bad_request, unprocessab
 from gateway.vocabulary import HTTP_METHODS
 
 UNSPECIFIED = batch_pb2.HTTP_METHOD_UNSPECIFIED
+INT32_MIN, INT32_MAX = -(2**31), 2**31 - 1
+_OPTION_TYPES = {"sequential": bool, "stop_on_failure": bool, "max_concurrency": int}
 # Whole numbers beyond this cannot become the doubles that protobuf Structs hold.
 _MAX_INTEGER = 2**63
 
 
-def create_request(raw: bytes, view: batch_pb2.BatchView) -> batch_pb2.CreateBatchRequest:
-    request = batch_pb2.CreateBatchRequest(batch=batch_message(parse_json(raw)), view=view)
+def create_request(
+    raw: bytes, view: batch_pb2.BatchView, request_id: str = ""
+) -> batch_pb2.CreateBatchRequest:
+    request = batch_pb2.CreateBatchRequest(
+        batch=batch_message(parse_json(raw)), view=view, request_id=request_id
+    )
     if request.ByteSize() > MAX_MESSAGE_BYTES:
         # Small JSON values take more room in protobuf: a body under our limit may not fit.
         raise ApiProblem(
@@ -50,7 +61,44 @@ def batch_message(document: Any) -> batch_pb2.Batch:
     messages = [_operation(index, raw, errors) for index, raw in enumerate(operations)]
     if errors:
         raise unprocessable("batch.invalid", errors)
-    return batch_pb2.Batch(batch_operations=messages)
+    options = execution_options(document["batch"].get("execution_options"))
+    return batch_pb2.Batch(batch_operations=messages, execution_options=options)
+
+
+def execution_options(raw: Any) -> batch_pb2.ExecutionOptions | None:
+    """`{"sequential": bool, "stop_on_failure": bool, "max_concurrency": int}`, all optional;
+    numbers beyond int32 are a 422 here, in the service's words; it checks the rest."""
+    if raw is None:
+        return None
+    if not isinstance(raw, dict):
+        raise bad_request("batch.execution_options must be a JSON object")
+    unknown = sorted(set(raw) - set(_OPTION_TYPES))
+    if unknown:
+        raise bad_request(
+            f"Unknown batch.execution_options key {unknown[0][:50]!r}; "
+            f"known: {', '.join(_OPTION_TYPES)}"
+        )
+    for name, kind in _OPTION_TYPES.items():
+        value = raw.get(name)
+        # bool is an int in Python, but `true` is no concurrency limit.
+        if value is not None and (type(value) is not kind):
+            raise bad_request(f"batch.execution_options.{name} must be a {kind.__name__}")
+    concurrency = raw.get("max_concurrency")
+    # Negative values fit, for the service to refuse; larger ones cannot travel.
+    if concurrency is not None and not INT32_MIN <= concurrency <= INT32_MAX:
+        raise unprocessable(
+            "batch.invalid",
+            [
+                ValidationError(
+                    "execution_options.max_concurrency",
+                    "batch.execution_options.max_concurrency.invalid",
+                    f"max_concurrency must be 0 (the server's limit) up to {INT32_MAX}",
+                )
+            ],
+        )
+    return batch_pb2.ExecutionOptions(
+        **{name: value for name, value in raw.items() if value is not None}
+    )
 
 
 def _operation(index: int, raw: Any, errors: list[ValidationError]) -> batch_pb2.BatchOperation:
@@ -65,7 +113,7 @@ def _operation(index: int, raw: Any, errors: list[ValidationError]) -> batch_pb2
     )
     path = raw.get("path")
     if isinstance(path, str):
-        message.path = path
+        message.path = _unicode(f"{prefix}.path", path)
     elif path is not None:
         errors.append(_invalid(prefix, "path", "path must be a string"))
     for name in ("body", "query_params"):
@@ -82,8 +130,35 @@ def _operation(index: int, raw: Any, errors: list[ValidationError]) -> batch_pb2
                 )
             )
         elif value is not None:
-            getattr(message, name).CopyFrom(to_struct(value))
+            getattr(message, name).CopyFrom(_struct(f"{prefix}.{name}", value))
     return message
+
+
+def _unicode(attribute: str, text: str) -> str:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        raise _not_unicode(attribute) from None
+    return text
+
+
+def _struct(attribute: str, value: dict[str, Any]) -> struct_pb2.Struct:
+    # protobuf refuses strings (keys too) that cannot be UTF-8: lone surrogates.
+    try:
+        return to_struct(value)
+    except UnicodeEncodeError:
+        raise _not_unicode(attribute) from None
+
+
+def _not_unicode(attribute: str) -> ApiProblem:
+    return bad_request(
+        f"{attribute} holds a string that is not valid Unicode (a lone surrogate such as \\ud800)",
+        [
+            ValidationError(
+                attribute, "batch_operation.unicode.invalid", "strings must be valid Unicode"
+            )
+        ],
+    )
 
 
 def _invalid(prefix: str, name: str, message: str) -> ValidationError:

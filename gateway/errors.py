@@ -37,6 +37,9 @@ _HTTP_STATUS_OF_RPC = {
     grpc.StatusCode.INVALID_ARGUMENT: 422,
     grpc.StatusCode.UNAUTHENTICATED: 401,
     grpc.StatusCode.NOT_FOUND: 404,
+    # A request the current state refuses (cancel a finished batch, reuse an
+    # Idempotency-Key): well-formed but unprocessable, so 422 with the service's code.
+    grpc.StatusCode.FAILED_PRECONDITION: 422,
     grpc.StatusCode.RESOURCE_EXHAUSTED: 429,
     grpc.StatusCode.UNAVAILABLE: 503,
     grpc.StatusCode.DEADLINE_EXCEEDED: 503,

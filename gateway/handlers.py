@@ -27,10 +27,18 @@ def _view(expand: set[str]) -> batch_pb2.BatchView:
 
 async def create_batch(request: web.Request) -> web.Response:
     expand = params.expansions(request.query, BATCH_EXPANDS)
+    request_id = params.idempotency_key(request.headers)
     # Parsing and converting up to 10 MiB takes a while: off the event loop.
-    call = await asyncio.to_thread(create_request, await request.read(), _view(expand))
+    call = await asyncio.to_thread(create_request, await request.read(), _view(expand), request_id)
     reply = await batch_service(request).CreateBatch(call, **call_options(request))
     return web.json_response(batch_object(reply.batch, bool(expand)))
+
+
+async def cancel_batch(request: web.Request) -> web.Response:
+    """Pending operations are never sent; running ones finish. A finished batch is a 422."""
+    call = batch_pb2.CancelBatchRequest(id=request.match_info["id"])
+    reply = await batch_service(request).CancelBatch(call, **call_options(request))
+    return web.json_response(batch_object(reply.batch))
 
 
 async def list_batches(request: web.Request) -> web.Response:

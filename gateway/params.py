@@ -41,6 +41,17 @@ def page_of(query: Query) -> Page:
     return Page(limit, page, _order_by(query.get("sort")))
 
 
+def idempotency_key(headers: Mapping[str, str]) -> str:
+    """The Idempotency-Key header, or "" (no key); the service limits its length."""
+    key = headers.get("Idempotency-Key")
+    if key is None:
+        return ""
+    # Printable ASCII, like any header value meant for machines; "" would mean no key.
+    if not (key and key.isascii() and key.isprintable()):
+        raise bad_request("Idempotency-Key must be a non-empty string of printable ASCII")
+    return key
+
+
 def array(query: Query, name: str) -> list[str]:
     """The values of `name[]`; the bare `name` form is refused so it is never ignored."""
     if name in query:

@@ -27,11 +27,17 @@ class GatewaySettings:
         default=10.0,
         metadata=env("BATCH_RPC_TIMEOUT", "seconds the gateway waits for one gRPC call"),
     )
+    sse_keep_alive: float = field(
+        default=15.0,
+        metadata=env("BATCH_SSE_KEEP_ALIVE", "seconds of silence before an event stream's ping"),
+    )
 
     def __post_init__(self) -> None:
         host_port(self.http_address, "BATCH_HTTP_ADDRESS")
-        if self.max_body_bytes < 1 or self.rpc_timeout <= 0:
-            raise ConfigError("BATCH_MAX_BODY_BYTES and BATCH_RPC_TIMEOUT must be positive")
+        if self.max_body_bytes < 1 or self.rpc_timeout <= 0 or self.sse_keep_alive <= 0:
+            raise ConfigError(
+                "BATCH_MAX_BODY_BYTES, BATCH_RPC_TIMEOUT and BATCH_SSE_KEEP_ALIVE must be positive"
+            )
 
     @property
     def host(self) -> str:

@@ -17,11 +17,13 @@ OPERATION_STATUSES: dict[str, batch_pb2.BatchOperationStatus] = {
     "completed": batch_pb2.BATCH_OPERATION_STATUS_COMPLETED,
     "failed": batch_pb2.BATCH_OPERATION_STATUS_FAILED,
     "timed_out": batch_pb2.BATCH_OPERATION_STATUS_TIMED_OUT,
+    "canceled": batch_pb2.BATCH_OPERATION_STATUS_CANCELED,
 }
 BATCH_STATUSES: dict[str, batch_pb2.BatchStatus] = {
     "pending": batch_pb2.BATCH_STATUS_PENDING,
     "in_progress": batch_pb2.BATCH_STATUS_IN_PROGRESS,
     "completed": batch_pb2.BATCH_STATUS_COMPLETED,
+    "canceled": batch_pb2.BATCH_STATUS_CANCELED,
 }
 METHOD_NAMES = {enum: name for name, enum in HTTP_METHODS.items()}
 OPERATION_STATUS_NAMES = {enum: name for name, enum in OPERATION_STATUSES.items()}

@@ -39,6 +39,9 @@ ERROR_KEYS = {"http_status", "type", "code", "message", "validation_errors"}
 VALIDATION_ERROR_KEYS = {"attribute", "type", "code", "options", "message"}
 BATCH_STATUSES = {"pending", "in_progress", "completed"}
 OPERATION_STATUSES = {"pending", "in_progress", "completed", "failed", "timed_out"}
+# The extensions beyond the contract (cancel, stop_on_failure) add one status to each.
+EXTENDED_BATCH_STATUSES = BATCH_STATUSES | {"canceled"}
+EXTENDED_OPERATION_STATUSES = OPERATION_STATUSES | {"canceled"}
 
 
 async def call(
@@ -61,15 +64,19 @@ async def create_batch(
 
 
 async def wait_completed(
-    http: aiohttp.ClientSession, batch_id: str, timeout: float = 30, **kwargs: Any
+    http: aiohttp.ClientSession,
+    batch_id: str,
+    timeout: float = 30,
+    status: str = "completed",
+    **kwargs: Any,
 ) -> dict[str, Any]:
-    """The batch with its operations expanded, once every operation finished."""
+    """The batch with its operations expanded, once it reaches `status`."""
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout
     path = f"/v1/batches/{batch_id}?expand[]=batch_operations"
     while loop.time() < deadline:
         batch: dict[str, Any] = await call(http, "GET", path, 200, **kwargs)
-        if batch["status"] == "completed":
+        if batch["status"] == status:
             return batch
         await asyncio.sleep(0.02)
     raise TimeoutError(f"batch {batch_id} did not complete")
@@ -94,10 +101,11 @@ def attributes(body: Any) -> list[str]:
     return [error["attribute"] for error in body["validation_errors"]]
 
 
-def assert_batch(body: Any, expanded: bool = False) -> None:
+def assert_batch(body: Any, expanded: bool = False, extended: bool = False) -> None:
+    """`extended` allows the statuses of the extensions beyond the contract."""
     assert set(body) == BATCH_KEYS | ({"batch_operations"} if expanded else set()), body
     assert body["object"] == "batch"
-    assert body["status"] in BATCH_STATUSES
+    assert body["status"] in (EXTENDED_BATCH_STATUSES if extended else BATCH_STATUSES)
     for key in ("finished_batch_operations_count", "batch_operations_count"):
         assert type(body[key]) is int
     for key in ("created_at", "updated_at"):
@@ -105,21 +113,21 @@ def assert_batch(body: Any, expanded: bool = False) -> None:
     if expanded:
         assert_list(body["batch_operations"], "/v1/batch_operations")
         for operation in body["batch_operations"]["data"]:
-            assert_operation(operation)
+            assert_operation(operation, extended=extended)
 
 
-def assert_operation(body: Any, expanded: bool = False) -> None:
+def assert_operation(body: Any, expanded: bool = False, extended: bool = False) -> None:
     assert set(body) == OPERATION_KEYS, body
     assert body["object"] == "batch_operation"
     assert body["http_method"] in {"DELETE", "GET", "PATCH", "POST", "PUT"}
-    assert body["status"] in OPERATION_STATUSES
+    assert body["status"] in (EXTENDED_OPERATION_STATUSES if extended else OPERATION_STATUSES)
     assert body["body"] is None or isinstance(body["body"], dict)
     assert body["query_params"] is None or isinstance(body["query_params"], dict)
     assert body["response_status"] is None or type(body["response_status"]) is int
     for key in ("created_at", "updated_at"):
         assert type(body[key]) is int
     if expanded:
-        assert_batch(body["batch"])
+        assert_batch(body["batch"], extended=extended)
     else:
         assert isinstance(body["batch"], str)
 

@@ -1,0 +1,127 @@
+"""`GET /v1/batches/{id}/events`: WatchBatch as Server-Sent Events.
+
+The stream, one event per WatchBatch message, each with an increasing `id:`:
+
+    id: 1
+    event: batch
+    data: {<batch object>}
+
+    id: 2
+    event: batch_operation
+    data: {"batch": {<batch object>}, "batch_operation": {<operation object>}}
+
+- The first event is always `batch`: the batch as it is now.
+- `batch_operation`: an operation just finished; `batch` is the batch after it
+  (its counts include that operation).
+- `batch`: the batch itself changed status (the last one is `completed` or `canceled`).
+- `error`: the service failed mid-stream; `data` is the contract's error JSON, and
+  the stream ends. Errors before the first event (401, 404) are plain JSON responses.
+- A `: keep-alive` comment line after each quiet spell of the keep-alive interval.
+
+The stream ends when the batch has finished. Ids only number the events of one
+stream: a reconnecting client starts again from the batch's current state, so
+`Last-Event-ID` is not needed (and not read).
+
+Flow control: the next gRPC message is read only after the previous event was
+written (and drained), so a slow client slows the gRPC stream rather than
+growing a buffer here. A client that goes away cancels the handler (the runner
+cancels handlers on disconnect), which cancels the gRPC call.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from collections.abc import AsyncIterator
+from typing import Any
+
+import grpc
+from aiohttp import web
+
+from batchd.v1 import batch_pb2
+from gateway.backend import batch_service, caller_metadata
+from gateway.errors import from_rpc_error, internal
+from gateway.presenters import batch_object, operation_object
+from gateway.settings import SETTINGS_KEY
+
+log = logging.getLogger(__name__)
+KEEP_ALIVE = b": keep-alive\n\n"
+_HEADERS = {
+    "Content-Type": "text/event-stream; charset=utf-8",
+    "Cache-Control": "no-cache",
+    # Reverse proxies such as nginx would otherwise hold events back.
+    "X-Accel-Buffering": "no",
+}
+
+WatchCall = grpc.aio.UnaryStreamCall[batch_pb2.WatchBatchRequest, batch_pb2.WatchBatchResponse]
+Messages = AsyncIterator[batch_pb2.WatchBatchResponse]
+
+
+async def batch_events(request: web.Request) -> web.StreamResponse:
+    watch = batch_pb2.WatchBatchRequest(id=request.match_info["id"])
+    # No deadline: a watch lasts as long as the batch runs.
+    call: WatchCall = batch_service(request).WatchBatch(watch, metadata=caller_metadata(request))
+    messages = aiter(call)
+    try:
+        # Before the first message, errors are ordinary JSON error responses.
+        first = await anext(messages, None)
+        if first is None:
+            log.error("WatchBatch ended before its first message")
+            raise internal()
+        response = web.StreamResponse(headers=_HEADERS)
+        await response.prepare(request)
+        try:
+            await _stream(request, response, messages, first)
+        except ConnectionResetError:
+            log.debug("the client of a batch event stream went away")
+        return response
+    finally:
+        call.cancel()
+
+
+async def _stream(
+    request: web.Request,
+    response: web.StreamResponse,
+    messages: Messages,
+    first: batch_pb2.WatchBatchResponse,
+) -> None:
+    keep_alive = request.app[SETTINGS_KEY].sse_keep_alive
+    message: batch_pb2.WatchBatchResponse | None = first
+    number = 1
+    while message is not None:
+        await response.write(event_text(number, message))
+        number += 1
+        try:
+            message = await _next(messages, response, keep_alive)
+        except grpc.aio.AioRpcError as error:
+            problem = from_rpc_error(error)
+            await response.write(_event(number, "error", problem.as_json()))
+            return
+
+
+async def _next(
+    messages: Messages, response: web.StreamResponse, keep_alive: float
+) -> batch_pb2.WatchBatchResponse | None:
+    """The next message or None at the end, with a keep-alive comment after each quiet spell."""
+    # One read for the whole wait: a read cancelled by a timeout would end the stream.
+    read = asyncio.ensure_future(anext(messages, None))
+    try:
+        while not (await asyncio.wait({read}, timeout=keep_alive))[0]:
+            await response.write(KEEP_ALIVE)
+        return read.result()
+    finally:
+        read.cancel()
+
+
+def event_text(number: int, message: batch_pb2.WatchBatchResponse) -> bytes:
+    batch = batch_object(message.batch)
+    if not message.HasField("batch_operation"):
+        return _event(number, "batch", batch)
+    operation = operation_object(message.batch_operation)
+    return _event(number, "batch_operation", {"batch": batch, "batch_operation": operation})
+
+
+def _event(number: int, name: str, data: dict[str, Any]) -> bytes:
+    # json.dumps escapes newlines, so the data fits one `data:` line.
+    return f"id: {number}\nevent: {name}\ndata: {json.dumps(data)}\n\n".encode()
