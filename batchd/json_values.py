@@ -84,3 +84,33 @@ def depth(value: JSON) -> int:
             deepest = max(deepest, level)
             pending.extend((child, level + 1) for child in children)
     return deepest
+
+
+def storable(value: Any) -> bool:
+    """Whether every database and the API can hold this JSON as it is.
+
+    Too deep a nesting breaks protobuf on every later read; a NUL character
+    is refused by PostgreSQL's JSONB; a lone surrogate cannot be encoded.
+    """
+    pending = [(value, 0)]
+    while pending:
+        item, level = pending.pop()
+        if level > MAX_DEPTH:
+            return False
+        if isinstance(item, str):
+            if "\x00" in item or (not item.isascii() and _has_surrogate(item)):
+                return False
+        elif isinstance(item, dict):
+            pending.extend((key, level + 1) for key in item)
+            pending.extend((child, level + 1) for child in item.values())
+        elif isinstance(item, list):
+            pending.extend((child, level + 1) for child in item)
+    return True
+
+
+def _has_surrogate(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return True
+    return False

@@ -11,7 +11,7 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 import grpc
-from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import InterfaceError, OperationalError
 
 from batchd.logs import REQUEST_ID, REQUEST_ID_METADATA, clean_request_id
 from service import metrics
@@ -45,7 +45,7 @@ async def rpc_scope(name: str, context: grpc.aio.ServicerContext[Any, Any]) -> A
     except ApiError as error:
         code = error.status
         await context.abort_with_status(error.to_status())  # type: ignore[attr-defined]
-    except DBAPIError as error:
+    except (OperationalError, InterfaceError) as error:
         code = grpc.StatusCode.UNAVAILABLE
         log.warning("database unavailable: %s", type(error).__name__)
         await context.abort(code, DATABASE_UNAVAILABLE)

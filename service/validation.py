@@ -7,7 +7,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from batchd.json_values import MAX_DEPTH, TooDeep, from_struct
+from batchd.json_values import MAX_DEPTH, TooDeep, from_struct, storable
 from batchd.v1 import batch_pb2
 from service.engine.urls import path_problem
 from service.errors import ApiError, Violation, invalid, not_found
@@ -96,7 +96,7 @@ def _json_object(
     if not operation.HasField(name):
         return None
     try:
-        return from_struct(getattr(operation, name), MAX_DEPTH)
+        value = from_struct(getattr(operation, name), MAX_DEPTH)
     except TooDeep:
         violations.append(
             Violation(
@@ -106,6 +106,16 @@ def _json_object(
             )
         )
         return None
+    if not storable(value):
+        violations.append(
+            Violation(
+                f"{prefix}.{name}",
+                f"batch_operation.{name}.invalid",
+                f"{name} must not contain NUL characters or unpaired surrogates",
+            )
+        )
+        return None
+    return value
 
 
 def execution_options(options: batch_pb2.ExecutionOptions) -> batch_pb2.ExecutionOptions:

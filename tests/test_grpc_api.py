@@ -161,3 +161,20 @@ async def test_tenants_are_isolated(shared_stub: batch_pb2_grpc.BatchServiceStub
     listed = await shared_stub.ListBatches(batch_pb2.ListBatchesRequest(), metadata=mine)
     assert [batch.id for batch in listed.batches] == [created.id]
     assert listed.total_size == 1
+
+
+async def test_bodies_no_database_can_store_are_invalid_not_unavailable(
+    shared_stub: batch_pb2_grpc.BatchServiceStub,
+) -> None:
+    request = new_batch("/a", "/b")
+    request.batch.batch_operations[0].body.update({"text": "a\x00b"})
+    request.batch.batch_operations[1].query_params.update({"key\x00": "v"})
+    error = await failure(shared_stub.CreateBatch(request, metadata=bearer()))
+    assert error.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert details(error) == (
+        "batch.invalid",
+        [
+            ("batch_operations[0].body", "batch_operation.body.invalid"),
+            ("batch_operations[1].query_params", "batch_operation.query_params.invalid"),
+        ],
+    )

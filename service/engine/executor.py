@@ -12,7 +12,7 @@ from typing import Any
 
 import aiohttp
 
-from batchd.json_values import MAX_DEPTH
+from batchd.json_values import storable
 from batchd.logs import REQUEST_ID_HEADER
 from service.engine.queue import IDEMPOTENT_METHODS, Claim, is_failure
 from service.engine.urls import Upstream
@@ -200,36 +200,6 @@ def _refuse_constant(name: str) -> Any:
 def _preview(raw: bytes) -> str:
     text = raw[:PREVIEW_CHARACTERS].decode("utf-8", errors="replace")
     return text.replace("\x00", "\ufffd")
-
-
-def storable(value: Any) -> bool:
-    """Whether every database and the API can hold this JSON as it is.
-
-    Too deep a nesting breaks protobuf on every later read; a NUL character
-    is refused by PostgreSQL's JSONB; a lone surrogate cannot be encoded.
-    """
-    pending = [(value, 0)]
-    while pending:
-        item, level = pending.pop()
-        if level > MAX_DEPTH:
-            return False
-        if isinstance(item, str):
-            if "\x00" in item or (not item.isascii() and _has_surrogate(item)):
-                return False
-        elif isinstance(item, dict):
-            pending.extend((key, level + 1) for key in item)
-            pending.extend((child, level + 1) for child in item.values())
-        elif isinstance(item, list):
-            pending.extend((child, level + 1) for child in item)
-    return True
-
-
-def _has_surrogate(text: str) -> bool:
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:
-        return True
-    return False
 
 
 def _connector_reason(error: aiohttp.ClientConnectorError) -> str:
