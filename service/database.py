@@ -23,7 +23,7 @@ from typing import Any
 
 from sqlalchemy import Connection, Engine, Row, Select, create_engine, event
 from sqlalchemy.engine import Dialect, make_url
-from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import DataError, DBAPIError, IntegrityError, OperationalError, StatementError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
 from service import models  # noqa: F401  (registers the tables)
@@ -93,6 +93,16 @@ class Database:
         await self.reader.dispose()
         if self.writer is not self.reader:
             await self.writer.dispose()
+
+
+def statement_refused(error: StatementError) -> bool:
+    """The database rejected the data of a statement, as opposed to being unreachable.
+
+    Connection failures come as many DBAPI error classes (a database that
+    refuses connections can raise a ProgrammingError on PostgreSQL), so only
+    data and integrity errors count as the statement's own fault.
+    """
+    return isinstance(error, DataError | IntegrityError) or not isinstance(error, DBAPIError)
 
 
 def open_database(url: str) -> Database:

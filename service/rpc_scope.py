@@ -11,14 +11,16 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 import grpc
-from sqlalchemy.exc import InterfaceError, OperationalError
+from sqlalchemy.exc import StatementError
 
 from batchd.logs import REQUEST_ID, REQUEST_ID_METADATA, clean_request_id
 from service import metrics
+from service.database import statement_refused
 from service.errors import ApiError
 
 log = logging.getLogger("batchd.rpc")
 DATABASE_UNAVAILABLE = "the database is unavailable; retry later"
+INTERNAL_ERROR = "internal error; the request id is in the service log"
 
 
 def metadata_value(context: grpc.aio.ServicerContext[Any, Any], key: str) -> str | None:
@@ -45,14 +47,19 @@ async def rpc_scope(name: str, context: grpc.aio.ServicerContext[Any, Any]) -> A
     except ApiError as error:
         code = error.status
         await context.abort_with_status(error.to_status())  # type: ignore[attr-defined]
-    except (OperationalError, InterfaceError) as error:
-        code = grpc.StatusCode.UNAVAILABLE
-        log.warning("database unavailable: %s", type(error).__name__)
-        await context.abort(code, DATABASE_UNAVAILABLE)
+    except StatementError as error:
+        if statement_refused(error):
+            code = grpc.StatusCode.INTERNAL
+            log.exception("%s: the database refused a statement", name)
+            await context.abort(code, INTERNAL_ERROR)
+        else:
+            code = grpc.StatusCode.UNAVAILABLE
+            log.warning("database unavailable: %s", type(error).__name__)
+            await context.abort(code, DATABASE_UNAVAILABLE)
     except Exception:
         code = grpc.StatusCode.INTERNAL
         log.exception("%s failed", name)
-        await context.abort(code, "internal error; the request id is in the service log")
+        await context.abort(code, INTERNAL_ERROR)
     finally:
         seconds = time.perf_counter() - started
         metrics.RPCS.labels(name, code.name).inc()

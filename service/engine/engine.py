@@ -19,12 +19,12 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
 import aiohttp
-from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError, StatementError
+from sqlalchemy.exc import DBAPIError, StatementError
 
 from service import metrics, store
 from service.batch_commands import REQUEST_ID_TTL_SECONDS
 from service.credentials import Sealer
-from service.database import Database
+from service.database import Database, statement_refused
 from service.engine import queue
 from service.engine.executor import Executor, Outcome
 from service.engine.scheduler import Scheduler
@@ -261,7 +261,7 @@ class Engine:
         try:
             await self._record(results)
         except StatementError as error:
-            if _transient(error):
+            if not statement_refused(error):
                 raise  # the database is away: the group is retried
             log.error("a result group was refused (%s); recording one by one", type(error).__name__)
             for result in results:
@@ -271,7 +271,7 @@ class Engine:
         try:
             await self._record([result])
         except StatementError as error:
-            if _transient(error):
+            if not statement_refused(error):
                 raise
             log.error("operation %s: its result was refused by the database", result.id)
             unstorable = dataclasses.replace(
@@ -382,11 +382,6 @@ def _observe(job: Job, outcome: Outcome, seconds: float) -> None:
             "duration_ms": round(seconds * 1000, 3),
         },
     )
-
-
-def _transient(error: StatementError) -> bool:
-    """A lost or refused connection, as opposed to a statement the database rejects."""
-    return isinstance(error, OperationalError | InterfaceError)
 
 
 async def _cancelled(task: asyncio.Task[None]) -> None:

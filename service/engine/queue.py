@@ -291,6 +291,15 @@ async def refresh_batches(
     return list(finished_batches.scalars())
 
 
+def _held_by(owner: str, operation_ids: Sequence[str]) -> list[ColumnElement[bool]]:
+    """These operations, as long as `owner`'s claim on them still stands."""
+    return [
+        operations.c.id.in_(operation_ids),
+        operations.c.lease_owner == owner,
+        operations.c.status == OperationStatus.IN_PROGRESS,
+    ]
+
+
 async def renew_leases(
     connection: AsyncConnection, owner: str, operation_ids: Sequence[str], lease_until: float
 ) -> None:
@@ -298,11 +307,7 @@ async def renew_leases(
         return
     await connection.execute(
         update(operations)
-        .where(
-            operations.c.id.in_(operation_ids),
-            operations.c.lease_owner == owner,
-            operations.c.status == OperationStatus.IN_PROGRESS,
-        )
+        .where(*_held_by(owner, operation_ids))
         .values(lease_expires_at=lease_until)
     )
 
@@ -315,11 +320,7 @@ async def unclaim(
         return
     await connection.execute(
         update(operations)
-        .where(
-            operations.c.id.in_(operation_ids),
-            operations.c.lease_owner == owner,
-            operations.c.status == OperationStatus.IN_PROGRESS,
-        )
+        .where(*_held_by(owner, operation_ids))
         .values(
             status=OperationStatus.PENDING, lease_owner=None, lease_expires_at=None, updated_at=now
         )
@@ -334,11 +335,7 @@ async def cancel_claims(
         return
     canceled = await connection.execute(
         update(operations)
-        .where(
-            operations.c.id.in_(operation_ids),
-            operations.c.lease_owner == owner,
-            operations.c.status == OperationStatus.IN_PROGRESS,
-        )
+        .where(*_held_by(owner, operation_ids))
         .values(
             status=OperationStatus.CANCELED, lease_owner=None, lease_expires_at=None, updated_at=now
         )
