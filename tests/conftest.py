@@ -93,9 +93,8 @@ async def postgres_template(postgres_server: postgres.Server) -> AsyncIterator[s
 async def shared_postgres(
     postgres_server: postgres.Server, postgres_template: str
 ) -> AsyncIterator[str]:
-    name = await postgres_server.create_database(template=postgres_template)
-    yield name
-    await postgres_server.drop_database(name)
+    async with postgres_server.template_copy(postgres_template) as name:
+        yield name
 
 
 @pytest.fixture
@@ -110,9 +109,8 @@ async def private_postgres(
     postgres_server: postgres.Server, postgres_template: str
 ) -> AsyncIterator[str]:
     """A copy of the template for a test that changes the database itself; dropped after."""
-    name = await postgres_server.create_database(template=postgres_template)
-    yield name
-    await postgres_server.drop_database(name)
+    async with postgres_server.template_copy(postgres_template) as name:
+        yield name
 
 
 @pytest.fixture
@@ -189,9 +187,8 @@ def shared_database_url(
 async def module_postgres_url(
     postgres_server: postgres.Server, postgres_template: str
 ) -> AsyncIterator[str]:
-    name = await postgres_server.create_database(template=postgres_template)
-    yield postgres.url_of(name)
-    await postgres_server.drop_database(name)
+    async with postgres_server.template_copy(postgres_template) as name:
+        yield postgres.url_of(name)
 
 
 @pytest.fixture(scope="module")

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from itertools import count
 
@@ -42,6 +44,15 @@ class Server:
         name = f"{PREFIX}{os.getpid()}_{next(self._numbers)}"
         await self.admin.execute(f'CREATE DATABASE "{name}" TEMPLATE "{template}"')
         return name
+
+    @asynccontextmanager
+    async def template_copy(self, template: str) -> AsyncIterator[str]:
+        """A copy of the template for as long as the context lasts."""
+        name = await self.create_database(template=template)
+        try:
+            yield name
+        finally:
+            await self.drop_database(name)
 
     async def drop_database(self, name: str) -> None:
         # FORCE: a service process that outlived its test must not keep the database.

@@ -122,10 +122,6 @@ class Engine:
         if self._session is not None:
             await self._session.close()
 
-    @property
-    def in_flight(self) -> int:
-        return len(self._running)
-
     async def _dispatch(self) -> None:
         while not self._stopping:
             self._wake.clear()
