@@ -13,14 +13,13 @@ from typing import Any
 import grpc
 from sqlalchemy import Row
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.ext.asyncio import AsyncConnection
 
 from batchd.logs import REQUEST_ID
 from batchd.v1 import batch_pb2
 from service import store, validation
 from service.auth import Caller
 from service.credentials import Sealer
-from service.database import Database
+from service.database import Database, DbConnection
 from service.engine import queue
 from service.errors import ApiError, not_found
 from service.models import FINISHED_BATCH_STATUSES, BatchStatus, OperationStatus
@@ -97,7 +96,7 @@ async def create_batch(
 
 
 async def _earlier_batch(
-    connection: AsyncConnection, caller: Caller, request_id: str, fingerprint: str, now: float
+    connection: DbConnection, caller: Caller, request_id: str, fingerprint: str, now: float
 ) -> Row[Any] | None:
     earlier = await store.get_create_request(connection, caller.tenant, request_id)
     if earlier is None:

@@ -2,11 +2,12 @@
 
 SQLite has one writer at a time, and a deferred transaction that later writes
 fails at once with SQLITE_BUSY, whatever busy_timeout says. So on SQLite every
-write goes through a single connection that starts its transactions with
-BEGIN IMMEDIATE, while reads use a pool of their own. WAL with
+write goes through a single connection on the event loop's thread that starts
+its transactions with BEGIN IMMEDIATE (see sqlite_inline.py); primary-key
+lookups run there too, and other reads use aiosqlite's pool. WAL with
 synchronous=NORMAL keeps every commit across a process crash (a power loss may
 drop the last few): the README says so.
-On PostgreSQL both roles share one pooled engine. Each connection is pinged
+On PostgreSQL reads and writes share one pooled engine. Each connection is pinged
 when taken from the pool, so connections the server dropped are replaced
 instead of failing a call; a server that cannot be reached at all surfaces as
 a DBAPIError like any other database failure, which callers answer with
@@ -15,66 +16,73 @@ UNAVAILABLE or retry.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Concatenate, ParamSpec, Protocol, TypeVar
 
-from sqlalchemy import Connection, Engine, Row, Select, create_engine, event
+from sqlalchemy import (
+    Connection,
+    CursorResult,
+    Engine,
+    Executable,
+    Row,
+    Select,
+    create_engine,
+    event,
+)
 from sqlalchemy.engine import Dialect, make_url
 from sqlalchemy.exc import DataError, DBAPIError, IntegrityError, OperationalError, StatementError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
 from service import models  # noqa: F401  (registers the tables)
+from service.sqlite_inline import InlineReader, InlineWriter
+
+P = ParamSpec("P")
+T = TypeVar("T")
 
 # asyncpg waits 60 s by default for an unreachable server; calls should fail sooner.
 CONNECT_TIMEOUT_SECONDS = 10
 
 
-class InlineReader:
-    """SQLite primary-key lookups run on the event loop's own thread.
+class DbConnection(Protocol):
+    """What queries need of a connection: an AsyncConnection, or SQLite's inline writer."""
 
-    A B-tree probe takes microseconds; a hop to aiosqlite's thread and back
-    takes far longer. One connection is kept (in autocommit, so it never pins
-    a snapshot) because the loop's thread runs one lookup at a time anyway.
-    """
+    async def execute(
+        self, statement: Executable, parameters: Any = None
+    ) -> CursorResult[*tuple[Any, ...]]: ...
 
-    def __init__(self, engine: Engine) -> None:
-        self.engine = engine
-        self._connection: Connection | None = None
-
-    def fetch_one(self, query: Select[Any], parameters: Mapping[str, Any]) -> Row[Any] | None:
-        if self._connection is None:
-            self._connection = self.engine.connect().execution_options(isolation_level="AUTOCOMMIT")
-        row: Row[Any] | None = self._connection.execute(query, parameters).first()
-        return row
-
-    def close(self) -> None:
-        if self._connection is not None:
-            self._connection.close()
-        self.engine.dispose()
+    async def run_sync(
+        self, fn: Callable[Concatenate[Connection, P], T], *args: P.args, **kwargs: P.kwargs
+    ) -> T: ...
 
 
 @dataclass(frozen=True)
 class Database:
-    reader: AsyncEngine
-    writer: AsyncEngine
+    # Every read; on PostgreSQL, every write too.
+    engine: AsyncEngine
+    # SQLite only: lookups and writes on the event loop's thread.
     inline_reader: InlineReader | None = None
+    inline_writer: InlineWriter | None = None
 
     @property
     def is_sqlite(self) -> bool:
-        return self.writer.dialect.name == "sqlite"
+        return self.engine.dialect.name == "sqlite"
 
     @asynccontextmanager
-    async def write(self) -> AsyncIterator[AsyncConnection]:
+    async def write(self) -> AsyncIterator[DbConnection]:
         """One write transaction, committed on success."""
-        async with self.writer.begin() as connection:
+        if self.inline_writer is not None:
+            async with self.inline_writer.begin() as inline:
+                yield inline
+            return
+        async with self.engine.begin() as connection:
             yield connection
 
     @asynccontextmanager
     async def read(self) -> AsyncIterator[AsyncConnection]:
-        async with self.reader.connect() as connection:
+        async with self.engine.connect() as connection:
             yield connection
 
     async def fetch_one(self, query: Select[Any], parameters: Mapping[str, Any]) -> Row[Any] | None:
@@ -90,9 +98,9 @@ class Database:
     async def dispose(self) -> None:
         if self.inline_reader is not None:
             self.inline_reader.close()
-        await self.reader.dispose()
-        if self.writer is not self.reader:
-            await self.writer.dispose()
+        if self.inline_writer is not None:
+            self.inline_writer.close()
+        await self.engine.dispose()
 
 
 def statement_refused(error: StatementError) -> bool:
@@ -116,21 +124,24 @@ def open_database(url: str) -> Database:
             connect_args={"timeout": CONNECT_TIMEOUT_SECONDS},
         )
         event.listen(engine.sync_engine, "do_connect", _connect_reporting_network_errors)
-        return Database(reader=engine, writer=engine)
+        return Database(engine)
     if parsed.database and parsed.database != ":memory:":
         Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
-    writer = create_async_engine(url, pool_size=1, max_overflow=0)
     # Readers run in autocommit mode and never hold a transaction, so returning
     # a connection to the pool needs no rollback (a round trip to its thread).
-    reader = create_async_engine(url, pool_size=8, max_overflow=0, pool_reset_on_return=None)
-    inline_reader = create_engine(
-        parsed.set(drivername="sqlite"), pool_size=2, max_overflow=0, pool_reset_on_return=None
-    )
-    _configure_sqlite(writer.sync_engine, begin="BEGIN IMMEDIATE")
-    _configure_sqlite(reader.sync_engine, begin=None)
-    # The inline reader runs on the event loop: never wait long for a lock.
+    engine = create_async_engine(url, pool_size=8, max_overflow=0, pool_reset_on_return=None)
+    sync_url = parsed.set(drivername="sqlite")
+    inline_reader = create_engine(sync_url, pool_size=1, max_overflow=0, pool_reset_on_return=None)
+    inline_writer = create_engine(sync_url, pool_size=1, max_overflow=0)
+    _configure_sqlite(engine.sync_engine, begin=None)
+    # The inline connections run on the event loop: they must not wait for locks.
     _configure_sqlite(inline_reader, begin=None, busy_timeout_ms=20)
-    return Database(reader=reader, writer=writer, inline_reader=InlineReader(inline_reader))
+    _configure_sqlite(inline_writer, begin="BEGIN IMMEDIATE", busy_timeout_ms=0)
+    return Database(
+        engine,
+        inline_reader=InlineReader(inline_reader),
+        inline_writer=InlineWriter(inline_writer),
+    )
 
 
 def _connect_reporting_network_errors(

@@ -7,9 +7,9 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from sqlalchemy import Row, bindparam, delete, func, insert, select, update
-from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlalchemy.sql import ColumnElement, Select
 
+from service.database import DbConnection
 from service.models import TERMINAL_STATUSES, Batch, BatchOperation, CreateRequest
 
 batches = Batch.__table__  # type: ignore[attr-defined]
@@ -35,21 +35,21 @@ class PageRequest:
 
 
 async def insert_batch(
-    connection: AsyncConnection, batch: dict[str, Any], batch_operations: list[dict[str, Any]]
+    connection: DbConnection, batch: dict[str, Any], batch_operations: list[dict[str, Any]]
 ) -> None:
     """Stores a batch and all its operations: one insert, then one bulk insert."""
     await connection.execute(insert(batches), [batch])
     await connection.execute(insert(operations), batch_operations)
 
 
-async def mark_canceled(connection: AsyncConnection, batch_id: str, now: float) -> None:
+async def mark_canceled(connection: DbConnection, batch_id: str, now: float) -> None:
     await connection.execute(
         update(batches).where(batches.c.id == batch_id).values(canceled_at=now, updated_at=now)
     )
 
 
 async def get_create_request(
-    connection: AsyncConnection, tenant: str, request_id: str
+    connection: DbConnection, tenant: str, request_id: str
 ) -> Row[Any] | None:
     query = select(create_requests).where(
         create_requests.c.tenant == tenant, create_requests.c.request_id == request_id
@@ -58,7 +58,7 @@ async def get_create_request(
 
 
 async def insert_create_request(
-    connection: AsyncConnection,
+    connection: DbConnection,
     tenant: str,
     request_id: str,
     fingerprint: str,
@@ -76,7 +76,7 @@ async def insert_create_request(
     )
 
 
-async def delete_create_request(connection: AsyncConnection, tenant: str, request_id: str) -> None:
+async def delete_create_request(connection: DbConnection, tenant: str, request_id: str) -> None:
     await connection.execute(
         delete(create_requests).where(
             create_requests.c.tenant == tenant, create_requests.c.request_id == request_id
@@ -84,20 +84,20 @@ async def delete_create_request(connection: AsyncConnection, tenant: str, reques
     )
 
 
-async def purge_create_requests(connection: AsyncConnection, older_than: float) -> None:
+async def purge_create_requests(connection: DbConnection, older_than: float) -> None:
     await connection.execute(
         delete(create_requests).where(create_requests.c.created_at < older_than)
     )
 
 
-async def get_batch(connection: AsyncConnection, tenant: str, batch_id: str) -> Row[Any] | None:
+async def get_batch(connection: DbConnection, tenant: str, batch_id: str) -> Row[Any] | None:
     parameters = {"id": batch_id, "tenant": tenant}
     row: Row[Any] | None = (await connection.execute(BATCH_BY_ID, parameters)).first()
     return row
 
 
 async def list_batches(
-    connection: AsyncConnection,
+    connection: DbConnection,
     tenant: str,
     ids: Sequence[str],
     statuses: Sequence[str],
@@ -121,7 +121,7 @@ BATCH_BY_ID = select(batches).where(
 
 
 async def list_operations(
-    connection: AsyncConnection,
+    connection: DbConnection,
     tenant: str,
     batch_ids: Sequence[str],
     statuses: Sequence[str],
@@ -136,7 +136,7 @@ async def list_operations(
 
 
 async def operations_of_batches(
-    connection: AsyncConnection, tenant: str, batch_ids: Sequence[str]
+    connection: DbConnection, tenant: str, batch_ids: Sequence[str]
 ) -> Sequence[Row[Any]]:
     """All operations of these batches, each batch's in submitted order."""
     query = (
@@ -148,7 +148,7 @@ async def operations_of_batches(
 
 
 async def finished_operations_since(
-    connection: AsyncConnection, tenant: str, batch_id: str, since: float
+    connection: DbConnection, tenant: str, batch_id: str, since: float
 ) -> Sequence[Row[Any]]:
     """The batch's operations that reached a terminal state at or after `since`."""
     query = (
@@ -165,7 +165,7 @@ async def finished_operations_since(
 
 
 async def _page(
-    connection: AsyncConnection,
+    connection: DbConnection,
     query: Select[Any],
     table: Any,
     filters: list[ColumnElement[bool]],

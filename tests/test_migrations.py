@@ -113,7 +113,7 @@ async def run_migrate_command(*args: str) -> tuple[int, str]:
 
 
 async def test_migrate_command_upgrades_the_database(database: Database) -> None:
-    url = database.writer.url.render_as_string(hide_password=False)
+    url = database.engine.url.render_as_string(hide_password=False)
     code, output = await run_migrate_command("--database-url", url)
     assert code == 0, output
     assert "Running upgrade  -> 0001" in output

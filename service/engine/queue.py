@@ -16,9 +16,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import bindparam, case, exists, func, select, true, update
-from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlalchemy.sql import ColumnElement
 
+from service.database import DbConnection
 from service.models import (
     FINISHED_BATCH_STATUSES,
     TERMINAL_STATUSES,
@@ -95,13 +95,13 @@ def batches_with_pending_work_query(limit: int) -> Any:
     )
 
 
-async def batches_with_pending_work(connection: AsyncConnection, limit: int) -> list[ActiveBatch]:
+async def batches_with_pending_work(connection: DbConnection, limit: int) -> list[ActiveBatch]:
     query = batches_with_pending_work_query(limit)
     rows = (await connection.execute(query)).all()
     return [ActiveBatch(*row) for row in rows]
 
 
-async def count_pending(connection: AsyncConnection) -> int:
+async def count_pending(connection: DbConnection) -> int:
     query = (
         select(func.count())
         .select_from(operations)
@@ -150,7 +150,7 @@ def claim_statement(batch_id: str, count: int, owner: str, now: float, lease_unt
 
 
 async def claim(
-    connection: AsyncConnection,
+    connection: DbConnection,
     owner: str,
     now: float,
     lease_until: float,
@@ -202,7 +202,7 @@ class Recorded:
 
 
 async def record_results(
-    connection: AsyncConnection, owner: str, now: float, results: Sequence[Result]
+    connection: DbConnection, owner: str, now: float, results: Sequence[Result]
 ) -> Recorded:
     """Stores finished operations held by `owner`.
 
@@ -234,7 +234,7 @@ async def record_results(
 
 
 async def _stop_after_failures(
-    connection: AsyncConnection, now: float, batch_ids: set[str]
+    connection: DbConnection, now: float, batch_ids: set[str]
 ) -> list[str]:
     if not batch_ids:
         return []
@@ -244,7 +244,7 @@ async def _stop_after_failures(
     return stopped
 
 
-async def cancel_pending(connection: AsyncConnection, now: float, batch_ids: Any) -> None:
+async def cancel_pending(connection: DbConnection, now: float, batch_ids: Any) -> None:
     """Cancels the pending operations of these batches (ids, or a query of ids)."""
     await connection.execute(
         update(operations)
@@ -254,7 +254,7 @@ async def cancel_pending(connection: AsyncConnection, now: float, batch_ids: Any
 
 
 async def refresh_batches(
-    connection: AsyncConnection, now: float, batch_ids: Iterable[str]
+    connection: DbConnection, now: float, batch_ids: Iterable[str]
 ) -> list[str]:
     """Recounts finished operations; finishes batches with none left, erasing credentials."""
     ids = sorted(batch_ids)
@@ -301,7 +301,7 @@ def _held_by(owner: str, operation_ids: Sequence[str]) -> list[ColumnElement[boo
 
 
 async def renew_leases(
-    connection: AsyncConnection, owner: str, operation_ids: Sequence[str], lease_until: float
+    connection: DbConnection, owner: str, operation_ids: Sequence[str], lease_until: float
 ) -> None:
     if not operation_ids:
         return
@@ -313,7 +313,7 @@ async def renew_leases(
 
 
 async def unclaim(
-    connection: AsyncConnection, owner: str, operation_ids: Sequence[str], now: float
+    connection: DbConnection, owner: str, operation_ids: Sequence[str], now: float
 ) -> None:
     """Returns claimed operations that were never sent to pending, whatever their method."""
     if not operation_ids:
@@ -328,7 +328,7 @@ async def unclaim(
 
 
 async def cancel_claims(
-    connection: AsyncConnection, owner: str, operation_ids: Sequence[str], now: float
+    connection: DbConnection, owner: str, operation_ids: Sequence[str], now: float
 ) -> None:
     """Cancels claimed operations that were never sent (their batch was canceled or stopped)."""
     if not operation_ids:
@@ -345,7 +345,7 @@ async def cancel_claims(
 
 
 async def requeue(
-    connection: AsyncConnection,
+    connection: DbConnection,
     now: float,
     resend_interrupted: bool,
     *,

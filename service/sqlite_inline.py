@@ -1,0 +1,111 @@
+"""SQLite statements run on the event loop's own thread.
+
+A B-tree probe or a small write takes microseconds; handing it to aiosqlite's
+thread and back costs far more, and under load that thread waits for the GIL
+(up to the interpreter's 5 ms switch interval) at every hop, which stalls the
+engine's claims and result writes. SQLite allows one writer at a time anyway,
+so running every write on the loop's thread, one transaction after another,
+loses no concurrency.
+
+Only waiting for another process's write lock could block the loop, so the
+writer never lets SQLite wait: a busy BEGIN is retried with asyncio.sleep.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+import time
+from collections.abc import AsyncIterator, Callable, Mapping
+from contextlib import asynccontextmanager
+from typing import Any, Concatenate, ParamSpec, TypeVar
+
+from sqlalchemy import Connection, CursorResult, Engine, Executable, Row, Select
+from sqlalchemy.exc import OperationalError
+
+P = ParamSpec("P")
+T = TypeVar("T")
+# As long as a write waits for another process before failing, like busy_timeout did.
+BUSY_WAIT_SECONDS = 10.0
+BUSY_RETRY_CAP = 0.05
+
+
+class InlineReader:
+    """Primary-key lookups, on one connection in autocommit mode (it never pins a snapshot)."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        self._connection: Connection | None = None
+
+    def fetch_one(self, query: Select[Any], parameters: Mapping[str, Any]) -> Row[Any] | None:
+        if self._connection is None:
+            self._connection = self.engine.connect().execution_options(isolation_level="AUTOCOMMIT")
+        row: Row[Any] | None = self._connection.execute(query, parameters).first()
+        return row
+
+    def close(self) -> None:
+        if self._connection is not None:
+            self._connection.close()
+        self.engine.dispose()
+
+
+class InlineConnection:
+    """A write transaction's connection, with AsyncConnection's face."""
+
+    def __init__(self, connection: Connection) -> None:
+        self.sync_connection = connection
+
+    async def execute(
+        self, statement: Executable, parameters: Any = None
+    ) -> CursorResult[*tuple[Any, ...]]:
+        return self.sync_connection.execute(statement, parameters)
+
+    async def run_sync(
+        self, fn: Callable[Concatenate[Connection, P], T], *args: P.args, **kwargs: P.kwargs
+    ) -> T:
+        return fn(self.sync_connection, *args, **kwargs)
+
+
+class InlineWriter:
+    """One connection; transactions take turns and start with BEGIN IMMEDIATE."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        self._connection: Connection | None = None
+        self._turn = asyncio.Lock()
+
+    @asynccontextmanager
+    async def begin(self) -> AsyncIterator[InlineConnection]:
+        async with self._turn:
+            if self._connection is None:
+                self._connection = self.engine.connect()
+            transaction = await self._begin(self._connection)
+            try:
+                yield InlineConnection(self._connection)
+            except BaseException:
+                transaction.rollback()
+                raise
+            transaction.commit()
+
+    async def _begin(self, connection: Connection) -> Any:
+        """Starts a transaction, waiting without blocking while another process writes."""
+        delay = 0.001
+        deadline = time.monotonic() + BUSY_WAIT_SECONDS
+        while True:
+            try:
+                return connection.begin()
+            except OperationalError as error:
+                if not _busy(error) or time.monotonic() + delay > deadline:
+                    raise
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, BUSY_RETRY_CAP)
+
+    def close(self) -> None:
+        if self._connection is not None:
+            self._connection.close()
+        self.engine.dispose()
+
+
+def _busy(error: OperationalError) -> bool:
+    code = getattr(error.orig, "sqlite_errorcode", None)
+    return code in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED)
