@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import time
+from typing import Any
 
-from sqlalchemy import func, select, text
+from sqlalchemy import BindParameter, bindparam, func, select, text
 from sqlalchemy.dialects import postgresql
+from sqlalchemy.sql import visitors
 
-from service.database import open_database
+from service.database import DbConnection, open_database
 from service.engine import queue
 from service.models import OperationStatus
 from service.store import batches, operations
@@ -17,14 +19,24 @@ BATCHES = 400
 OPERATIONS_PER_BATCH = 250  # 100,000 operations in all
 
 
-async def plan_of(connection: object, statement: object) -> str:
-    sql = str(
-        statement.compile(  # type: ignore[attr-defined]
-            dialect=postgresql.dialect(), compile_kwargs={"literal_binds": True}
-        )
+async def plan_of(connection: DbConnection, statement: Any) -> str:
+    literal = statement.compile(
+        dialect=postgresql.dialect(), compile_kwargs={"literal_binds": True}
     )
-    rows = await connection.execute(text("EXPLAIN " + sql))  # type: ignore[attr-defined]
+    rows = await connection.execute(text(f"EXPLAIN {literal}"))
     return "\n".join(row[0] for row in rows)
+
+
+def with_values(statement: Any, **values: Any) -> Any:
+    """The statement with these values in its named bind parameters."""
+
+    def bind(element: Any, **_: Any) -> Any:
+        if isinstance(element, BindParameter) and element.key in values:
+            return bindparam(element.key, values[element.key], type_=element.type)
+        return None
+
+    options: dict[str, Any] = {}
+    return visitors.replacement_traverse(statement, options, bind)
 
 
 async def test_claims_lists_and_recovery_use_indexes_at_100k_operations(
@@ -58,9 +70,19 @@ async def test_claims_lists_and_recovery_use_indexes_at_100k_operations(
     async with database.write() as connection:
         await connection.execute(text("ANALYZE"))
         plans = {
-            "claim": await plan_of(connection, queue.claim_statement("b50", 32, "me", now, now)),
+            "claim": await plan_of(
+                connection,
+                with_values(
+                    queue.CLAIM_NEXT,
+                    claim_batch="b50",
+                    count=32,
+                    owner="me",
+                    now=now,
+                    lease_until=now,
+                ),
+            ),
             "pending batches": await plan_of(
-                connection, queue.batches_with_pending_work_query(256)
+                connection, with_values(queue.BATCHES_WITH_PENDING_WORK, limit=256)
             ),
             "recovery": await plan_of(
                 connection,

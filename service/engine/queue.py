@@ -11,11 +11,12 @@ LOCKED); SQLite ignores that clause, its writes being serialised anyway.
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import bindparam, case, exists, func, select, true, update
+from sqlalchemy import CursorResult, Integer, bindparam, case, exists, func, select, true, update
 from sqlalchemy.sql import ColumnElement
 
 from service.database import DbConnection
@@ -75,7 +76,7 @@ def is_failure(status: OperationStatus, response_status: int | None) -> bool:
     return response_status is not None and response_status >= 400
 
 
-def batches_with_pending_work_query(limit: int) -> Any:
+def _batches_with_pending_work_query() -> Any:
     """Unfinished batches that still have pending operations, oldest first."""
     has_pending = exists().where(
         operations.c.batch_id == batches.c.id, operations.c.status == OperationStatus.PENDING
@@ -91,14 +92,16 @@ def batches_with_pending_work_query(limit: int) -> Any:
         )
         .where(batches.c.status.in_((BatchStatus.PENDING, BatchStatus.IN_PROGRESS)), has_pending)
         .order_by(batches.c.created_at, batches.c.id)
-        .limit(limit)
+        .limit(bindparam("limit", type_=Integer))
     )
 
 
+BATCHES_WITH_PENDING_WORK = _batches_with_pending_work_query()
+
+
 async def batches_with_pending_work(connection: DbConnection, limit: int) -> list[ActiveBatch]:
-    query = batches_with_pending_work_query(limit)
-    rows = (await connection.execute(query)).all()
-    return [ActiveBatch(*row) for row in rows]
+    rows = await connection.execute(BATCHES_WITH_PENDING_WORK, {"limit": limit})
+    return [ActiveBatch(*row) for row in rows.all()]
 
 
 async def count_pending(connection: DbConnection) -> int:
@@ -110,13 +113,16 @@ async def count_pending(connection: DbConnection) -> int:
     return int((await connection.execute(query)).scalar_one())
 
 
-def claim_statement(batch_id: str, count: int, owner: str, now: float, lease_until: float) -> Any:
-    """Marks the batch's next `count` pending operations as ours, returning them."""
+def _claim_statement() -> Any:
+    """Marks a batch's next `count` pending operations as `owner`'s, returning them."""
     next_pending = (
         select(operations.c.id)
-        .where(operations.c.batch_id == batch_id, operations.c.status == OperationStatus.PENDING)
+        .where(
+            operations.c.batch_id == bindparam("claim_batch"),
+            operations.c.status == OperationStatus.PENDING,
+        )
         .order_by(operations.c.position)
-        .limit(count)
+        .limit(bindparam("count", type_=Integer))
         .with_for_update(skip_locked=True)
         # As a plain subquery PostgreSQL may rerun it for each row it joins,
         # LIMIT and all, and claim every pending operation; a CTE runs once.
@@ -131,10 +137,10 @@ def claim_statement(batch_id: str, count: int, owner: str, now: float, lease_unt
         )
         .values(
             status=OperationStatus.IN_PROGRESS,
-            lease_owner=owner,
-            lease_expires_at=lease_until,
+            lease_owner=bindparam("owner"),
+            lease_expires_at=bindparam("lease_until"),
             lease_generation=operations.c.lease_generation + 1,
-            updated_at=now,
+            updated_at=bindparam("now"),
         )
         .returning(
             operations.c.id,
@@ -149,6 +155,11 @@ def claim_statement(batch_id: str, count: int, owner: str, now: float, lease_unt
     )
 
 
+# Built once: claims run many times a second, and building a statement costs
+# more than running it.
+CLAIM_NEXT = _claim_statement()
+
+
 async def claim(
     connection: DbConnection,
     owner: str,
@@ -158,10 +169,12 @@ async def claim(
 ) -> list[Claim]:
     """Claims up to `wanted[batch_id]` pending operations of each batch, in order."""
     claims: list[Claim] = []
+    lease = {"owner": owner, "now": now, "lease_until": lease_until}
     for batch_id, count in wanted.items():
-        statement = claim_statement(batch_id, count, owner, now, lease_until)
-        rows = (await connection.execute(statement)).all()
-        claims.extend(Claim(*row) for row in rows)
+        rows = await connection.execute(
+            CLAIM_NEXT, {"claim_batch": batch_id, "count": count, **lease}
+        )
+        claims.extend(Claim(*row) for row in rows.all())
     started = {claim.batch_id for claim in claims}
     if started:
         await connection.execute(
@@ -209,7 +222,7 @@ async def record_results(
     In a batch that stops on failure, a failed, timed-out or >= 400 result
     cancels the operations not yet started.
     """
-    await connection.execute(
+    written = await connection.execute(
         _record_result,
         [
             {
@@ -229,8 +242,23 @@ async def record_results(
     stopped = await _stop_after_failures(
         connection, now, {r.batch_id for r in results if r.is_failure}
     )
-    finished = await refresh_batches(connection, now, {result.batch_id for result in results})
-    return Recorded(finished, stopped)
+    recorded = Counter(result.batch_id for result in results)
+    if not _all_rows_changed(written, len(results)):
+        # Some claims were taken over: count from the statuses themselves.
+        return Recorded(await refresh_batches(connection, now, recorded), stopped)
+    # Each batch gained exactly its results, and counting them is cheaper than
+    # a recount, which grows with the batch. A stopped batch also lost its
+    # pending operations: recount it.
+    added = {batch_id: count for batch_id, count in recorded.items() if batch_id not in stopped}
+    return Recorded(await refresh_batches(connection, now, stopped, added), stopped)
+
+
+def _all_rows_changed(result: CursorResult[Any], statements: int) -> bool:
+    """Whether each of `statements` changed its row; False when the driver cannot tell."""
+    sane = (
+        result.supports_sane_multi_rowcount() if statements > 1 else result.supports_sane_rowcount()
+    )
+    return sane and result.rowcount == statements
 
 
 async def _stop_after_failures(
@@ -253,11 +281,28 @@ async def cancel_pending(connection: DbConnection, now: float, batch_ids: Any) -
     )
 
 
+_add_finished = (
+    update(batches)
+    .where(batches.c.id == bindparam("batch_id"))
+    .values(
+        finished_count=batches.c.finished_count + bindparam("added"), updated_at=bindparam("now")
+    )
+)
+
+
 async def refresh_batches(
-    connection: DbConnection, now: float, batch_ids: Iterable[str]
+    connection: DbConnection,
+    now: float,
+    recount: Iterable[str],
+    added: Mapping[str, int] | None = None,
 ) -> list[str]:
-    """Recounts finished operations; finishes batches with none left, erasing credentials."""
-    ids = sorted(batch_ids)
+    """Moves finished counts: recounted from the statuses, or raised by a known number.
+
+    Finishes batches with no operation left, erasing their credentials.
+    """
+    added = added or {}
+    recounted = sorted(recount)
+    ids = sorted({*recounted, *added})
     if not ids:
         return []
     # Lock the batches first, in a stable order. Under READ COMMITTED the
@@ -266,15 +311,28 @@ async def refresh_batches(
     await connection.execute(
         select(batches.c.id).where(batches.c.id.in_(ids)).order_by(batches.c.id).with_for_update()
     )
-    finished = (
-        select(func.count())
-        .select_from(operations)
-        .where(operations.c.batch_id == batches.c.id, operations.c.status.in_(TERMINAL_STATUSES))
-        .scalar_subquery()
-    )
-    await connection.execute(
-        update(batches).where(batches.c.id.in_(ids)).values(finished_count=finished, updated_at=now)
-    )
+    if added:
+        await connection.execute(
+            _add_finished,
+            [
+                {"batch_id": batch_id, "added": count, "now": now}
+                for batch_id, count in added.items()
+            ],
+        )
+    if recounted:
+        finished = (
+            select(func.count())
+            .select_from(operations)
+            .where(
+                operations.c.batch_id == batches.c.id, operations.c.status.in_(TERMINAL_STATUSES)
+            )
+            .scalar_subquery()
+        )
+        await connection.execute(
+            update(batches)
+            .where(batches.c.id.in_(recounted))
+            .values(finished_count=finished, updated_at=now)
+        )
     final_status = case(
         (batches.c.canceled_at.is_not(None), BatchStatus.CANCELED), else_=BatchStatus.COMPLETED
     )
