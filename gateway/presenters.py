@@ -34,9 +34,12 @@ def batch_object(batch: batch_pb2.Batch, with_operations: bool = False) -> JSONO
         "updated_at": batch.update_time.seconds,
     }
     if with_operations:
+        # The service inlines as many operations as fit in one reply: when
+        # `count` is more than `data` holds, the rest are read from `url`.
         operations = [operation_object(op) for op in batch.batch_operations]
-        count = len(operations)
-        shown["batch_operations"] = list_object(operations, count, count, 1, OPERATIONS_URL)
+        shown["batch_operations"] = list_object(
+            operations, batch.batch_operations_count, len(operations), 1, OPERATIONS_URL
+        )
     return shown
 
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
 from typing import Any
 
 from google.protobuf import timestamp_pb2
@@ -66,13 +65,12 @@ def operation_message(row: Any) -> batch_pb2.BatchOperation:
     return message
 
 
-def batch_message(row: Any, operations: Iterable[Any] = ()) -> batch_pb2.Batch:
+def batch_message(row: Any) -> batch_pb2.Batch:
     return batch_pb2.Batch(
         id=row.id,
         status=BATCH_STATUS_ENUMS[row.status],
         batch_operations_count=row.operations_count,
         finished_batch_operations_count=row.finished_count,
-        batch_operations=[operation_message(op) for op in operations],
         create_time=timestamp(row.created_at),
         update_time=timestamp(row.updated_at),
         execution_options=batch_pb2.ExecutionOptions(

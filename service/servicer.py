@@ -3,17 +3,16 @@
 from __future__ import annotations
 
 import functools
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
-from itertools import groupby
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, TypeVar
 
 import grpc
-from sqlalchemy import Row
 
 from batchd.v1 import batch_pb2, batch_pb2_grpc
 from service import convert, metrics, store, validation
 from service.auth import Caller, Tenants
 from service.batch_commands import cancel_batch, create_batch
+from service.batch_view import Budget, batch_messages
 from service.credentials import Sealer
 from service.database import Database
 from service.errors import not_found
@@ -72,13 +71,15 @@ class BatchServicer(batch_pb2_grpc.BatchServiceServicer):
         )
         if created.replayed:
             async with self.database.read() as connection:
-                [message] = await self._batch_messages(
-                    connection, caller, [created.batch], request.view
+                [message] = await batch_messages(
+                    connection, caller.tenant, [created.batch], request.view
                 )
             return batch_pb2.CreateBatchResponse(batch=message)
         self.on_batch_created()
-        shown = created.operations if request.view == batch_pb2.BATCH_VIEW_FULL else []
-        return batch_pb2.CreateBatchResponse(batch=convert.batch_message(created.batch, shown))
+        message = convert.batch_message(created.batch)
+        if request.view == batch_pb2.BATCH_VIEW_FULL:
+            Budget().inline(message, created.operations)
+        return batch_pb2.CreateBatchResponse(batch=message)
 
     @rpc
     async def CancelBatch(
@@ -118,7 +119,7 @@ class BatchServicer(batch_pb2_grpc.BatchServiceServicer):
         if request.view != batch_pb2.BATCH_VIEW_FULL:
             return batch_pb2.GetBatchResponse(batch=convert.batch_message(row))
         async with self.database.read() as connection:
-            [message] = await self._batch_messages(connection, caller, [row], request.view)
+            [message] = await batch_messages(connection, caller.tenant, [row], request.view)
         return batch_pb2.GetBatchResponse(batch=message)
 
     @rpc
@@ -130,7 +131,7 @@ class BatchServicer(batch_pb2_grpc.BatchServiceServicer):
         statuses = validation.enum_names(request.statuses, convert.BATCH_STATUS_NAMES, "statuses")
         async with self.database.read() as connection:
             rows, total = await store.list_batches(connection, caller.tenant, ids, statuses, page)
-            messages = await self._batch_messages(connection, caller, rows, request.view)
+            messages = await batch_messages(connection, caller.tenant, rows, request.view)
         return batch_pb2.ListBatchesResponse(batches=messages, total_size=total)
 
     @rpc
@@ -161,16 +162,3 @@ class BatchServicer(batch_pb2_grpc.BatchServiceServicer):
         return batch_pb2.ListBatchOperationsResponse(
             batch_operations=[convert.operation_message(row) for row in rows], total_size=total
         )
-
-    async def _batch_messages(
-        self, connection: Any, caller: Caller, rows: Sequence[Row[Any]], view: int
-    ) -> list[batch_pb2.Batch]:
-        if view != batch_pb2.BATCH_VIEW_FULL or not rows:
-            return [convert.batch_message(row) for row in rows]
-        operations = await store.operations_of_batches(
-            connection, caller.tenant, [row.id for row in rows]
-        )
-        by_batch = {
-            key: list(group) for key, group in groupby(operations, key=lambda op: op.batch_id)
-        }
-        return [convert.batch_message(row, by_batch.get(row.id, [])) for row in rows]

@@ -135,14 +135,19 @@ async def list_operations(
     return await _page(connection, select(operations), operations, filters, page)
 
 
-async def operations_of_batches(
-    connection: DbConnection, tenant: str, batch_ids: Sequence[str]
+async def operations_page(
+    connection: DbConnection, tenant: str, batch_id: str, after_position: int, limit: int
 ) -> Sequence[Row[Any]]:
-    """All operations of these batches, each batch's in submitted order."""
+    """The batch's next `limit` operations after `after_position`, in submitted order."""
     query = (
         select(operations)
-        .where(operations.c.tenant == tenant, operations.c.batch_id.in_(batch_ids))
-        .order_by(operations.c.batch_id, operations.c.position)
+        .where(
+            operations.c.tenant == tenant,
+            operations.c.batch_id == batch_id,
+            operations.c.position > after_position,
+        )
+        .order_by(operations.c.position)
+        .limit(limit)
     )
     return (await connection.execute(query)).all()
 

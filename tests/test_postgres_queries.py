@@ -89,7 +89,7 @@ async def test_store_reads_back_what_it_wrote(database: Database) -> None:
             await database.fetch_one(store.OPERATION_BY_ID, {"id": "b1-op0", "tenant": "tenant-b"})
             is None
         )
-        in_order = await store.operations_of_batches(connection, TENANT, ["b1"])
+        in_order = await store.operations_page(connection, TENANT, "b1", -1, 100)
     assert batch is not None and first is not None
     assert (batch.created_at, batch.sealed_authorization, batch.status) == (
         CREATED,
@@ -173,7 +173,7 @@ async def test_queue_claims_records_and_completes_a_batch(database: Database) ->
             ],
         )
         batch = await store.get_batch(connection, TENANT, "b1")
-        operations = await store.operations_of_batches(connection, TENANT, ["b1"])
+        operations = await store.operations_page(connection, TENANT, "b1", -1, 100)
         pending = await queue.batches_with_pending_work(connection, 10)
     assert completed.finished_batches == ["b1"] and pending == []
     assert batch is not None
@@ -194,7 +194,7 @@ async def test_queue_requeues_expired_leases(database: Database) -> None:
         recovered = await queue.requeue(
             connection, CREATED + 40, False, expired_before=CREATED + 40
         )
-        operations = await store.operations_of_batches(connection, TENANT, ["b1"])
+        operations = await store.operations_page(connection, TENANT, "b1", -1, 100)
     assert recovered == 2
     assert [(op.status, op.failure_reason) for op in operations] == [
         ("pending", None),

@@ -474,3 +474,41 @@ async def test_a_lone_surrogate_in_the_path_or_query_is_a_bad_request(
         api, "POST", "/v1/batches?expand[]=batch_operations", 200, data=raw.encode()
     )
     assert created["batch_operations"]["data"][0]["body"] == {"x": "\U0001f600"}
+
+
+async def test_a_batch_too_large_to_inline_shows_what_fits_and_counts_the_rest(
+    api: aiohttp.ClientSession,
+) -> None:
+    # Twelve stored responses of about 0.9 MiB: more than one reply may carry.
+    count = 12
+    operations = [
+        {"http_method": "GET", "path": "/huge", "query_params": {"bytes": 900_000, "n": n}}
+        for n in range(count)
+    ]
+    created = await create_batch(api, operations)
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + 60
+    while (batch := await call(api, "GET", f"/v1/batches/{created['id']}", 200))[
+        "status"
+    ] != "completed":
+        assert loop.time() < deadline, batch
+        await asyncio.sleep(0.1)
+
+    path = f"/v1/batches/{created['id']}?expand[]=batch_operations"
+    inlined = (await call(api, "GET", path, 200))["batch_operations"]
+    shown = len(inlined["data"])
+    assert 0 < shown < count
+    assert inlined["pagination"] == {
+        "count": count,
+        "limit": shown,
+        "page": 1,
+        "url": "/v1/batch_operations",
+    }
+    listed = await call(
+        api, "GET", f"/v1/batch_operations?batch_ids[]={created['id']}&limit=100", 200
+    )
+    assert listed["pagination"]["count"] == count
+    assert {op["id"] for op in inlined["data"]} < {op["id"] for op in listed["data"]}
+    # The first operations, in submitted order, each whole.
+    assert [op["query_params"]["n"] for op in inlined["data"]] == list(range(shown))
+    assert all(len(op["response_body"]["data"]) == 900_000 for op in inlined["data"])

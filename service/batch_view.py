@@ -1,0 +1,63 @@
+"""Batches as messages in the view asked for; the full view within a size budget.
+
+A batch's stored responses can add up to far more than one gRPC message may
+carry (a thousand operations of up to 1 MiB each). The full view inlines
+operations in submitted order while they fit in the budget; a client that gets
+fewer than batch_operations_count reads the rest with ListBatchOperations.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+from batchd.v1 import batch_pb2
+from service import convert, store
+from service.database import DbConnection
+
+# Half the largest message the server sends: room for the rest of the reply,
+# and the gateway's JSON stays a sane size.
+FULL_VIEW_BUDGET_BYTES = 8 * 1024 * 1024
+# Operations read per query: memory stays bounded however large the batch.
+PAGE_SIZE = 200
+
+
+class Budget:
+    """Bytes of operations a response may still carry."""
+
+    def __init__(self, total: int = FULL_VIEW_BUDGET_BYTES) -> None:
+        self.left = total
+
+    def inline(self, batch: batch_pb2.Batch, rows: Iterable[Any]) -> bool:
+        """Appends these operations to the batch while they fit; False once one did not."""
+        for row in rows:
+            operation = convert.operation_message(row)
+            size = operation.ByteSize()
+            if size > self.left:
+                self.left = 0
+                return False
+            self.left -= size
+            batch.batch_operations.append(operation)
+        return True
+
+
+async def batch_messages(
+    connection: DbConnection, tenant: str, rows: Sequence[Any], view: int
+) -> list[batch_pb2.Batch]:
+    messages = [convert.batch_message(row) for row in rows]
+    if view == batch_pb2.BATCH_VIEW_FULL:
+        budget = Budget()
+        for message in messages:
+            await _inline_stored(connection, tenant, message, budget)
+    return messages
+
+
+async def _inline_stored(
+    connection: DbConnection, tenant: str, batch: batch_pb2.Batch, budget: Budget
+) -> None:
+    after = -1
+    while True:
+        rows = await store.operations_page(connection, tenant, batch.id, after, PAGE_SIZE)
+        if not budget.inline(batch, rows) or len(rows) < PAGE_SIZE:
+            return
+        after = rows[-1].position
