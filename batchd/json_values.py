@@ -108,6 +108,20 @@ def storable(value: Any) -> bool:
     return True
 
 
+def storable_document(raw: bytes, parsed: Any) -> bool:
+    """storable(parsed), for JSON parsed from `raw`: most documents are decided
+    from the text alone, without walking every value.
+
+    UTF-8 JSON text can only spell a NUL or a lone surrogate as a \\u escape
+    (raw control characters and invalid UTF-8 fail to parse); a NUL byte means
+    another encoding (UTF-16 or 32), checked in full. A document nests no
+    deeper than it has brackets.
+    """
+    if b"\\u" in raw or b"\x00" in raw or raw.count(b"[") + raw.count(b"{") > MAX_DEPTH:
+        return storable(parsed)
+    return True
+
+
 def _has_surrogate(text: str) -> bool:
     try:
         text.encode("utf-8")

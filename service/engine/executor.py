@@ -12,7 +12,7 @@ from typing import Any
 
 import aiohttp
 
-from batchd.json_values import storable
+from batchd.json_values import storable_document
 from batchd.logs import REQUEST_ID_HEADER
 from service.engine.queue import IDEMPOTENT_METHODS, Claim, is_failure
 from service.engine.urls import Upstream
@@ -180,7 +180,7 @@ class Executor:
             except ValueError:
                 kind = "non_json"
             else:
-                if storable(parsed):
+                if storable_document(raw, parsed):
                     return parsed
                 kind = "unstorable_json"
         else:

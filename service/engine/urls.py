@@ -11,6 +11,7 @@ once more before anything is sent.
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
@@ -108,7 +109,7 @@ class Upstream:
         assert url.port is not None
         return cls(url.scheme, url.host, url.port, url.raw_path.rstrip("/"))
 
-    @property
+    @functools.cached_property
     def origin(self) -> URL:
         return URL.build(scheme=self.scheme, host=self.host, port=self.port)
 
