@@ -22,7 +22,7 @@ Item = TypeVar("Item")
 
 
 class Scheduler(Generic[Item]):
-    def __init__(self, max_running: int, max_running_per_batch: int, prefetch: int = 4) -> None:
+    def __init__(self, max_running: int, max_running_per_batch: int, prefetch: int = 2) -> None:
         self.max_running = max_running
         self.max_running_per_batch = max_running_per_batch
         self.prefetch = prefetch
