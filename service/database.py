@@ -49,6 +49,13 @@ CONNECT_TIMEOUT_SECONDS = 10
 class DbConnection(Protocol):
     """What queries need of a connection: an AsyncConnection, or SQLite's inline writer."""
 
+    @property
+    def dialect(self) -> Dialect: ...
+
+    async def exec_driver_sql(
+        self, statement: str, parameters: Any = None
+    ) -> CursorResult[*tuple[Any, ...]]: ...
+
     async def execute(
         self, statement: Executable, parameters: Any = None
     ) -> CursorResult[*tuple[Any, ...]]: ...

@@ -21,6 +21,7 @@ from contextlib import asynccontextmanager
 from typing import Any, Concatenate, ParamSpec, TypeVar
 
 from sqlalchemy import Connection, CursorResult, Engine, Executable, Row, Select
+from sqlalchemy.engine import Dialect
 from sqlalchemy.exc import OperationalError
 
 P = ParamSpec("P")
@@ -54,6 +55,15 @@ class InlineConnection:
 
     def __init__(self, connection: Connection) -> None:
         self.sync_connection = connection
+
+    @property
+    def dialect(self) -> Dialect:
+        return self.sync_connection.dialect
+
+    async def exec_driver_sql(
+        self, statement: str, parameters: Any = None
+    ) -> CursorResult[*tuple[Any, ...]]:
+        return self.sync_connection.exec_driver_sql(statement, parameters)
 
     async def execute(
         self, statement: Executable, parameters: Any = None

@@ -9,6 +9,7 @@ from typing import Any, Literal
 from sqlalchemy import Row, bindparam, delete, func, insert, select, update
 from sqlalchemy.sql import ColumnElement, Select
 
+from service.bulk import BulkStatement, json_text
 from service.database import DbConnection
 from service.models import TERMINAL_STATUSES, Batch, BatchOperation, CreateRequest
 
@@ -34,12 +35,26 @@ class PageRequest:
         return (self.page - 1) * self.limit
 
 
+_insert_operations = BulkStatement(insert(operations))
+
+
 async def insert_batch(
     connection: DbConnection, batch: dict[str, Any], batch_operations: list[dict[str, Any]]
 ) -> None:
     """Stores a batch and all its operations: one insert, then one bulk insert."""
     await connection.execute(insert(batches), [batch])
-    await connection.execute(insert(operations), batch_operations)
+    await _insert_operations.execute_many(
+        connection,
+        [
+            {
+                **operation,
+                "query_params": json_text(operation["query_params"]),
+                "body": json_text(operation["body"]),
+                "response_body": json_text(operation["response_body"]),
+            }
+            for operation in batch_operations
+        ],
+    )
 
 
 async def mark_canceled(connection: DbConnection, batch_id: str, now: float) -> None:

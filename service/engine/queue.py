@@ -19,6 +19,7 @@ from typing import Any
 from sqlalchemy import CursorResult, Integer, bindparam, case, exists, func, select, true, update
 from sqlalchemy.sql import ColumnElement
 
+from service.bulk import BulkStatement, json_text
 from service.database import DbConnection
 from service.models import (
     FINISHED_BATCH_STATUSES,
@@ -186,7 +187,7 @@ async def claim(
     return claims
 
 
-_record_result = (
+_record_result = BulkStatement(
     update(operations)
     .where(
         operations.c.id == bindparam("result_id"),
@@ -222,8 +223,8 @@ async def record_results(
     In a batch that stops on failure, a failed, timed-out or >= 400 result
     cancels the operations not yet started.
     """
-    written = await connection.execute(
-        _record_result,
+    written = await _record_result.execute_many(
+        connection,
         [
             {
                 "result_id": result.id,
@@ -231,7 +232,7 @@ async def record_results(
                 "owner": owner,
                 "status": result.status,
                 "response_status": result.response_status,
-                "response_body": result.response_body,
+                "response_body": json_text(result.response_body),
                 "failure_reason": result.failure_reason,
                 "attempts": result.attempts,
                 "now": now,
