@@ -37,7 +37,7 @@ from sqlalchemy.exc import DataError, DBAPIError, IntegrityError, OperationalErr
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
 from service import models  # noqa: F401  (registers the tables)
-from service.sqlite_inline import InlineReader, InlineWriter
+from service.sqlite_inline import WAL_BACKSTOP_PAGES, InlineReader, InlineWriter
 
 P = ParamSpec("P")
 T = TypeVar("T")
@@ -106,7 +106,7 @@ class Database:
         if self.inline_reader is not None:
             self.inline_reader.close()
         if self.inline_writer is not None:
-            self.inline_writer.close()
+            await self.inline_writer.close()
         await self.engine.dispose()
 
 
@@ -143,7 +143,12 @@ def open_database(url: str) -> Database:
     _configure_sqlite(engine.sync_engine, begin=None)
     # The inline connections run on the event loop: they must not wait for locks.
     _configure_sqlite(inline_reader, begin=None, busy_timeout_ms=20)
-    _configure_sqlite(inline_writer, begin="BEGIN IMMEDIATE", busy_timeout_ms=0)
+    _configure_sqlite(
+        inline_writer,
+        begin="BEGIN IMMEDIATE",
+        busy_timeout_ms=0,
+        wal_autocheckpoint=WAL_BACKSTOP_PAGES,
+    )
     return Database(
         engine,
         inline_reader=InlineReader(inline_reader),
@@ -163,7 +168,12 @@ def _connect_reporting_network_errors(
         raise dbapi.OperationalError(f"cannot connect to the database: {error!r}") from error
 
 
-def _configure_sqlite(engine: Engine, begin: str | None, busy_timeout_ms: int = 10_000) -> None:
+def _configure_sqlite(
+    engine: Engine,
+    begin: str | None,
+    busy_timeout_ms: int = 10_000,
+    wal_autocheckpoint: int = 1000,
+) -> None:
     @event.listens_for(engine, "connect")
     def on_connect(dbapi_connection: Any, _record: Any) -> None:
         # Take transaction control away from the driver: it would delay BEGIN.
@@ -173,6 +183,7 @@ def _configure_sqlite(engine: Engine, begin: str | None, busy_timeout_ms: int = 
         cursor.execute("PRAGMA synchronous=NORMAL")
         cursor.execute(f"PRAGMA busy_timeout={busy_timeout_ms}")
         cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.execute(f"PRAGMA wal_autocheckpoint={wal_autocheckpoint}")
         cursor.close()
 
     if begin is not None:
