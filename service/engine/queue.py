@@ -16,7 +16,18 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import CursorResult, Integer, bindparam, case, exists, func, select, true, update
+from sqlalchemy import (
+    BindParameter,
+    CursorResult,
+    Integer,
+    bindparam,
+    case,
+    exists,
+    func,
+    select,
+    true,
+    update,
+)
 from sqlalchemy.sql import ColumnElement
 
 from service.bulk import BulkStatement, json_text
@@ -157,8 +168,14 @@ def _claim_statement() -> Any:
 
 
 # Built once: claims run many times a second, and building a statement costs
-# more than running it.
+# more than running it. So are the other statements of claims and results.
 CLAIM_NEXT = _claim_statement()
+_batch_ids: BindParameter[str] = bindparam("batch_ids", expanding=True)
+_START_BATCHES = (
+    update(batches)
+    .where(batches.c.id.in_(_batch_ids), batches.c.status == BatchStatus.PENDING)
+    .values(status=BatchStatus.IN_PROGRESS, updated_at=bindparam("now"))
+)
 
 
 async def claim(
@@ -178,11 +195,7 @@ async def claim(
         claims.extend(Claim(*row) for row in rows.all())
     started = {claim.batch_id for claim in claims}
     if started:
-        await connection.execute(
-            update(batches)
-            .where(batches.c.id.in_(started), batches.c.status == BatchStatus.PENDING)
-            .values(status=BatchStatus.IN_PROGRESS, updated_at=now)
-        )
+        await connection.execute(_START_BATCHES, {"batch_ids": sorted(started), "now": now})
     claims.sort(key=lambda claim: claim.id)
     return claims
 
@@ -282,12 +295,46 @@ async def cancel_pending(connection: DbConnection, now: float, batch_ids: Any) -
     )
 
 
-_add_finished = (
+_LOCK_BATCHES = (
+    select(batches.c.id)
+    .where(batches.c.id.in_(_batch_ids))
+    .order_by(batches.c.id)
+    .with_for_update()
+)
+_ADD_FINISHED = (
     update(batches)
     .where(batches.c.id == bindparam("batch_id"))
     .values(
         finished_count=batches.c.finished_count + bindparam("added"), updated_at=bindparam("now")
     )
+)
+_RECOUNT_FINISHED = (
+    update(batches)
+    .where(batches.c.id.in_(_batch_ids))
+    .values(
+        finished_count=select(func.count())
+        .select_from(operations)
+        .where(operations.c.batch_id == batches.c.id, operations.c.status.in_(TERMINAL_STATUSES))
+        .scalar_subquery(),
+        updated_at=bindparam("now"),
+    )
+)
+# A batch with every operation finished ends, and its credentials are erased.
+_FINISH_BATCHES = (
+    update(batches)
+    .where(
+        batches.c.id.in_(_batch_ids),
+        batches.c.finished_count == batches.c.operations_count,
+        batches.c.status.not_in(FINISHED_BATCH_STATUSES),
+    )
+    .values(
+        status=case(
+            (batches.c.canceled_at.is_not(None), BatchStatus.CANCELED),
+            else_=BatchStatus.COMPLETED,
+        ),
+        sealed_authorization=None,
+    )
+    .returning(batches.c.id)
 )
 
 
@@ -309,44 +356,18 @@ async def refresh_batches(
     # Lock the batches first, in a stable order. Under READ COMMITTED the
     # recount below then takes its snapshot after any other replica that was
     # recounting the same batch has committed, so no count misses results.
-    await connection.execute(
-        select(batches.c.id).where(batches.c.id.in_(ids)).order_by(batches.c.id).with_for_update()
-    )
+    await connection.execute(_LOCK_BATCHES, {"batch_ids": ids})
     if added:
         await connection.execute(
-            _add_finished,
+            _ADD_FINISHED,
             [
                 {"batch_id": batch_id, "added": count, "now": now}
                 for batch_id, count in added.items()
             ],
         )
     if recounted:
-        finished = (
-            select(func.count())
-            .select_from(operations)
-            .where(
-                operations.c.batch_id == batches.c.id, operations.c.status.in_(TERMINAL_STATUSES)
-            )
-            .scalar_subquery()
-        )
-        await connection.execute(
-            update(batches)
-            .where(batches.c.id.in_(recounted))
-            .values(finished_count=finished, updated_at=now)
-        )
-    final_status = case(
-        (batches.c.canceled_at.is_not(None), BatchStatus.CANCELED), else_=BatchStatus.COMPLETED
-    )
-    finished_batches = await connection.execute(
-        update(batches)
-        .where(
-            batches.c.id.in_(ids),
-            batches.c.finished_count == batches.c.operations_count,
-            batches.c.status.not_in(FINISHED_BATCH_STATUSES),
-        )
-        .values(status=final_status, sealed_authorization=None)
-        .returning(batches.c.id)
-    )
+        await connection.execute(_RECOUNT_FINISHED, {"batch_ids": recounted, "now": now})
+    finished_batches = await connection.execute(_FINISH_BATCHES, {"batch_ids": ids})
     return list(finished_batches.scalars())
 
 
