@@ -6,6 +6,8 @@ BATCH_METRICS_ADDRESS when set.
 
 from __future__ import annotations
 
+import functools
+
 from prometheus_client import Counter, Gauge, Histogram, start_http_server
 
 RPCS = Counter("batchd_rpc_requests", "gRPC calls handled", ["method", "code"])
@@ -22,6 +24,17 @@ LEASE_RECOVERIES = Counter(
     "batchd_lease_recoveries", "Operations taken back after their claim's lease expired"
 )
 WATCH_STREAMS = Gauge("batchd_watch_streams", "Open WatchBatch streams")
+
+
+@functools.cache
+def _operations_by(status: str) -> Counter:
+    return OPERATIONS.labels(status)
+
+
+def operation_finished(status: str, seconds: float) -> None:
+    # labels() takes a lock and validates on every call: keep each child.
+    _operations_by(status).inc()
+    UPSTREAM_SECONDS.observe(seconds)
 
 
 def serve(address: str) -> None:

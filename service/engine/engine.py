@@ -363,8 +363,9 @@ class Job:
 
 
 def _observe(job: Job, outcome: Outcome, seconds: float) -> None:
-    metrics.OPERATIONS.labels(outcome.status).inc()
-    metrics.UPSTREAM_SECONDS.observe(seconds)
+    metrics.operation_finished(outcome.status, seconds)
+    if not log.isEnabledFor(logging.INFO):
+        return  # thousands a second: skip building the event nobody logs
     log.info(
         "operation finished",
         extra={
