@@ -16,6 +16,7 @@ UNAVAILABLE or retry.
 
 from __future__ import annotations
 
+import sqlite3
 from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -27,13 +28,12 @@ from sqlalchemy import (
     CursorResult,
     Engine,
     Executable,
-    Row,
     Select,
     create_engine,
     event,
 )
 from sqlalchemy.engine import Dialect, make_url
-from sqlalchemy.exc import DataError, DBAPIError, IntegrityError, OperationalError, StatementError
+from sqlalchemy.exc import DataError, DBAPIError, IntegrityError, StatementError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
 from service import models  # noqa: F401  (registers the tables)
@@ -92,15 +92,16 @@ class Database:
         async with self.engine.connect() as connection:
             yield connection
 
-    async def fetch_one(self, query: Select[Any], parameters: Mapping[str, Any]) -> Row[Any] | None:
-        """The row of a primary-key lookup (a prepared statement), or None."""
+    async def fetch_one(self, query: Select[Any], parameters: Mapping[str, Any]) -> Any:
+        """The row of a primary-key lookup (a prepared statement), its columns as
+        attributes, or None."""
         if self.inline_reader is not None:
             try:
                 return self.inline_reader.fetch_one(query, parameters)
-            except OperationalError:
+            except sqlite3.OperationalError:
                 pass  # busy for a moment (a checkpoint): take the async path
         async with self.read() as connection:
-            return (await connection.execute(query, parameters)).first()  # type: ignore[no-any-return]
+            return (await connection.execute(query, parameters)).first()
 
     async def dispose(self) -> None:
         if self.inline_reader is not None:

@@ -226,3 +226,19 @@ async def test_concurrent_claims_skip_rows_another_transaction_holds(
     assert started.id == "b1-op0"
     assert [c.id for c in held] == ["b1-op1", "b1-op2"]
     assert [c.id for c in other] == ["b1-op3", "b1-op4"]
+
+
+async def test_primary_key_lookups_read_like_every_other_query(database: Database) -> None:
+    await insert(database, "b1", CREATED, ["POST", "GET"])
+    first, _ = await claim(database, "me", {"b1": 2})
+    async with database.write() as connection:
+        body = {"ok": [True, None, 2.5], "text": "é"}
+        await queue.record_results(
+            connection, "me", CREATED + 1, [result(first, OperationStatus.COMPLETED, body)]
+        )
+    for query, key in ((store.OPERATION_BY_ID, "b1-op0"), (store.BATCH_BY_ID, "b1")):
+        looked_up = await database.fetch_one(query, {"id": key, "tenant": TENANT})
+        async with database.read() as connection:
+            read = (await connection.execute(query, {"id": key, "tenant": TENANT})).one()
+        assert tuple(looked_up) == tuple(read)
+        assert looked_up._fields == tuple(read._fields)
