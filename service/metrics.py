@@ -26,13 +26,28 @@ LEASE_RECOVERIES = Counter(
 WATCH_STREAMS = Gauge("batchd_watch_streams", "Open WatchBatch streams")
 
 
+# labels() takes a lock and validates on every call: each child is kept.
+@functools.cache
+def _rpcs_by(method: str, code: str) -> Counter:
+    return RPCS.labels(method, code)
+
+
+@functools.cache
+def _rpc_seconds_of(method: str) -> Histogram:
+    return RPC_SECONDS.labels(method)
+
+
+def rpc_finished(method: str, code: str, seconds: float) -> None:
+    _rpcs_by(method, code).inc()
+    _rpc_seconds_of(method).observe(seconds)
+
+
 @functools.cache
 def _operations_by(status: str) -> Counter:
     return OPERATIONS.labels(status)
 
 
 def operation_finished(status: str, seconds: float) -> None:
-    # labels() takes a lock and validates on every call: keep each child.
     _operations_by(status).inc()
     UPSTREAM_SECONDS.observe(seconds)
 

@@ -62,9 +62,10 @@ async def rpc_scope(name: str, context: grpc.aio.ServicerContext[Any, Any]) -> A
         await context.abort(code, INTERNAL_ERROR)
     finally:
         seconds = time.perf_counter() - started
-        metrics.RPCS.labels(name, code.name).inc()
-        metrics.RPC_SECONDS.labels(name).observe(seconds)
-        log.info(
-            "rpc", extra={"rpc": name, "code": code.name, "duration_ms": round(seconds * 1000, 3)}
-        )
+        metrics.rpc_finished(name, code.name, seconds)
+        if log.isEnabledFor(logging.INFO):
+            log.info(
+                "rpc",
+                extra={"rpc": name, "code": code.name, "duration_ms": round(seconds * 1000, 3)},
+            )
         REQUEST_ID.reset(token)
