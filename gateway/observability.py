@@ -6,6 +6,7 @@ to the service as gRPC metadata and back to the caller on every response.
 
 from __future__ import annotations
 
+import functools
 import logging
 import time
 import uuid
@@ -63,11 +64,21 @@ def route_of(request: web.Request) -> str:
     return UNMATCHED_ROUTE if resource is None else resource.canonical
 
 
+@functools.cache
+def _series(method: str, route: str, status: int) -> tuple[Counter, Histogram]:
+    """The metric children of one label set, kept: labels() locks and validates on each call.
+    Methods, route patterns and statuses are all bounded, so the cache is too."""
+    return HTTP_REQUESTS.labels(method, route, status), HTTP_SECONDS.labels(method, route, status)
+
+
 def _record(request: web.Request, status: int, seconds: float) -> None:
     route = route_of(request)
     method = request.method if request.method in KNOWN_METHODS else "other"
-    HTTP_REQUESTS.labels(method, route, status).inc()
-    HTTP_SECONDS.labels(method, route, status).observe(seconds)
+    requests, latency = _series(method, route, status)
+    requests.inc()
+    latency.observe(seconds)
+    if not log.isEnabledFor(logging.INFO):
+        return
     log.info(
         "http request",
         extra={
