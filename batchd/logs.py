@@ -42,11 +42,6 @@ def configure_logging() -> None:
     root.setLevel(os.environ.get("BATCH_LOG_LEVEL", "INFO").upper())
 
 
-def new_request_id() -> str:
-    """128 random bits in hex, as uuid4().hex but without building a UUID."""
-    return os.urandom(16).hex()
-
-
 def clean_request_id(raw: str | None) -> str | None:
     """A caller's request id if it is short printable ASCII, else None (one is made)."""
     if not raw or len(raw) > MAX_REQUEST_ID_LENGTH:

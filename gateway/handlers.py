@@ -13,7 +13,6 @@ from gateway import params
 from gateway.backend import BACKEND_KEY, batch_service, call_options
 from gateway.batch_body import create_request
 from gateway.errors import unavailable
-from gateway.json_reply import json_reply
 from gateway.presenters import JSONObject, batch_object, list_object, operation_object
 from gateway.vocabulary import BATCH_STATUSES, OPERATION_STATUSES
 
@@ -32,14 +31,14 @@ async def create_batch(request: web.Request) -> web.Response:
     # Parsing and converting up to 10 MiB takes a while: off the event loop.
     call = await asyncio.to_thread(create_request, await request.read(), _view(expand), request_id)
     reply = await batch_service(request).CreateBatch(call, **call_options(request))
-    return json_reply(batch_object(reply.batch, bool(expand)))
+    return web.json_response(batch_object(reply.batch, bool(expand)))
 
 
 async def cancel_batch(request: web.Request) -> web.Response:
     """Pending operations are never sent; running ones finish. A finished batch is a 422."""
     call = batch_pb2.CancelBatchRequest(id=request.match_info["id"])
     reply = await batch_service(request).CancelBatch(call, **call_options(request))
-    return json_reply(batch_object(reply.batch))
+    return web.json_response(batch_object(reply.batch))
 
 
 async def list_batches(request: web.Request) -> web.Response:
@@ -55,14 +54,16 @@ async def list_batches(request: web.Request) -> web.Response:
     )
     reply = await batch_service(request).ListBatches(call, **call_options(request))
     data = [batch_object(batch, bool(expand)) for batch in reply.batches]
-    return json_reply(list_object(data, reply.total_size, page.limit, page.page, request.path))
+    return web.json_response(
+        list_object(data, reply.total_size, page.limit, page.page, request.path)
+    )
 
 
 async def get_batch(request: web.Request) -> web.Response:
     expand = params.expansions(request.query, BATCH_EXPANDS)
     call = batch_pb2.GetBatchRequest(id=request.match_info["id"], view=_view(expand))
     reply = await batch_service(request).GetBatch(call, **call_options(request))
-    return json_reply(batch_object(reply.batch, bool(expand)))
+    return web.json_response(batch_object(reply.batch, bool(expand)))
 
 
 async def list_operations(request: web.Request) -> web.Response:
@@ -81,7 +82,9 @@ async def list_operations(request: web.Request) -> web.Response:
     operations = reply.batch_operations
     batches = await _batches_by_id(request, {op.batch_id for op in operations}) if expand else {}
     data = [operation_object(op, batches.get(op.batch_id)) for op in operations]
-    return json_reply(list_object(data, reply.total_size, page.limit, page.page, request.path))
+    return web.json_response(
+        list_object(data, reply.total_size, page.limit, page.page, request.path)
+    )
 
 
 async def get_operation(request: web.Request) -> web.Response:
@@ -90,7 +93,7 @@ async def get_operation(request: web.Request) -> web.Response:
     reply = await batch_service(request).GetBatchOperation(call, **call_options(request))
     operation = reply.batch_operation
     batches = await _batches_by_id(request, {operation.batch_id}) if expand else {}
-    return json_reply(operation_object(operation, batches.get(operation.batch_id)))
+    return web.json_response(operation_object(operation, batches.get(operation.batch_id)))
 
 
 async def _batches_by_id(request: web.Request, ids: set[str]) -> dict[str, JSONObject]:
@@ -112,4 +115,4 @@ async def healthz(request: web.Request) -> web.Response:
         raise unavailable() from None
     if reply.status != health_pb2.HealthCheckResponse.SERVING:
         raise unavailable()
-    return json_reply({"status": "ok"})
+    return web.json_response({"status": "ok"})

@@ -9,7 +9,6 @@ import grpc
 from aiohttp import web
 
 from gateway.errors import ApiProblem, from_rpc_error, internal
-from gateway.json_reply import json_reply
 from gateway.settings import SETTINGS_KEY
 
 log = logging.getLogger(__name__)
@@ -34,7 +33,7 @@ async def contract_errors(request: web.Request, handler: Handler) -> web.StreamR
 
 
 def problem_response(problem: ApiProblem) -> web.Response:
-    return json_reply(problem.as_json(), status=problem.status, headers=problem.headers)
+    return web.json_response(problem.as_json(), status=problem.status, headers=problem.headers)
 
 
 def _from_http_exception(request: web.Request, exception: web.HTTPException) -> ApiProblem:

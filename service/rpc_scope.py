@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -12,7 +13,7 @@ from typing import Any
 import grpc
 from sqlalchemy.exc import StatementError
 
-from batchd.logs import REQUEST_ID, REQUEST_ID_METADATA, clean_request_id, new_request_id
+from batchd.logs import REQUEST_ID, REQUEST_ID_METADATA, clean_request_id
 from service import metrics
 from service.database import statement_refused
 from service.errors import ApiError
@@ -33,7 +34,7 @@ def metadata_value(context: grpc.aio.ServicerContext[Any, Any], key: str) -> str
 async def rpc_scope(name: str, context: grpc.aio.ServicerContext[Any, Any]) -> AsyncIterator[None]:
     """Runs an RPC's body; ApiErrors become rich statuses, and no trace ever leaks."""
     started = time.perf_counter()
-    request_id = clean_request_id(metadata_value(context, REQUEST_ID_METADATA)) or new_request_id()
+    request_id = clean_request_id(metadata_value(context, REQUEST_ID_METADATA)) or uuid.uuid4().hex
     token = REQUEST_ID.set(request_id)
     code = grpc.StatusCode.OK
     try:
