@@ -18,6 +18,7 @@ page written many times once, and the loop never waits for the disk.
 from __future__ import annotations
 
 import asyncio
+import logging
 import sqlite3
 import time
 from collections import namedtuple
@@ -28,9 +29,10 @@ from typing import Any, Concatenate, ParamSpec, TypeVar
 
 from sqlalchemy import Connection, CursorResult, Engine, Executable, Select
 from sqlalchemy.engine import Dialect
-from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import OperationalError, SQLAlchemyError
 from sqlalchemy.pool import PoolProxiedConnection
 
+log = logging.getLogger(__name__)
 P = ParamSpec("P")
 T = TypeVar("T")
 # As long as a write waits for another process before failing, like busy_timeout did.
@@ -150,11 +152,28 @@ class InlineWriter:
             transaction = await self._begin(self._connection)
             try:
                 yield InlineConnection(self._connection)
+                transaction.commit()
             except BaseException:
-                transaction.rollback()
+                self._abandon(transaction)
                 raise
-            transaction.commit()
         self._checkpoints.after_commit()
+
+    def _abandon(self, transaction: Any) -> None:
+        """Rolls back; a connection that cannot even do that is dropped, and the
+        next transaction opens a new one."""
+        assert self._connection is not None
+        try:
+            if transaction.is_active:
+                transaction.rollback()
+            driver = self._connection.connection.driver_connection
+            if driver is not None and not driver.in_transaction:
+                return
+        except SQLAlchemyError:
+            pass
+        log.warning("the SQLite write connection failed; opening a new one")
+        self._connection.invalidate()
+        self._connection.close()
+        self._connection = None
 
     async def _begin(self, connection: Connection) -> Any:
         """Starts a transaction, waiting without blocking while another process writes."""
@@ -194,11 +213,15 @@ class Checkpoints:
         self._running = asyncio.get_running_loop().run_in_executor(None, self._checkpoint)
 
     def _checkpoint(self) -> None:
-        if self._connection is None:
-            self._connection = sqlite3.connect(self.path, check_same_thread=False)
-        # PASSIVE never waits for readers or writers; what it cannot copy now
-        # is copied next time.
-        self._connection.execute("PRAGMA wal_checkpoint(PASSIVE)")
+        try:
+            if self._connection is None:
+                self._connection = sqlite3.connect(self.path, check_same_thread=False)
+            # PASSIVE never waits for readers or writers; what it cannot copy
+            # now is copied next time.
+            self._connection.execute("PRAGMA wal_checkpoint(PASSIVE)")
+        except sqlite3.Error as error:
+            # Commits stand regardless; SQLite's own checkpoint is the backstop.
+            log.warning("WAL checkpoint failed: %s", error)
 
     async def close(self) -> None:
         if self._running is not None:

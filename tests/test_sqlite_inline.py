@@ -7,7 +7,9 @@ import asyncio
 import sqlite3
 from pathlib import Path
 
+import pytest
 from sqlalchemy import text
+from sqlalchemy.exc import IntegrityError
 
 from service.database import open_database
 from service.sqlite_inline import CHECKPOINT_SECONDS
@@ -78,3 +80,22 @@ def rows_in_file(path: Path) -> int:
         return 0  # not even the table is in the file yet
     finally:
         file_only.close()
+
+
+async def test_a_failed_transaction_is_rolled_back_and_the_next_one_commits(
+    tmp_path: Path,
+) -> None:
+    database = open_database(f"sqlite+aiosqlite:///{tmp_path / 'rollback.db'}")
+    async with database.write() as connection:
+        await connection.execute(text("CREATE TABLE t (x INTEGER PRIMARY KEY)"))
+        await connection.execute(text("INSERT INTO t VALUES (1)"))
+    with pytest.raises(IntegrityError):
+        async with database.write() as connection:
+            await connection.execute(text("INSERT INTO t VALUES (2)"))
+            await connection.execute(text("INSERT INTO t VALUES (1)"))
+    async with database.write() as connection:
+        await connection.execute(text("INSERT INTO t VALUES (3)"))
+    async with database.read() as reading:
+        rows = (await reading.execute(text("SELECT x FROM t ORDER BY x"))).scalars().all()
+    await database.dispose()
+    assert rows == [1, 3]  # nothing of the failed transaction, all of the next one
