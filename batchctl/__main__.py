@@ -13,7 +13,8 @@ from rich.console import Console
 from batchctl import commands
 from batchctl.client import BatchClient, describe_rpc_error
 from batchctl.input import InputError
-from batchctl.outcome import OPERATION_STATUSES, RPC_ERROR, USAGE
+from batchctl.outcome import RPC_ERROR, USAGE
+from batchd.vocabulary import OPERATION_STATUSES
 
 DEFAULT_TARGET = "127.0.0.1:50051"
 INTERRUPTED = 130

@@ -9,9 +9,10 @@ from rich.console import Console
 from batchctl import render
 from batchctl.client import BatchClient
 from batchctl.input import read_operations
-from batchctl.outcome import OPERATION_STATUSES, SUCCESS, exit_status
+from batchctl.outcome import SUCCESS, exit_status
 from batchctl.progress import follow
 from batchd.v1 import batch_pb2
+from batchd.vocabulary import OPERATION_STATUSES
 
 
 def submit(client: BatchClient, args: argparse.Namespace, console: Console) -> int:

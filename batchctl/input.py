@@ -12,15 +12,9 @@ from typing import Any
 
 from batchd.json_values import to_struct
 from batchd.v1 import batch_pb2
+from batchd.vocabulary import HTTP_METHODS
 
 _FIELDS = ("http_method", "path", "body", "query_params")
-_METHODS = {
-    "DELETE": batch_pb2.HTTP_METHOD_DELETE,
-    "GET": batch_pb2.HTTP_METHOD_GET,
-    "PATCH": batch_pb2.HTTP_METHOD_PATCH,
-    "POST": batch_pb2.HTTP_METHOD_POST,
-    "PUT": batch_pb2.HTTP_METHOD_PUT,
-}
 
 
 class InputError(Exception):
@@ -112,6 +106,6 @@ def _method(value: Any, where: str) -> batch_pb2.HttpMethod:
     if value is None:
         # Left unset for the service to report with the other field violations.
         return batch_pb2.HTTP_METHOD_UNSPECIFIED
-    if not isinstance(value, str) or value.upper() not in _METHODS:
-        raise InputError(f"{where}: http_method must be one of {', '.join(_METHODS)}")
-    return _METHODS[value.upper()]
+    if not isinstance(value, str) or value.upper() not in HTTP_METHODS:
+        raise InputError(f"{where}: http_method must be one of {', '.join(sorted(HTTP_METHODS))}")
+    return HTTP_METHODS[value.upper()]

@@ -6,6 +6,7 @@ from collections import Counter
 from collections.abc import Iterable
 
 from batchd.v1 import batch_pb2
+from batchd.vocabulary import BATCH_STATUS_NAMES, OPERATION_STATUS_NAMES
 
 # Exit statuses; argparse already exits with USAGE on a bad command line.
 SUCCESS = 0
@@ -13,16 +14,6 @@ NOT_ALL_SUCCEEDED = 1
 USAGE = 2
 RPC_ERROR = 3
 
-_OPERATION_PREFIX = "BATCH_OPERATION_STATUS_"
-_BATCH_PREFIX = "BATCH_STATUS_"
-OPERATION_STATUSES = {
-    "pending": batch_pb2.BATCH_OPERATION_STATUS_PENDING,
-    "in_progress": batch_pb2.BATCH_OPERATION_STATUS_IN_PROGRESS,
-    "completed": batch_pb2.BATCH_OPERATION_STATUS_COMPLETED,
-    "failed": batch_pb2.BATCH_OPERATION_STATUS_FAILED,
-    "timed_out": batch_pb2.BATCH_OPERATION_STATUS_TIMED_OUT,
-    "canceled": batch_pb2.BATCH_OPERATION_STATUS_CANCELED,
-}
 _FINISHED = (
     batch_pb2.BATCH_OPERATION_STATUS_COMPLETED,
     batch_pb2.BATCH_OPERATION_STATUS_FAILED,
@@ -32,11 +23,11 @@ _FINISHED = (
 
 
 def operation_status_name(status: batch_pb2.BatchOperationStatus) -> str:
-    return batch_pb2.BatchOperationStatus.Name(status).removeprefix(_OPERATION_PREFIX).lower()
+    return OPERATION_STATUS_NAMES.get(status, "unspecified")
 
 
 def batch_status_name(status: batch_pb2.BatchStatus) -> str:
-    return batch_pb2.BatchStatus.Name(status).removeprefix(_BATCH_PREFIX).lower()
+    return BATCH_STATUS_NAMES.get(status, "unspecified")
 
 
 def succeeded(operation: batch_pb2.BatchOperation) -> bool:

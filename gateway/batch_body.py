@@ -19,9 +19,9 @@ from google.protobuf import struct_pb2
 
 from batchd.json_values import MAX_DEPTH, depth, to_struct
 from batchd.v1 import batch_pb2
+from batchd.vocabulary import HTTP_METHODS
 from gateway.backend import MAX_MESSAGE_BYTES
 from gateway.errors import ApiProblem, ValidationError, bad_request, unprocessable
-from gateway.vocabulary import HTTP_METHODS
 
 UNSPECIFIED = batch_pb2.HTTP_METHOD_UNSPECIFIED
 INT32_MIN, INT32_MAX = -(2**31), 2**31 - 1

@@ -7,7 +7,7 @@ from typing import Any
 
 from batchd.json_values import from_struct, from_value
 from batchd.v1 import batch_pb2
-from gateway.vocabulary import BATCH_STATUS_NAMES, METHOD_NAMES, OPERATION_STATUS_NAMES
+from batchd.vocabulary import BATCH_STATUS_NAMES, METHOD_NAMES, OPERATION_STATUS_NAMES
 
 JSONObject = dict[str, Any]
 OPERATIONS_URL = "/v1/batch_operations"

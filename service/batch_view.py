@@ -56,7 +56,7 @@ async def _inline_stored(
     connection: DbConnection, tenant: str, batch: batch_pb2.Batch, budget: Budget
 ) -> None:
     after = -1
-    while True:
+    while budget.left > 0:  # once spent, later batches need no query at all
         rows = await store.operations_page(connection, tenant, batch.id, after, PAGE_SIZE)
         if not budget.inline(batch, rows) or len(rows) < PAGE_SIZE:
             return

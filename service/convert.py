@@ -8,31 +8,7 @@ from google.protobuf import timestamp_pb2
 
 from batchd.json_values import to_struct, to_value
 from batchd.v1 import batch_pb2
-from service.models import BatchStatus, OperationStatus
-
-METHOD_ENUMS = {
-    "GET": batch_pb2.HTTP_METHOD_GET,
-    "POST": batch_pb2.HTTP_METHOD_POST,
-    "PUT": batch_pb2.HTTP_METHOD_PUT,
-    "PATCH": batch_pb2.HTTP_METHOD_PATCH,
-    "DELETE": batch_pb2.HTTP_METHOD_DELETE,
-}
-OPERATION_STATUS_ENUMS = {
-    OperationStatus.PENDING: batch_pb2.BATCH_OPERATION_STATUS_PENDING,
-    OperationStatus.IN_PROGRESS: batch_pb2.BATCH_OPERATION_STATUS_IN_PROGRESS,
-    OperationStatus.COMPLETED: batch_pb2.BATCH_OPERATION_STATUS_COMPLETED,
-    OperationStatus.FAILED: batch_pb2.BATCH_OPERATION_STATUS_FAILED,
-    OperationStatus.TIMED_OUT: batch_pb2.BATCH_OPERATION_STATUS_TIMED_OUT,
-    OperationStatus.CANCELED: batch_pb2.BATCH_OPERATION_STATUS_CANCELED,
-}
-BATCH_STATUS_ENUMS = {
-    BatchStatus.PENDING: batch_pb2.BATCH_STATUS_PENDING,
-    BatchStatus.IN_PROGRESS: batch_pb2.BATCH_STATUS_IN_PROGRESS,
-    BatchStatus.COMPLETED: batch_pb2.BATCH_STATUS_COMPLETED,
-    BatchStatus.CANCELED: batch_pb2.BATCH_STATUS_CANCELED,
-}
-OPERATION_STATUS_NAMES = {enum: str(name) for name, enum in OPERATION_STATUS_ENUMS.items()}
-BATCH_STATUS_NAMES = {enum: str(name) for name, enum in BATCH_STATUS_ENUMS.items()}
+from batchd.vocabulary import BATCH_STATUSES, HTTP_METHODS, OPERATION_STATUSES
 
 
 def timestamp(unix_seconds: float) -> timestamp_pb2.Timestamp:
@@ -45,9 +21,9 @@ def operation_message(row: Any) -> batch_pb2.BatchOperation:
     message = batch_pb2.BatchOperation(
         id=row.id,
         batch_id=row.batch_id,
-        http_method=METHOD_ENUMS[row.http_method],
+        http_method=HTTP_METHODS[row.http_method],
         path=row.path,
-        status=OPERATION_STATUS_ENUMS[row.status],
+        status=OPERATION_STATUSES[row.status],
         attempts=row.attempts,
         position=row.position,
         create_time=timestamp(row.created_at),
@@ -68,7 +44,7 @@ def operation_message(row: Any) -> batch_pb2.BatchOperation:
 def batch_message(row: Any) -> batch_pb2.Batch:
     return batch_pb2.Batch(
         id=row.id,
-        status=BATCH_STATUS_ENUMS[row.status],
+        status=BATCH_STATUSES[row.status],
         batch_operations_count=row.operations_count,
         finished_batch_operations_count=row.finished_count,
         create_time=timestamp(row.created_at),

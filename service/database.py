@@ -98,8 +98,10 @@ class Database:
         if self.inline_reader is not None:
             try:
                 return self.inline_reader.fetch_one(query, parameters)
-            except sqlite3.OperationalError:
-                pass  # busy for a moment (a checkpoint): take the async path
+            except sqlite3.Error:
+                # Busy for a moment, or worse: the async path retries, and its
+                # errors are SQLAlchemy's, which callers know how to answer.
+                pass
         async with self.read() as connection:
             return (await connection.execute(query, parameters)).first()
 

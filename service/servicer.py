@@ -9,6 +9,7 @@ from typing import Any, TypeVar
 import grpc
 
 from batchd.v1 import batch_pb2, batch_pb2_grpc
+from batchd.vocabulary import BATCH_STATUS_NAMES, OPERATION_STATUS_NAMES
 from service import convert, metrics, store, validation
 from service.auth import Caller, Tenants
 from service.batch_commands import cancel_batch, create_batch
@@ -128,7 +129,7 @@ class BatchServicer(batch_pb2_grpc.BatchServiceServicer):
     ) -> batch_pb2.ListBatchesResponse:
         page = validation.page_request(request.page_size, request.page, request.order_by)
         ids = validation.filter_ids("ids", request.ids)
-        statuses = validation.enum_names(request.statuses, convert.BATCH_STATUS_NAMES, "statuses")
+        statuses = validation.enum_names(request.statuses, BATCH_STATUS_NAMES, "statuses")
         async with self.database.read() as connection:
             rows, total = await store.list_batches(connection, caller.tenant, ids, statuses, page)
             messages = await batch_messages(connection, caller.tenant, rows, request.view)
@@ -152,9 +153,7 @@ class BatchServicer(batch_pb2_grpc.BatchServiceServicer):
     ) -> batch_pb2.ListBatchOperationsResponse:
         page = validation.page_request(request.page_size, request.page, request.order_by)
         batch_ids = validation.filter_ids("batch_ids", request.batch_ids)
-        statuses = validation.enum_names(
-            request.statuses, convert.OPERATION_STATUS_NAMES, "statuses"
-        )
+        statuses = validation.enum_names(request.statuses, OPERATION_STATUS_NAMES, "statuses")
         async with self.database.read() as connection:
             rows, total = await store.list_operations(
                 connection, caller.tenant, batch_ids, statuses, page

@@ -9,17 +9,11 @@ from typing import Any
 
 from batchd.json_values import MAX_DEPTH, TooDeep, from_struct, storable
 from batchd.v1 import batch_pb2
+from batchd.vocabulary import METHOD_NAMES
 from service.engine.urls import path_problem
 from service.errors import ApiError, Violation, invalid, not_found
 from service.store import Ordering, PageRequest
 
-HTTP_METHODS = {
-    batch_pb2.HTTP_METHOD_GET: "GET",
-    batch_pb2.HTTP_METHOD_POST: "POST",
-    batch_pb2.HTTP_METHOD_PUT: "PUT",
-    batch_pb2.HTTP_METHOD_PATCH: "PATCH",
-    batch_pb2.HTTP_METHOD_DELETE: "DELETE",
-}
 DEFAULT_PAGE_SIZE = 20
 MAX_PAGE_SIZE = 100
 
@@ -70,7 +64,7 @@ def _new_operation(
     index: int, operation: batch_pb2.BatchOperation, violations: list[Violation]
 ) -> NewOperation:
     prefix = f"batch_operations[{index}]"
-    method = HTTP_METHODS.get(operation.http_method)
+    method = METHOD_NAMES.get(operation.http_method)
     if method is None:
         violations.append(
             Violation(

@@ -15,7 +15,7 @@ import aiohttp
 import pytest
 
 from batchd.v1 import batch_pb2
-from gateway.vocabulary import BATCH_STATUS_NAMES, OPERATION_STATUS_NAMES
+from batchd.vocabulary import BATCH_STATUS_NAMES, OPERATION_STATUS_NAMES
 from tests.conftest import running_upstream
 from tests.processes import (
     free_port,

@@ -1,4 +1,7 @@
-"""The contract's spellings of methods and statuses, and the proto enums they stand for."""
+"""The contract's spellings of methods and statuses, and the proto enums they stand for.
+
+Shared by the service (rows to messages), the gateway (JSON) and batchctl.
+"""
 
 from __future__ import annotations
 
