@@ -9,15 +9,18 @@ import grpc
 from google.rpc import error_details_pb2
 from grpc_status import rpc_status
 
+from batchd.messages import MESSAGE_SIZE_OPTIONS
 from batchd.v1 import batch_pb2, batch_pb2_grpc
 
 # Unary calls answer fast; a watch lasts as long as its batch, so it has none.
 CALL_TIMEOUT_SECONDS = 30.0
+# The most operations ListBatchOperations answers at once.
+MAX_PAGE_SIZE = 100
 
 
 class BatchClient:
     def __init__(self, target: str, token: str | None) -> None:
-        self._channel = grpc.insecure_channel(target)
+        self._channel = grpc.insecure_channel(target, options=MESSAGE_SIZE_OPTIONS)
         self._stub = batch_pb2_grpc.BatchServiceStub(self._channel)
         self._metadata = (("authorization", f"Bearer {token}"),) if token else ()
 
@@ -53,7 +56,27 @@ class BatchClient:
         request = batch_pb2.GetBatchRequest(id=batch_id, view=batch_pb2.BATCH_VIEW_FULL)
         reply = self._stub.GetBatch(request, metadata=self._metadata, timeout=CALL_TIMEOUT_SECONDS)
         batch: batch_pb2.Batch = reply.batch
+        if len(batch.batch_operations) < batch.batch_operations_count:
+            # The full view stops at a size budget: page through the rest.
+            operations = self._operations_of(batch_id)
+            del batch.batch_operations[:]
+            batch.batch_operations.extend(sorted(operations, key=lambda op: op.position))
         return batch
+
+    def _operations_of(self, batch_id: str) -> list[batch_pb2.BatchOperation]:
+        operations: list[batch_pb2.BatchOperation] = []
+        page = 1
+        while True:
+            request = batch_pb2.ListBatchOperationsRequest(
+                batch_ids=[batch_id], page_size=MAX_PAGE_SIZE, page=page
+            )
+            reply = self._stub.ListBatchOperations(
+                request, metadata=self._metadata, timeout=CALL_TIMEOUT_SECONDS
+            )
+            operations.extend(reply.batch_operations)
+            if not reply.batch_operations or len(operations) >= reply.total_size:
+                return operations
+            page += 1
 
     def list(self, limit: int) -> batch_pb2.ListBatchesResponse:
         request = batch_pb2.ListBatchesRequest(page_size=limit)

@@ -10,13 +10,12 @@ from benchmarks.fixtures import copy_database, populated_database, some_operatio
 from benchmarks.loadgen import Load, grpc_frame, h2load_grpc
 from benchmarks.processes import SUBJECT_CORE, python_module, running, wait_port
 from benchmarks.results import Figure, Plan, Row, Series, Target
-from benchmarks.service_process import METADATA, batchd_service, client
+from benchmarks.service_process import METADATA, NO_UPSTREAM, batchd_service, client
 from tests.processes import TOKEN, free_port
 
 METHOD = "/batchd.v1.BatchService/GetBatchOperation"
 # 8 connections x 8 streams: enough calls in flight to keep one core busy.
 LOAD_SHAPE = (8, 8)
-NO_UPSTREAM = "http://127.0.0.1:9"  # reads never execute anything
 
 
 def fetch_reply(address: str, operation_id: str) -> bytes:

@@ -14,11 +14,10 @@ from benchmarks.loadgen import Load, wrk_get
 from benchmarks.prerequisites import grpc_gateway_buildable
 from benchmarks.processes import SUBJECT_CORE, python_module, running, wait_port
 from benchmarks.results import Figure, Plan, Row, Series, Target
-from benchmarks.service_process import batchd_service
+from benchmarks.service_process import NO_UPSTREAM, batchd_service
 from tests.processes import TOKEN, free_port
 
 CONNECTIONS = 32
-NO_UPSTREAM = "http://127.0.0.1:9"  # reads never execute anything
 
 
 def gateway_problem() -> str | None:

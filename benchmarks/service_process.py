@@ -18,6 +18,8 @@ from benchmarks.processes import SUBJECT_CORE, python_module, running, wait_serv
 from tests.processes import TOKEN, service_env
 
 METADATA = (("authorization", f"Bearer {TOKEN}"),)
+# Where the read figures point the service: reads never execute anything.
+NO_UPSTREAM = "http://127.0.0.1:9"
 # Room for a 10,000-operation batch in one call.
 MAX_MESSAGE_BYTES = 64 * 1024 * 1024
 # Often enough to stop the clock within 2% of a 2.5 s batch, rarely enough to cost nothing.

@@ -11,17 +11,11 @@ from aiohttp import web
 from grpc_health.v1 import health_pb2_grpc
 
 from batchd.logs import REQUEST_ID_METADATA
+from batchd.messages import MESSAGE_SIZE_OPTIONS
 from batchd.v1 import batch_pb2_grpc
 from gateway.errors import ApiProblem
 from gateway.observability import REQUEST_ID_KEY
 from gateway.settings import SETTINGS_KEY
-
-# The service's receive limit (service/server.py): larger requests are refused there.
-MAX_MESSAGE_BYTES = 16 * 1024 * 1024
-_CHANNEL_OPTIONS = [
-    ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
-    ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
-]
 
 
 @dataclass(frozen=True)
@@ -69,7 +63,9 @@ def caller_metadata(request: web.Request) -> tuple[tuple[str, str], ...]:
 async def grpc_backend(app: web.Application) -> AsyncIterator[None]:
     """Cleanup context: the channel lives as long as the application."""
     settings = app[SETTINGS_KEY]
-    async with grpc.aio.insecure_channel(settings.grpc_target, options=_CHANNEL_OPTIONS) as channel:
+    async with grpc.aio.insecure_channel(
+        settings.grpc_target, options=MESSAGE_SIZE_OPTIONS
+    ) as channel:
         app[BACKEND_KEY] = Backend(
             batch_pb2_grpc.BatchServiceStub(channel),
             health_pb2_grpc.HealthStub(channel),

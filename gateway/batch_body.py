@@ -18,9 +18,9 @@ from typing import Any
 from google.protobuf import struct_pb2
 
 from batchd.json_values import MAX_DEPTH, depth, to_struct
+from batchd.messages import MAX_MESSAGE_BYTES
 from batchd.v1 import batch_pb2
 from batchd.vocabulary import HTTP_METHODS
-from gateway.backend import MAX_MESSAGE_BYTES
 from gateway.errors import ApiProblem, ValidationError, bad_request, unprocessable
 
 UNSPECIFIED = batch_pb2.HTTP_METHOD_UNSPECIFIED

@@ -7,20 +7,15 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_health.v1._async import HealthServicer
 from grpc_reflection.v1alpha import reflection
 
+from batchd.messages import MESSAGE_SIZE_OPTIONS
 from batchd.v1 import batch_pb2, batch_pb2_grpc
 from service.servicer import BatchServicer
 
 SERVICE_NAME = batch_pb2.DESCRIPTOR.services_by_name["BatchService"].full_name
-# Big enough for a full batch of 1,000 operations with modest bodies.
-MAX_MESSAGE_BYTES = 16 * 1024 * 1024
 
 
 def build_server(servicer: BatchServicer, address: str) -> tuple[grpc.aio.Server, HealthServicer]:
-    options = [
-        ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
-        ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
-        ("grpc.so_reuseport", 0),
-    ]
+    options = [*MESSAGE_SIZE_OPTIONS, ("grpc.so_reuseport", 0)]
     server = grpc.aio.server(options=options)
     batch_pb2_grpc.add_BatchServiceServicer_to_server(servicer, server)
     health_servicer = HealthServicer()

@@ -157,6 +157,28 @@ async def test_show_filters_operations_by_status(service: Service, tmp_path: Pat
     assert "/echo/never-sent" not in table.stdout
 
 
+async def test_show_gives_every_operation_of_a_batch_too_large_for_one_reply(
+    service: Service, tmp_path: Path
+) -> None:
+    # Twelve stored responses of about 0.9 MiB: more than one full view carries.
+    operations = [
+        {"http_method": "GET", "path": "/huge", "query_params": {"bytes": 900_000, "n": n}}
+        for n in range(12)
+    ]
+    batch_file = tmp_path / "huge.json"
+    batch_file.write_text(json.dumps(operations))
+    submitted = await batchctl(service, "submit", str(batch_file), "--watch", "--json")
+    assert submitted.code == 0, submitted.stderr
+    batch_id = submitted.json_lines()[0]["id"]
+
+    shown = await batchctl(service, "show", batch_id, "--json")
+    assert shown.code == 0, shown.stderr
+    [batch] = shown.json_lines()
+    in_order = [op["query_params"]["n"] for op in batch["batch_operations"]]
+    assert in_order == list(range(12))
+    assert all(len(op["response_body"]["data"]) == 900_000 for op in batch["batch_operations"])
+
+
 async def test_cancel_then_watch_reports_the_canceled_batch(
     service: Service, tmp_path: Path
 ) -> None:

@@ -89,7 +89,7 @@ async def test_executes_operations_and_records_responses(
     assert missing.response_status == 404
     seen = upstream_server[1].requests
     assert {r.headers["Idempotency-Key"] for r in seen} == {op.id for op in batch.batch_operations}
-    assert all(r.headers["Authorization"] == "Bearer token-a" for r in seen)
+    assert all(r.headers["Authorization"] == f"Bearer {TOKEN}" for r in seen)
 
 
 async def test_records_failures_timeouts_and_bounded_bodies(
@@ -113,10 +113,7 @@ async def test_records_failures_timeouts_and_bounded_bodies(
                     operation(GET, "/empty"),
                     operation(GET, "/cutoff"),
                     operation(GET, "/redirect"),
-                    *(
-                        operation(GET, f"/raw/{kind}")
-                        for kind in ("nul", "deep", "nan", "surrogate")
-                    ),
+                    *(operation(GET, f"/raw/{kind}") for kind in UNSTORABLE_KINDS),
                 ],
             )
     finally:

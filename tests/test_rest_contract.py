@@ -8,6 +8,7 @@ from typing import Any
 import aiohttp
 
 from tests.rest import (
+    AUTH,
     assert_batch,
     assert_error,
     assert_list,
@@ -74,7 +75,9 @@ async def test_a_completed_batch_shows_every_response(
     assert delete["http_method"] == "DELETE"
     assert delete["response_status"] == 404
     assert delete["response_body"] == {"status": 404}
-    assert {r.headers["Authorization"] for r in upstream_server[1].requests} == {"Bearer token-a"}
+    assert {r.headers["Authorization"] for r in upstream_server[1].requests} == {
+        AUTH["Authorization"]
+    }
 
 
 async def test_create_can_expand_its_operations(api: aiohttp.ClientSession) -> None:

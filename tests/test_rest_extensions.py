@@ -305,8 +305,9 @@ async def test_events_of_an_unknown_batch_or_without_a_token_are_json_errors(
         watcher, "GET", f"/v1/batches/{created['id']}/events", 401, headers={"Authorization": ""}
     )
     assert_error(body, "unauthorized")
-    other = {"Authorization": "Bearer token-b"}
-    body = await call(watcher, "GET", f"/v1/batches/{created['id']}/events", 404, headers=other)
+    body = await call(
+        watcher, "GET", f"/v1/batches/{created['id']}/events", 404, headers=OTHER_AUTH
+    )
     assert_error(body, "not_found", "batch.not_found")
 
 
