@@ -6,12 +6,16 @@ sent in a body is shown as `1`, not `1.0` (exact up to 2**53).
 
 from __future__ import annotations
 
+import json
+import math
 from typing import Any
 
 from google.protobuf import struct_pb2
 
 JSON = Any
 _EXACT = 2**53
+# Integers beyond this are refused: a Struct number is a double.
+MAX_INTEGER = 2**63
 # Each JSON level costs protobuf about three levels of nesting (Struct, map
 # entry, Value), and protobuf refuses to decode messages nested over 100 deep.
 MAX_DEPTH = 32
@@ -86,11 +90,39 @@ def depth(value: JSON) -> int:
     return deepest
 
 
+def load_json(raw: bytes | str) -> Any:
+    """JSON as every part of batchd can carry it: NaN, Infinity and numbers no
+    double holds raise ValueError instead of parsing (absurd nesting raises
+    RecursionError)."""
+    return json.loads(
+        raw, parse_constant=_refuse_constant, parse_float=_finite_float, parse_int=_bounded_int
+    )
+
+
+def _refuse_constant(constant: str) -> Any:
+    raise ValueError(f"{constant} is not JSON")
+
+
+def _finite_float(text: str) -> float:
+    number = float(text)
+    if not math.isfinite(number):
+        raise ValueError("number out of range")
+    return number
+
+
+def _bounded_int(text: str) -> int:
+    number = int(text)
+    if abs(number) >= MAX_INTEGER:
+        raise ValueError("number out of range")
+    return number
+
+
 def storable(value: Any) -> bool:
     """Whether every database and the API can hold this JSON as it is.
 
     Too deep a nesting breaks protobuf on every later read; a NUL character
-    is refused by PostgreSQL's JSONB; a lone surrogate cannot be encoded.
+    is refused by PostgreSQL's JSONB; a lone surrogate cannot be encoded; nor
+    can NaN or an infinity be written as JSON.
     """
     pending = [(value, 0)]
     while pending:
@@ -105,12 +137,15 @@ def storable(value: Any) -> bool:
             pending.extend((child, level + 1) for child in item.values())
         elif isinstance(item, list):
             pending.extend((child, level + 1) for child in item)
+        elif isinstance(item, float) and not math.isfinite(item):
+            return False
     return True
 
 
 def storable_document(raw: bytes, parsed: Any) -> bool:
-    """storable(parsed), for JSON parsed from `raw`: most documents are decided
-    from the text alone, without walking every value.
+    """storable(parsed), for JSON read from `raw` with load_json (so every number
+    is finite): most documents are decided from the text alone, without
+    walking every value.
 
     UTF-8 JSON text can only spell a NUL or a lone surrogate as a \\u escape
     (raw control characters and invalid UTF-8 fail to parse); a NUL byte means

@@ -11,13 +11,11 @@ rest of its checks.
 
 from __future__ import annotations
 
-import json
-import math
 from typing import Any
 
 from google.protobuf import struct_pb2
 
-from batchd.json_values import MAX_DEPTH, depth, to_struct
+from batchd.json_values import MAX_DEPTH, depth, load_json, to_struct
 from batchd.messages import MAX_MESSAGE_BYTES
 from batchd.v1 import batch_pb2
 from batchd.vocabulary import HTTP_METHODS
@@ -26,8 +24,6 @@ from gateway.errors import ApiProblem, ValidationError, bad_request, unprocessab
 UNSPECIFIED = batch_pb2.HTTP_METHOD_UNSPECIFIED
 INT32_MIN, INT32_MAX = -(2**31), 2**31 - 1
 _OPTION_TYPES = {"sequential": bool, "stop_on_failure": bool, "max_concurrency": int}
-# Whole numbers beyond this cannot become the doubles that protobuf Structs hold.
-_MAX_INTEGER = 2**63
 
 
 def create_request(
@@ -46,7 +42,7 @@ def create_request(
 
 def parse_json(raw: bytes) -> Any:
     try:
-        return json.loads(raw, parse_constant=_refuse, parse_float=_finite, parse_int=_bounded)
+        return load_json(raw)
     except (ValueError, RecursionError):
         raise bad_request("The request body is not valid JSON") from None
 
@@ -163,21 +159,3 @@ def _not_unicode(attribute: str) -> ApiProblem:
 
 def _invalid(prefix: str, name: str, message: str) -> ValidationError:
     return ValidationError(f"{prefix}.{name}", f"batch_operation.{name}.invalid", message)
-
-
-def _refuse(constant: str) -> None:
-    raise ValueError(f"{constant} is not JSON")
-
-
-def _finite(text: str) -> float:
-    number = float(text)
-    if not math.isfinite(number):
-        raise ValueError("number out of range")
-    return number
-
-
-def _bounded(text: str) -> int:
-    number = int(text)
-    if abs(number) >= _MAX_INTEGER:
-        raise ValueError("number out of range")
-    return number

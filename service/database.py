@@ -118,9 +118,14 @@ def statement_refused(error: StatementError) -> bool:
 
     Connection failures come as many DBAPI error classes (a database that
     refuses connections can raise a ProgrammingError on PostgreSQL), so only
-    data and integrity errors count as the statement's own fault.
+    data and integrity errors count as the statement's own fault. SQLAlchemy's
+    asyncpg adapter raises PostgreSQL's data errors as plain DBAPIErrors, so
+    their SQLSTATE class (22 data exception, 23 integrity) says it instead.
     """
-    return isinstance(error, DataError | IntegrityError) or not isinstance(error, DBAPIError)
+    if isinstance(error, DataError | IntegrityError) or not isinstance(error, DBAPIError):
+        return True
+    sqlstate = getattr(error.orig, "sqlstate", None)
+    return isinstance(sqlstate, str) and sqlstate[:2] in ("22", "23")
 
 
 def open_database(url: str) -> Database:

@@ -16,7 +16,7 @@ from tests.processes import TOKEN, Process, free_port, service_env, start_servic
 from tests.upstream import UpstreamLog
 
 GET = batch_pb2.HTTP_METHOD_GET
-UNSTORABLE_KINDS = ("nul", "deep", "nan", "surrogate")
+UNSTORABLE_KINDS = ("nul", "deep", "nan", "surrogate", "huge_number")
 POST = batch_pb2.HTTP_METHOD_POST
 
 

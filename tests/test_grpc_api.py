@@ -178,3 +178,21 @@ async def test_bodies_no_database_can_store_are_invalid_not_unavailable(
             ("batch_operations[1].query_params", "batch_operation.query_params.invalid"),
         ],
     )
+
+
+async def test_numbers_json_cannot_spell_are_invalid(
+    shared_stub: batch_pb2_grpc.BatchServiceStub,
+) -> None:
+    # A Struct may carry NaN or an infinity; no JSON column or upstream could.
+    request = new_batch("/a", "/b")
+    request.batch.batch_operations[0].body.update({"n": float("nan")})
+    request.batch.batch_operations[1].query_params.update({"n": float("inf")})
+    error = await failure(shared_stub.CreateBatch(request, metadata=bearer()))
+    assert error.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert details(error) == (
+        "batch.invalid",
+        [
+            ("batch_operations[0].body", "batch_operation.body.invalid"),
+            ("batch_operations[1].query_params", "batch_operation.query_params.invalid"),
+        ],
+    )

@@ -7,8 +7,11 @@ from pathlib import Path
 
 import grpc
 import pytest
+from sqlalchemy import text
+from sqlalchemy.exc import StatementError
 
 from batchd.v1 import batch_pb2, batch_pb2_grpc
+from service.database import open_database, statement_refused
 from tests import postgres
 from tests.conftest import bearer
 from tests.processes import Process, service_env, start_service
@@ -99,3 +102,19 @@ async def test_calls_answer_unavailable_while_the_database_refuses_connections(
     again = await run_batch(stub, [operation(GET, "/echo/two")])
     assert again.batch_operations[0].response_status == 200
     assert "Traceback" not in process.log()
+
+
+async def test_data_postgresql_refuses_is_the_statement_s_fault_not_an_outage(
+    postgres_url: str,
+) -> None:
+    # asyncpg's data errors arrive as plain DBAPIErrors (the tests above show a
+    # cut connection still answers UNAVAILABLE).
+    database = open_database(postgres_url)
+    refused = []
+    for sql in ("SELECT 'a\\u0000'::jsonb", "SELECT 1 / 0"):
+        with pytest.raises(StatementError) as raised:
+            async with database.read() as connection:
+                await connection.execute(text(sql))
+        refused.append(statement_refused(raised.value))
+    await database.dispose()
+    assert refused == [True, True]

@@ -112,6 +112,7 @@ async def raw_json(request: web.Request) -> web.Response:
         "deep": "[" * 60 + "]" * 60,
         "nan": '{"value": NaN}',
         "surrogate": '{"text": "\\ud800"}',
+        "huge_number": '{"value": 1e400, "whole": 1' + "0" * 400 + "}",
     }
     return web.Response(text=bodies[request.match_info["kind"]], content_type="application/json")
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import json
 import random
 import time
 from dataclasses import dataclass
@@ -12,7 +11,7 @@ from typing import Any
 
 import aiohttp
 
-from batchd.json_values import storable_document
+from batchd.json_values import load_json, storable_document
 from batchd.logs import REQUEST_ID_HEADER
 from service.engine.queue import IDEMPOTENT_METHODS, Claim, is_failure
 from service.engine.urls import Upstream
@@ -176,8 +175,8 @@ class Executor:
             return None
         if size <= self.max_response_bytes:
             try:
-                parsed = json.loads(raw, parse_constant=_refuse_constant)
-            except ValueError:
+                parsed = load_json(raw)
+            except (ValueError, RecursionError):
                 kind = "non_json"
             else:
                 if storable_document(raw, parsed):
@@ -191,10 +190,6 @@ class Executor:
             "size_bytes": size,
             "preview": _preview(raw),
         }
-
-
-def _refuse_constant(name: str) -> Any:
-    raise ValueError(f"{name} is not JSON")
 
 
 def _preview(raw: bytes) -> str:
