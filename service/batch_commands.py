@@ -26,7 +26,6 @@ from service.models import FINISHED_BATCH_STATUSES, BatchStatus, OperationStatus
 
 # How long a create request id is remembered.
 REQUEST_ID_TTL_SECONDS = 24 * 3600
-MAX_REQUEST_ID_LENGTH = 200
 
 
 @dataclass(frozen=True)
@@ -47,8 +46,7 @@ async def create_batch(
 ) -> Created:
     new_operations = validation.new_operations(request.batch, max_operations)
     options = validation.execution_options(request.batch.execution_options)
-    if len(request.request_id) > MAX_REQUEST_ID_LENGTH:
-        raise validation.invalid_request_id(MAX_REQUEST_ID_LENGTH)
+    validation.request_id(request.request_id)
     fingerprint = hashlib.sha256(request.batch.SerializeToString(deterministic=True)).hexdigest()
     now = time.time()
     batch_id = str(uuid.uuid4())

@@ -11,10 +11,11 @@ from batchd.json_values import MAX_DEPTH, TooDeep, from_struct, storable
 from batchd.v1 import batch_pb2
 from batchd.vocabulary import METHOD_NAMES
 from service.engine.urls import path_problem
-from service.errors import ApiError, Violation, invalid, not_found
+from service.errors import Violation, invalid, not_found
 from service.store import Ordering, PageRequest
 
 DEFAULT_PAGE_SIZE = 20
+MAX_REQUEST_ID_LENGTH = 200
 MAX_PAGE_SIZE = 100
 
 
@@ -127,17 +128,17 @@ def execution_options(options: batch_pb2.ExecutionOptions) -> batch_pb2.Executio
     return options
 
 
-def invalid_request_id(max_length: int) -> ApiError:
-    return invalid(
-        "batch.invalid",
-        [
-            Violation(
-                "request_id",
-                "batch.request_id.too_long",
-                f"request_id (Idempotency-Key) must be at most {max_length} characters",
-            )
-        ],
-    )
+def request_id(raw: str) -> str:
+    """A create's request id (REST: Idempotency-Key): at most 200 printable ASCII
+    characters, as the gateway takes them; "" means none."""
+    if len(raw) > MAX_REQUEST_ID_LENGTH:
+        code = "too_long"
+        message = f"request_id (Idempotency-Key) must be at most {MAX_REQUEST_ID_LENGTH} characters"
+    elif not (raw.isascii() and raw.isprintable()):
+        code, message = "invalid", "request_id (Idempotency-Key) must be printable ASCII"
+    else:
+        return raw
+    raise invalid("batch.invalid", [Violation("request_id", f"batch.request_id.{code}", message)])
 
 
 def object_id(kind: str, raw: str) -> str:

@@ -196,3 +196,18 @@ async def test_numbers_json_cannot_spell_are_invalid(
             ("batch_operations[1].query_params", "batch_operation.query_params.invalid"),
         ],
     )
+
+
+@pytest.mark.parametrize(
+    ("request_id", "code"),
+    [("k" * 201, "batch.request_id.too_long"), ("order\x00-1", "batch.request_id.invalid")],
+    ids=["too-long", "control-character"],
+)
+async def test_request_ids_the_gateway_would_refuse_are_invalid(
+    shared_stub: batch_pb2_grpc.BatchServiceStub, request_id: str, code: str
+) -> None:
+    request = new_batch("/a")
+    request.request_id = request_id
+    error = await failure(shared_stub.CreateBatch(request, metadata=bearer()))
+    assert error.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert details(error) == ("batch.invalid", [("request_id", code)])

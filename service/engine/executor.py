@@ -10,6 +10,7 @@ from email.utils import parsedate_to_datetime
 from typing import Any
 
 import aiohttp
+from yarl import URL
 
 from batchd.json_values import load_json, storable_document
 from batchd.logs import REQUEST_ID_HEADER
@@ -72,12 +73,15 @@ class Executor:
         attempts = 0
         deadline = time.monotonic() + self.timeout
         idempotent = claim.http_method in IDEMPOTENT_METHODS
+        # The same request on every attempt.
+        url = self.upstream.url_for(claim.path, claim.query_params)
+        headers = _headers(claim.id, authorization, request_id)
         try:
             async with asyncio.timeout_at(asyncio.get_running_loop().time() + self.timeout):
                 while True:
                     attempts += 1
                     try:
-                        response = await self._send(claim, authorization, request_id)
+                        response = await self._send(claim.http_method, url, claim.body, headers)
                     except _Failure as failure:
                         retryable = idempotent or failure.never_sent
                         delay = self._retry_delay(attempts, None, deadline) if retryable else None
@@ -121,23 +125,13 @@ class Executor:
         return delay
 
     async def _send(
-        self, claim: Claim, authorization: str | None, request_id: str | None
+        self, method: str, url: URL, body: dict[str, Any] | None, headers: dict[str, str]
     ) -> _Response:
-        url = self.upstream.url_for(claim.path, claim.query_params)
-        headers = {
-            "Idempotency-Key": claim.id,
-            "Accept": "application/json",
-            "User-Agent": USER_AGENT,
-        }
-        if authorization:
-            headers["Authorization"] = authorization
-        if request_id:
-            headers[REQUEST_ID_HEADER] = request_id
         try:
             async with self.session.request(
-                claim.http_method,
+                method,
                 url,
-                json=claim.body,
+                json=body,
                 headers=headers,
                 allow_redirects=False,
             ) as response:
@@ -190,6 +184,21 @@ class Executor:
             "size_bytes": size,
             "preview": _preview(raw),
         }
+
+
+def _headers(
+    operation_id: str, authorization: str | None, request_id: str | None
+) -> dict[str, str]:
+    headers = {
+        "Idempotency-Key": operation_id,
+        "Accept": "application/json",
+        "User-Agent": USER_AGENT,
+    }
+    if authorization:
+        headers["Authorization"] = authorization
+    if request_id:
+        headers[REQUEST_ID_HEADER] = request_id
+    return headers
 
 
 def _preview(raw: bytes) -> str:
