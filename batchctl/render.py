@@ -18,6 +18,7 @@ from rich.text import Text
 
 from batchctl.outcome import batch_status_name, operation_status_name, succeeded, tally
 from batchd.v1 import batch_pb2
+from batchd.vocabulary import METHOD_NAMES
 
 _EXACT = 2**53
 _OUTCOME_ORDER = ("succeeded", "non_2xx", "failed", "timed_out", "canceled")
@@ -73,7 +74,7 @@ def operations_table(operations: Sequence[batch_pb2.BatchOperation]) -> Table:
     for operation in operations:
         table.add_row(
             str(operation.position),
-            batch_pb2.HttpMethod.Name(operation.http_method).removeprefix("HTTP_METHOD_"),
+            METHOD_NAMES.get(operation.http_method, "UNSPECIFIED"),
             operation.path,
             Text(
                 operation_status_name(operation.status),

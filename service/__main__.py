@@ -27,7 +27,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         settings = config.load(ServiceSettings, args)
         service = await Service.start(settings, upstream_of(settings))
         if settings.metrics_address:
-            metrics.serve(settings.metrics_address)
+            metrics.serve(*settings.metrics_listen())
         return service.stop
 
     process.run(start)

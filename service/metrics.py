@@ -52,7 +52,6 @@ def operation_finished(status: str, seconds: float) -> None:
     UPSTREAM_SECONDS.observe(seconds)
 
 
-def serve(address: str) -> None:
-    """Serves the metrics over HTTP at host:port, on a thread of prometheus-client's."""
-    host, _, port = address.rpartition(":")
-    start_http_server(int(port), addr=host or "127.0.0.1")
+def serve(host: str, port: int) -> None:
+    """Serves the metrics over HTTP, on a thread of prometheus-client's."""
+    start_http_server(port, addr=host)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass, field
 
-from batchd.config import ConfigError, env
+from batchd.config import ConfigError, env, host_port
 
 DEFAULT_DATABASE_URL = "sqlite+aiosqlite:///var/batchd.db"
 
@@ -114,6 +114,15 @@ class ServiceSettings:
             raise ConfigError("BATCH_MAX_OPERATIONS and the in-flight limits must be at least 1")
         if self.operation_timeout <= 0 or self.lease_seconds <= 0:
             raise ConfigError("BATCH_OPERATION_TIMEOUT and BATCH_LEASE_SECONDS must be positive")
+        if self.metrics_address:
+            self.metrics_listen()  # a bad address fails at start-up, before anything runs
+
+    def metrics_listen(self) -> tuple[str, int]:
+        """BATCH_METRICS_ADDRESS split; a bare `:port` listens on loopback."""
+        address = self.metrics_address
+        return host_port(
+            f"127.0.0.1{address}" if address.startswith(":") else address, "BATCH_METRICS_ADDRESS"
+        )
 
     @property
     def tenants_by_token(self) -> dict[str, str]:

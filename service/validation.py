@@ -9,7 +9,7 @@ from typing import Any
 
 from batchd.json_values import MAX_DEPTH, TooDeep, from_struct, storable
 from batchd.v1 import batch_pb2
-from batchd.vocabulary import METHOD_NAMES
+from batchd.vocabulary import HTTP_METHODS, METHOD_NAMES
 from service.engine.urls import path_problem
 from service.errors import Violation, invalid, not_found
 from service.store import Ordering, PageRequest
@@ -71,7 +71,7 @@ def _new_operation(
             Violation(
                 f"{prefix}.http_method",
                 "batch_operation.http_method.invalid",
-                "http_method must be one of DELETE, GET, PATCH, POST, PUT",
+                f"http_method must be one of {', '.join(sorted(HTTP_METHODS))}",
             )
         )
     if not operation.path:
