@@ -68,7 +68,7 @@ class Notifier:
                 lost = asyncio.Event()
                 connection.add_termination_listener(_calling(lost.set))
                 for channel, callback in self._listeners.items():
-                    await connection.add_listener(channel, _calling(callback))
+                    await connection.add_listener(channel, _from_other_sessions(callback))
                 self._connection, delay = connection, 0.1
                 await lost.wait()
                 log.warning("lost the LISTEN connection; reconnecting")
@@ -76,6 +76,17 @@ class Notifier:
                 log.warning("LISTEN connection failed (%s); retry in %.1fs", error, delay)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, RECONNECT_CAP_SECONDS)
+
+
+def _from_other_sessions(callback: Callable[[], None]) -> Callable[..., None]:
+    """PostgreSQL also delivers a NOTIFY to the session that sent it; this process
+    woke its own engine and watchers directly before sending, so it skips those."""
+
+    def on_notification(connection: asyncpg.Connection, pid: int, *_: Any) -> None:
+        if pid != connection.get_server_pid():
+            callback()
+
+    return on_notification
 
 
 def _calling(callback: Callable[[], None]) -> Callable[..., None]:
