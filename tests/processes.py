@@ -7,13 +7,16 @@ import os
 import signal
 import socket
 import sys
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Mapping
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import aiohttp
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from batchd.v1 import batch_pb2_grpc
 
 ROOT = Path(__file__).resolve().parent.parent
 TOKEN = "token-a"
@@ -98,6 +101,19 @@ async def start_service(env: Mapping[str, str], log_path: Path) -> Process:
     await process.start()
     await wait_serving(env["BATCH_GRPC_ADDRESS"], process)
     return process
+
+
+@asynccontextmanager
+async def serving(
+    env: Mapping[str, str], log_path: Path
+) -> AsyncIterator[tuple[Process, batch_pb2_grpc.BatchServiceStub]]:
+    """A started service and a client of it; the service is stopped on the way out."""
+    process = await start_service(env, log_path)
+    try:
+        async with grpc.aio.insecure_channel(env["BATCH_GRPC_ADDRESS"]) as channel:
+            yield process, batch_pb2_grpc.BatchServiceStub(channel)
+    finally:
+        await process.stop()
 
 
 def gateway_env(grpc_target: str, **overrides: str) -> dict[str, str]:

@@ -12,7 +12,7 @@ from batchd.v1 import batch_pb2, batch_pb2_grpc
 from service.database import open_database
 from service.store import BATCH_BY_ID
 from tests.conftest import bearer
-from tests.processes import TOKEN, Process, free_port, service_env, start_service
+from tests.processes import TOKEN, Process, free_port, service_env, serving, start_service
 from tests.upstream import UpstreamLog
 
 GET = batch_pb2.HTTP_METHOD_GET
@@ -170,15 +170,8 @@ async def test_connection_refused_fails_after_retries(
 ) -> None:
     closed_port = free_port()
     env = service_env(database_url, f"http://127.0.0.1:{closed_port}", BATCH_MAX_RETRIES="2")
-    process = await start_service(env, tmp_path / "service.log")
-    try:
-        async with grpc.aio.insecure_channel(env["BATCH_GRPC_ADDRESS"]) as channel:
-            batch = await run_batch(
-                batch_pb2_grpc.BatchServiceStub(channel),
-                [operation(GET, "/a"), operation(POST, "/b", body={"x": 1})],
-            )
-    finally:
-        await process.stop()
+    async with serving(env, tmp_path / "service.log") as (_, stub):
+        batch = await run_batch(stub, [operation(GET, "/a"), operation(POST, "/b", body={"x": 1})])
     for op in batch.batch_operations:
         assert op.status == batch_pb2.BATCH_OPERATION_STATUS_FAILED
         assert op.failure_reason == "connection_refused"
@@ -192,24 +185,17 @@ async def test_small_batch_is_not_starved_by_a_huge_one(
     env = service_env(
         database_url, upstream_server[0], BATCH_MAX_IN_FLIGHT="8", BATCH_MAX_IN_FLIGHT_PER_BATCH="4"
     )
-    process = await start_service(env, tmp_path / "service.log")
-    try:
-        async with grpc.aio.insecure_channel(env["BATCH_GRPC_ADDRESS"]) as channel:
-            stub = batch_pb2_grpc.BatchServiceStub(channel)
-            huge = await stub.CreateBatch(
-                batch_pb2.CreateBatchRequest(
-                    batch=batch_pb2.Batch(
-                        batch_operations=[operation(GET, f"/slow/0.1/{i}") for i in range(200)]
-                    )
-                ),
-                metadata=bearer(),
-            )
-            await run_batch(stub, [operation(GET, f"/slow/0.1/small-{i}") for i in range(8)])
-            reply = await stub.GetBatch(
-                batch_pb2.GetBatchRequest(id=huge.batch.id), metadata=bearer()
-            )
-    finally:
-        await process.stop()
+    async with serving(env, tmp_path / "service.log") as (_, stub):
+        huge = await stub.CreateBatch(
+            batch_pb2.CreateBatchRequest(
+                batch=batch_pb2.Batch(
+                    batch_operations=[operation(GET, f"/slow/0.1/{i}") for i in range(200)]
+                )
+            ),
+            metadata=bearer(),
+        )
+        await run_batch(stub, [operation(GET, f"/slow/0.1/small-{i}") for i in range(8)])
+        reply = await stub.GetBatch(batch_pb2.GetBatchRequest(id=huge.batch.id), metadata=bearer())
     assert reply.batch.status == batch_pb2.BATCH_STATUS_IN_PROGRESS
     assert reply.batch.finished_batch_operations_count < 200
 

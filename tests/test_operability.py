@@ -11,9 +11,9 @@ import pytest
 from google.rpc import error_details_pb2
 from grpc_status import rpc_status
 
-from batchd.v1 import batch_pb2, batch_pb2_grpc
+from batchd.v1 import batch_pb2
 from tests.conftest import bearer
-from tests.processes import TOKEN, free_port, service_env, start_service
+from tests.processes import TOKEN, free_port, service_env, serving
 from tests.test_engine import GET, operation, run_batch
 from tests.upstream import UpstreamLog
 
@@ -28,22 +28,17 @@ async def test_request_id_travels_to_the_upstream_and_into_json_logs(
         BATCH_LOG_LEVEL="INFO",
         BATCH_METRICS_ADDRESS=f"127.0.0.1:{metrics_port}",
     )
-    process = await start_service(env, tmp_path / "service.log")
-    try:
-        async with grpc.aio.insecure_channel(env["BATCH_GRPC_ADDRESS"]) as channel:
-            stub = batch_pb2_grpc.BatchServiceStub(channel)
-            created = await stub.CreateBatch(
-                batch_pb2.CreateBatchRequest(
-                    batch=batch_pb2.Batch(batch_operations=[operation(GET, "/echo/a")])
-                ),
-                metadata=(*bearer(), ("x-request-id", "req-42")),
-            )
-            await run_batch(stub, [operation(GET, "/status/503")])
-            async with aiohttp.ClientSession() as session:
-                response = await session.get(f"http://127.0.0.1:{metrics_port}/metrics")
-                exposition = await response.text()
-    finally:
-        await process.stop()
+    async with serving(env, tmp_path / "service.log") as (process, stub):
+        created = await stub.CreateBatch(
+            batch_pb2.CreateBatchRequest(
+                batch=batch_pb2.Batch(batch_operations=[operation(GET, "/echo/a")])
+            ),
+            metadata=(*bearer(), ("x-request-id", "req-42")),
+        )
+        await run_batch(stub, [operation(GET, "/status/503")])
+        async with aiohttp.ClientSession() as session:
+            response = await session.get(f"http://127.0.0.1:{metrics_port}/metrics")
+            exposition = await response.text()
     first = next(r for r in upstream_server[1].requests if r.path == "/echo/a")
     assert first.headers["X-Request-Id"] == "req-42"
     events = [json.loads(line) for line in process.log().splitlines() if line.startswith("{")]
@@ -64,19 +59,14 @@ async def test_creates_beyond_the_tenant_rate_are_refused_with_a_retry_delay(
     env = service_env(
         database_url, upstream_server[0], BATCH_CREATE_RATE="0.01", BATCH_CREATE_BURST="2"
     )
-    process = await start_service(env, tmp_path / "service.log")
     request = batch_pb2.CreateBatchRequest(
         batch=batch_pb2.Batch(batch_operations=[operation(GET, "/echo/a")])
     )
-    try:
-        async with grpc.aio.insecure_channel(env["BATCH_GRPC_ADDRESS"]) as channel:
-            stub = batch_pb2_grpc.BatchServiceStub(channel)
-            for _ in range(2):
-                await stub.CreateBatch(request, metadata=bearer())
-            with pytest.raises(grpc.aio.AioRpcError) as error:
-                await stub.CreateBatch(request, metadata=bearer())
-    finally:
-        await process.stop()
+    async with serving(env, tmp_path / "service.log") as (_, stub):
+        for _ in range(2):
+            await stub.CreateBatch(request, metadata=bearer())
+        with pytest.raises(grpc.aio.AioRpcError) as error:
+            await stub.CreateBatch(request, metadata=bearer())
     assert error.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
     status = rpc_status.from_call(error.value)  # type: ignore[arg-type]
     assert status is not None

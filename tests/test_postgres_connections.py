@@ -14,7 +14,7 @@ from batchd.v1 import batch_pb2, batch_pb2_grpc
 from service.database import open_database, statement_refused
 from tests import postgres
 from tests.conftest import bearer
-from tests.processes import Process, service_env, start_service
+from tests.processes import Process, service_env, serving
 from tests.test_engine import GET, operation, run_batch
 from tests.upstream import UpstreamLog
 
@@ -27,10 +27,8 @@ async def running(
     private_postgres: str, upstream_server: tuple[str, UpstreamLog], tmp_path: Path
 ) -> AsyncIterator[tuple[Process, batch_pb2_grpc.BatchServiceStub]]:
     env = service_env(postgres.url_of(private_postgres), upstream_server[0])
-    process = await start_service(env, tmp_path / "service.log")
-    async with grpc.aio.insecure_channel(env["BATCH_GRPC_ADDRESS"]) as channel:
-        yield process, batch_pb2_grpc.BatchServiceStub(channel)
-    await process.stop()
+    async with serving(env, tmp_path / "service.log") as running_service:
+        yield running_service
 
 
 async def cut_connections(server: postgres.Server, database: str) -> int:
