@@ -130,7 +130,7 @@ def storable(value: Any) -> bool:
         if level > MAX_DEPTH:
             return False
         if isinstance(item, str):
-            if "\x00" in item or (not item.isascii() and _has_surrogate(item)):
+            if "\x00" in item or (not item.isascii() and has_surrogate(item)):
                 return False
         elif isinstance(item, dict):
             pending.extend((key, level + 1) for key in item)
@@ -157,7 +157,7 @@ def storable_document(raw: bytes, parsed: Any) -> bool:
     return True
 
 
-def _has_surrogate(text: str) -> bool:
+def has_surrogate(text: str) -> bool:
     try:
         text.encode("utf-8")
     except UnicodeEncodeError:

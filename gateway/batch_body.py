@@ -15,7 +15,7 @@ from typing import Any
 
 from google.protobuf import struct_pb2
 
-from batchd.json_values import MAX_DEPTH, depth, load_json, to_struct
+from batchd.json_values import MAX_DEPTH, depth, has_surrogate, load_json, to_struct
 from batchd.messages import MAX_MESSAGE_BYTES
 from batchd.v1 import batch_pb2
 from batchd.vocabulary import HTTP_METHODS
@@ -131,10 +131,8 @@ def _operation(index: int, raw: Any, errors: list[ValidationError]) -> batch_pb2
 
 
 def _unicode(attribute: str, text: str) -> str:
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:
-        raise _not_unicode(attribute) from None
+    if has_surrogate(text):
+        raise _not_unicode(attribute)
     return text
 
 

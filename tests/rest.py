@@ -68,12 +68,13 @@ async def wait_completed(
     batch_id: str,
     timeout: float = 30,
     status: str = "completed",
+    expand: bool = True,
     **kwargs: Any,
 ) -> dict[str, Any]:
-    """The batch with its operations expanded, once it reaches `status`."""
+    """The batch (with its operations expanded, unless not `expand`), once it reaches `status`."""
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout
-    path = f"/v1/batches/{batch_id}?expand[]=batch_operations"
+    path = f"/v1/batches/{batch_id}" + ("?expand[]=batch_operations" if expand else "")
     while loop.time() < deadline:
         batch: dict[str, Any] = await call(http, "GET", path, 200, **kwargs)
         if batch["status"] == status:

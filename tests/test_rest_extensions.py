@@ -487,13 +487,8 @@ async def test_a_batch_too_large_to_inline_shows_what_fits_and_counts_the_rest(
         for n in range(count)
     ]
     created = await create_batch(api, operations)
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + 60
-    while (batch := await call(api, "GET", f"/v1/batches/{created['id']}", 200))[
-        "status"
-    ] != "completed":
-        assert loop.time() < deadline, batch
-        await asyncio.sleep(0.1)
+    # Not expanded while waiting: each expanded read would carry megabytes.
+    await wait_completed(api, created["id"], timeout=60, expand=False)
 
     path = f"/v1/batches/{created['id']}?expand[]=batch_operations"
     inlined = (await call(api, "GET", path, 200))["batch_operations"]
