@@ -6,6 +6,7 @@ The first signal starts an orderly stop; a second one exits at once.
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import os
 import signal
@@ -43,6 +44,21 @@ async def _serve(start: Callable[[], Awaitable[Stop]]) -> None:
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, on_signal)
     stop = await start()
+    _tune_collector()
     await stopping.wait()
     logging.getLogger("batchd").info("stopping: draining in-flight work")
     await stop()
+
+
+def _tune_collector() -> None:
+    """Keeps the cycle collector from costing more than the requests it runs beside.
+
+    What start-up built (modules, compiled statements, descriptors) lives as long
+    as the process: frozen, it is no longer walked by every full collection.
+    Requests allocate thousands of short-lived objects that reference counting
+    frees; collecting the young generation every 50,000 allocations instead of
+    700, and fully every 100 of those, made execution 13% faster (benchmarks,
+    figure 3) for a few MiB of garbage cycles kept a little longer.
+    """
+    gc.freeze()
+    gc.set_threshold(50_000, 20, 100)
