@@ -92,6 +92,31 @@ async def test_executes_operations_and_records_responses(
     assert all(r.headers["Authorization"] == f"Bearer {TOKEN}" for r in seen)
 
 
+async def test_cookies_an_upstream_sets_are_never_sent_back(
+    upstream_server: tuple[str, UpstreamLog], tmp_path: Path
+) -> None:
+    # The session is shared by every batch of every tenant: a cookie kept from
+    # one operation's response would speak for its caller in the next ones.
+    # By name, not by IP address: aiohttp's default jar ignores cookies of IP hosts.
+    by_name = upstream_server[0].replace("127.0.0.1", "localhost")
+    env = service_env(f"sqlite+aiosqlite:///{tmp_path / 'batchd.db'}", by_name)
+    in_order = batch_pb2.ExecutionOptions(sequential=True)
+    async with serving(env, tmp_path / "service.log") as (_, stub):
+        created = await stub.CreateBatch(
+            batch_pb2.CreateBatchRequest(
+                batch=batch_pb2.Batch(
+                    batch_operations=[operation(GET, "/cookie"), operation(GET, "/echo/after")],
+                    execution_options=in_order,
+                )
+            ),
+            metadata=bearer(),
+        )
+        await wait_completed(stub, created.batch.id)
+    set_cookie, after = upstream_server[1].requests
+    assert set_cookie.path == "/cookie" and after.path == "/echo/after"
+    assert "Cookie" not in after.headers
+
+
 async def test_records_failures_timeouts_and_bounded_bodies(
     database_url: str, upstream_server: tuple[str, UpstreamLog], tmp_path: Path
 ) -> None:

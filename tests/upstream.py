@@ -132,6 +132,12 @@ async def cut_off(request: web.Request) -> web.StreamResponse:
     return response
 
 
+async def cookie(_: web.Request) -> web.Response:
+    response = web.json_response({"cookie": "set"})
+    response.set_cookie("session", "meant-for-one-caller", path="/")
+    return response
+
+
 async def redirect(_: web.Request) -> web.Response:
     raise web.HTTPFound("http://198.51.100.7/stolen")
 
@@ -151,4 +157,5 @@ def make_app() -> web.Application:
     app.router.add_route("*", "/raw/{kind}", raw_json)
     app.router.add_route("*", "/cutoff", cut_off)
     app.router.add_route("*", "/redirect", redirect)
+    app.router.add_route("*", "/cookie", cookie)
     return app

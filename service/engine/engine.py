@@ -88,8 +88,12 @@ class Engine:
         connector = aiohttp.TCPConnector(limit=limit, limit_per_host=limit)
         # The executor bounds each operation (retries included) with its own
         # deadline; aiohttp's per-request timer would only cost a timer per call.
+        # One session serves every tenant, so it must keep no cookies: one kept
+        # from an upstream's answer would be sent on behalf of the next callers.
         self._session = aiohttp.ClientSession(
-            connector=connector, timeout=aiohttp.ClientTimeout(total=None)
+            connector=connector,
+            timeout=aiohttp.ClientTimeout(total=None),
+            cookie_jar=aiohttp.DummyCookieJar(),
         )
         self._executor = Executor(
             self._session,
