@@ -14,6 +14,7 @@ from yarl import URL
 
 from batchd.json_values import load_json, storable_document
 from batchd.logs import REQUEST_ID_HEADER
+from service.engine.deadlines import Deadlines
 from service.engine.queue import IDEMPOTENT_METHODS, Claim, is_failure
 from service.engine.urls import Upstream
 from service.models import OperationStatus
@@ -66,6 +67,7 @@ class Executor:
         self.timeout = timeout
         self.max_retries = max_retries
         self.max_response_bytes = max_response_bytes
+        self.deadlines = Deadlines()
 
     async def execute(
         self, claim: Claim, authorization: str | None, request_id: str | None = None
@@ -77,7 +79,7 @@ class Executor:
         url = self.upstream.url_for(claim.path, claim.query_params)
         headers = _headers(claim.id, authorization, request_id)
         try:
-            async with asyncio.timeout_at(asyncio.get_running_loop().time() + self.timeout):
+            with self.deadlines.bound(self.timeout):
                 while True:
                     attempts += 1
                     try:
