@@ -94,9 +94,10 @@ def load_json(raw: bytes | str) -> Any:
     """JSON as every part of batchd can carry it: NaN, Infinity and numbers no
     double holds raise ValueError instead of parsing (absurd nesting raises
     RecursionError)."""
-    return json.loads(
-        raw, parse_constant=_refuse_constant, parse_float=_finite_float, parse_int=_bounded_int
-    )
+    if isinstance(raw, bytes):
+        # As json.loads decodes bytes: UTF-8, 16 or 32, told from the first bytes.
+        raw = raw.decode(json.detect_encoding(raw), "surrogatepass")
+    return _DECODER.decode(raw)
 
 
 def _refuse_constant(constant: str) -> Any:
@@ -115,6 +116,12 @@ def _bounded_int(text: str) -> int:
     if abs(number) >= MAX_INTEGER:
         raise ValueError("number out of range")
     return number
+
+
+# Built once: json.loads with hooks would build a decoder per call.
+_DECODER = json.JSONDecoder(
+    parse_constant=_refuse_constant, parse_float=_finite_float, parse_int=_bounded_int
+)
 
 
 def storable(value: Any) -> bool:

@@ -168,6 +168,15 @@ async def test_records_failures_timeouts_and_bounded_bodies(
         assert op.status == batch_pb2.BATCH_OPERATION_STATUS_COMPLETED
 
 
+async def test_json_bodies_read_the_same_in_every_encoding(
+    stub: batch_pb2_grpc.BatchServiceStub, upstream_server: tuple[str, UpstreamLog]
+) -> None:
+    encodings = ("utf8", "utf8_bom", "utf16", "utf32")
+    batch = await run_batch(stub, [operation(GET, f"/encoded/{name}") for name in encodings])
+    for op in batch.batch_operations:
+        assert from_value(op.response_body) == {"name": "café", "sizes": [1, 2.5]}, op.path
+
+
 async def test_retries_idempotent_operations_honouring_retry_after(
     stub: batch_pb2_grpc.BatchServiceStub, upstream_server: tuple[str, UpstreamLog]
 ) -> None:

@@ -7,6 +7,7 @@ non-JSON, huge bodies, a cut-off connection, and redirects.
 from __future__ import annotations
 
 import asyncio
+import codecs
 import json
 from collections import Counter
 from collections.abc import Awaitable, Callable
@@ -117,6 +118,18 @@ async def raw_json(request: web.Request) -> web.Response:
     return web.Response(text=bodies[request.match_info["kind"]], content_type="application/json")
 
 
+async def encoded(request: web.Request) -> web.Response:
+    """The same document in each encoding JSON may come in, spaced as a person would."""
+    text = '{ "name" : "caf\u00e9",\n  "sizes": [ 1, 2.5 ] }'
+    raw = {
+        "utf8": text.encode(),
+        "utf8_bom": codecs.BOM_UTF8 + text.encode(),
+        "utf16": text.encode("utf-16"),
+        "utf32": text.encode("utf-32-le"),
+    }[request.match_info["encoding"]]
+    return web.Response(body=raw, content_type="application/json")
+
+
 async def empty(_: web.Request) -> web.Response:
     return web.Response(status=204)
 
@@ -158,4 +171,5 @@ def make_app() -> web.Application:
     app.router.add_route("*", "/cutoff", cut_off)
     app.router.add_route("*", "/redirect", redirect)
     app.router.add_route("*", "/cookie", cookie)
+    app.router.add_route("*", "/encoded/{encoding}", encoded)
     return app

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import codecs
 import random
 import time
 from dataclasses import dataclass
@@ -14,6 +15,7 @@ from yarl import URL
 
 from batchd.json_values import load_json, storable_document
 from batchd.logs import REQUEST_ID_HEADER
+from service.bulk import JsonText
 from service.engine.deadlines import Deadlines
 from service.engine.queue import IDEMPOTENT_METHODS, Claim, is_failure
 from service.engine.urls import Upstream
@@ -176,7 +178,7 @@ class Executor:
                 kind = "non_json"
             else:
                 if storable_document(raw, parsed):
-                    return parsed
+                    return _as_stored(raw, parsed)
                 kind = "unstorable_json"
         else:
             kind = "too_large"
@@ -201,6 +203,17 @@ def _headers(
     if request_id:
         headers[REQUEST_ID_HEADER] = request_id
     return headers
+
+
+def _as_stored(raw: bytes, parsed: Any) -> Any:
+    """The upstream's own text when it is plain UTF-8, which every database takes
+    as it is; else the parsed value, serialised again when stored."""
+    if raw.startswith(codecs.BOM_UTF8):
+        return parsed  # readers of the stored text would refuse the BOM
+    try:
+        return JsonText(raw.decode("utf-8"))
+    except UnicodeDecodeError:
+        return parsed  # UTF-16 or 32
 
 
 def _preview(raw: bytes) -> str:
