@@ -102,6 +102,8 @@ class Engine:
             self.settings.max_retries,
             self.settings.max_response_bytes,
         )
+        # Read when scraped, rather than counted up and down on every operation.
+        metrics.IN_FLIGHT.set_function(lambda: len(self._running))
         await self._with_db_retry("recover", self._recover_expired)
         self._flusher = asyncio.create_task(self._flush_results(), name="engine-flusher")
         self._dispatcher = asyncio.create_task(self._dispatch(), name="engine-dispatcher")
@@ -204,7 +206,6 @@ class Engine:
     async def _run(self, job: Job) -> None:
         claim = job.claim
         started = time.perf_counter()
-        metrics.IN_FLIGHT.inc()
         try:
             if job.authorization == "":
                 # Sending without the caller's credentials could act as nobody, or
@@ -218,7 +219,6 @@ class Engine:
             log.exception("operation %s could not be executed", claim.id)
             outcome = Outcome(OperationStatus.FAILED, failure_reason="internal_error", attempts=1)
         finally:
-            metrics.IN_FLIGHT.dec()
             del self._running[claim.id]
             self._scheduler.finished(claim.batch_id)
             self._start_ready()
