@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from pathlib import Path
 
@@ -36,6 +37,14 @@ async def test_request_id_travels_to_the_upstream_and_into_json_logs(
             metadata=(*bearer(), ("x-request-id", "req-42")),
         )
         await run_batch(stub, [operation(GET, "/status/503")])
+        await stub.CreateBatch(
+            batch_pb2.CreateBatchRequest(
+                batch=batch_pb2.Batch(batch_operations=[operation(GET, "/slow/1")])
+            ),
+            metadata=bearer(),
+        )
+        while upstream_server[1].in_flight == 0:
+            await asyncio.sleep(0.01)
         async with aiohttp.ClientSession() as session:
             response = await session.get(f"http://127.0.0.1:{metrics_port}/metrics")
             exposition = await response.text()
@@ -51,6 +60,7 @@ async def test_request_id_travels_to_the_upstream_and_into_json_logs(
     assert 'batchd_rpc_requests_total{code="OK",method="CreateBatch"}' in exposition
     assert 'batchd_operations_executed_total{status="completed"}' in exposition
     assert "batchd_upstream_duration_seconds_bucket" in exposition
+    assert "\nbatchd_operations_in_flight 1.0\n" in exposition
 
 
 async def test_creates_beyond_the_tenant_rate_are_refused_with_a_retry_delay(
