@@ -49,7 +49,7 @@ async def create_batch(
     validation.request_id(request.request_id)
     fingerprint = hashlib.sha256(request.batch.SerializeToString(deterministic=True)).hexdigest()
     now = time.time()
-    batch_id = str(uuid.uuid4())
+    [batch_id] = new_ids(1)
     batch: dict[str, Any] = {
         "id": batch_id,
         "tenant": caller.tenant,
@@ -112,12 +112,26 @@ async def _earlier_batch(
 
 
 def new_ids(count: int) -> list[str]:
-    """Random (version 4) UUIDs, from one read of the system's randomness."""
-    randomness = os.urandom(16 * count)
+    """Version 7 UUIDs (RFC 9562): the millisecond, then 74 random bits, from one
+    read of the system's randomness.
+
+    Ids made together sort together, so a batch's operations sit side by side in
+    the primary-key index, where every claim and result looks them up; random
+    ids put each on a page of its own, which cost a quarter of the execution
+    rate at a million stored operations. (Python 3.14's uuid.uuid7 does one.)
+    """
+    millisecond = (time.time_ns() // 1_000_000).to_bytes(6, "big")
+    randomness = os.urandom(10 * count)
     return [
-        str(uuid.UUID(bytes=randomness[start : start + 16], version=4))
-        for start in range(0, 16 * count, 16)
+        str(uuid.UUID(int=_as_version_7(millisecond + randomness[start : start + 10])))
+        for start in range(0, 10 * count, 10)
     ]
+
+
+def _as_version_7(raw: bytes) -> int:
+    value = int.from_bytes(raw, "big")
+    value = (value & ~(0xF << 76)) | (0x7 << 76)  # version
+    return (value & ~(0x3 << 62)) | (0x2 << 62)  # variant: RFC 9562
 
 
 def _operation_row(

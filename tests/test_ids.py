@@ -1,0 +1,27 @@
+"""Object ids: version 7 UUIDs, so that ids made together sit together in indexes."""
+
+from __future__ import annotations
+
+import time
+import uuid
+
+from service.batch_commands import new_ids
+
+
+def test_ids_are_distinct_version_7_uuids() -> None:
+    ids = new_ids(1000)
+    assert len(set(ids)) == 1000
+    for raw in ids:
+        parsed = uuid.UUID(raw)
+        assert str(parsed) == raw
+        assert parsed.version == 7 and parsed.variant == uuid.RFC_4122
+
+
+def test_ids_lead_with_their_millisecond_so_later_ones_sort_after() -> None:
+    before = time.time_ns() // 1_000_000
+    [first] = new_ids(1)
+    time.sleep(0.002)
+    [later] = new_ids(1)
+    assert later > first
+    millisecond = int(uuid.UUID(first).hex[:12], 16)
+    assert before <= millisecond <= time.time_ns() // 1_000_000
