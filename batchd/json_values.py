@@ -95,8 +95,10 @@ def load_json(raw: bytes | str) -> Any:
     double holds raise ValueError instead of parsing (absurd nesting raises
     RecursionError)."""
     if isinstance(raw, bytes):
-        # As json.loads decodes bytes: UTF-8, 16 or 32, told from the first bytes.
-        raw = raw.decode(json.detect_encoding(raw), "surrogatepass")
+        # UTF-8, 16 or 32, told from the first bytes as json.loads does, but
+        # strictly: json.loads lets encoded lone surrogates through, which no
+        # database or protobuf message can hold.
+        raw = raw.decode(json.detect_encoding(raw))
     return _DECODER.decode(raw)
 
 

@@ -29,7 +29,7 @@ class JsonText(str):
 
 def json_text(value: Any) -> str | None:
     """A JSON column's value as SQLAlchemy would send it: SQL NULL for None.
-    JsonText goes as it is, saving a parse's worth of serialising again."""
+    JsonText goes as it is: serialising it again would cost what parsing did."""
     if value is None:
         return None
     if isinstance(value, JsonText):

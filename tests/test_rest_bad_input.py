@@ -42,8 +42,19 @@ async def post_raw(api: aiohttp.ClientSession, data: bytes, status: int) -> Any:
         OPERATION_WITH_BODY % b'{"n": 1e999}',
         OPERATION_WITH_BODY % (b'{"n": 1' + b"0" * 30 + b"}"),
         b"[" * 100_000 + b"]" * 100_000,
+        OPERATION_WITH_BODY % '{"text": "\ud800"}'.encode("utf-8", "surrogatepass"),
     ],
-    ids=["truncated", "empty", "not-json", "not-utf8", "nan", "infinite", "huge-int", "deep"],
+    ids=[
+        "truncated",
+        "empty",
+        "not-json",
+        "not-utf8",
+        "nan",
+        "infinite",
+        "huge-int",
+        "deep",
+        "encoded-surrogate",
+    ],
 )
 async def test_malformed_json_is_a_400(api: aiohttp.ClientSession, data: bytes) -> None:
     body = await post_raw(api, data, 400)

@@ -113,19 +113,25 @@ async def raw_json(request: web.Request) -> web.Response:
         "deep": "[" * 60 + "]" * 60,
         "nan": '{"value": NaN}',
         "surrogate": '{"text": "\\ud800"}',
+        # Not UTF-8 at all, but Python's own json.loads decodes it (surrogatepass).
+        "surrogate_bytes": '{"text": "\ud800"}',
         "huge_number": '{"value": 1e400, "whole": 1' + "0" * 400 + "}",
     }
-    return web.Response(text=bodies[request.match_info["kind"]], content_type="application/json")
+    body = bodies[request.match_info["kind"]].encode("utf-8", "surrogatepass")
+    return web.Response(body=body, content_type="application/json")
 
 
 async def encoded(request: web.Request) -> web.Response:
     """The same document in each encoding JSON may come in, spaced as a person would."""
     text = '{ "name" : "caf\u00e9",\n  "sizes": [ 1, 2.5 ] }'
+    # ASCII only, so that UTF-16 and 32 without a BOM would also pass as UTF-8.
+    escaped = '{ "name" : "caf\\u00e9",\n  "sizes": [ 1, 2.5 ] }'
     raw = {
         "utf8": text.encode(),
         "utf8_bom": codecs.BOM_UTF8 + text.encode(),
         "utf16": text.encode("utf-16"),
-        "utf32": text.encode("utf-32-le"),
+        "utf16le": escaped.encode("utf-16-le"),
+        "utf32le": escaped.encode("utf-32-le"),
     }[request.match_info["encoding"]]
     return web.Response(body=raw, content_type="application/json")
 

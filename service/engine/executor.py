@@ -210,10 +210,12 @@ def _as_stored(raw: bytes, parsed: Any) -> Any:
     as it is; else the parsed value, serialised again when stored."""
     if raw.startswith(codecs.BOM_UTF8):
         return parsed  # readers of the stored text would refuse the BOM
+    if b"\x00" in raw:
+        return parsed  # UTF-16 or 32: JSON in UTF-8 spells a NUL as an escape
     try:
         return JsonText(raw.decode("utf-8"))
     except UnicodeDecodeError:
-        return parsed  # UTF-16 or 32
+        return parsed  # UTF-16 or 32 of text beyond ASCII
 
 
 def _preview(raw: bytes) -> str:
