@@ -202,6 +202,26 @@ async def test_queue_requeues_expired_leases(database: Database) -> None:
     ]
     [again] = await claim(database, "me", {"b1": 2})
     assert (again.id, again.generation) == ("b1-op0", 2)
+    # The first owner comes back: neither its generation nor its name holds the claim now.
+    zombie_writes = [
+        queue.Result(again.id, "b1", 1, OperationStatus.COMPLETED, 200, "late", None, 1),
+        queue.Result(again.id, "b1", 2, OperationStatus.COMPLETED, 200, "late", None, 1),
+    ]
+    async with database.write() as connection:
+        for zombie_write in zombie_writes:
+            recorded = await queue.record_results(connection, "gone", CREATED + 41, [zombie_write])
+            assert recorded.finished_batches == []
+        batch = await store.get_batch(connection, TENANT, "b1")
+    assert batch is not None and (batch.status, batch.finished_count) == ("in_progress", 1)
+    async with database.write() as connection:
+        recorded = await queue.record_results(
+            connection, "me", CREATED + 42, [result(again, OperationStatus.COMPLETED, "on time")]
+        )
+        batch = await store.get_batch(connection, TENANT, "b1")
+        operations = await store.operations_page(connection, TENANT, "b1", -1, 100)
+    assert recorded.finished_batches == ["b1"]
+    assert batch is not None and (batch.status, batch.finished_count) == ("completed", 2)
+    assert operations[0].response_body == "on time"
 
 
 @pytest.fixture
