@@ -34,8 +34,12 @@ def batch_service(request: web.Request) -> batch_pb2_grpc.BatchServiceStub:
 
 def call_options(request: web.Request) -> dict[str, Any]:
     """Per-call options: the caller's credentials, the request id and a deadline."""
-    metadata = (*caller_metadata(request), *request_id_metadata(request))
-    return {"metadata": metadata, "timeout": request.app[BACKEND_KEY].timeout}
+    return {"metadata": call_metadata(request), "timeout": request.app[BACKEND_KEY].timeout}
+
+
+def call_metadata(request: web.Request) -> tuple[tuple[str, str], ...]:
+    """What every call carries: the caller's credentials and the request id."""
+    return (*caller_metadata(request), *request_id_metadata(request))
 
 
 def request_id_metadata(request: web.Request) -> tuple[tuple[str, str], ...]:

@@ -40,7 +40,7 @@ import grpc
 from aiohttp import web
 
 from batchd.v1 import batch_pb2
-from gateway.backend import batch_service, caller_metadata
+from gateway.backend import batch_service, call_metadata
 from gateway.errors import from_rpc_error, internal
 from gateway.presenters import batch_object, operation_object
 from gateway.settings import SETTINGS_KEY
@@ -61,7 +61,7 @@ Messages = AsyncIterator[batch_pb2.WatchBatchResponse]
 async def batch_events(request: web.Request) -> web.StreamResponse:
     watch = batch_pb2.WatchBatchRequest(id=request.match_info["id"])
     # No deadline: a watch lasts as long as the batch runs.
-    call: WatchCall = batch_service(request).WatchBatch(watch, metadata=caller_metadata(request))
+    call: WatchCall = batch_service(request).WatchBatch(watch, metadata=call_metadata(request))
     messages = aiter(call)
     try:
         # Before the first message, errors are ordinary JSON error responses.

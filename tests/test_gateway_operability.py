@@ -68,6 +68,16 @@ def json_events(process: Process) -> list[dict[str, Any]]:
     return [json.loads(line) for line in process.log().splitlines() if line.startswith("{")]
 
 
+async def logged_rpcs(process: Process, rpc: str) -> list[dict[str, Any]]:
+    """The service's log events of an RPC, waiting a moment for a stream's to be written."""
+    for _ in range(100):
+        events = [e for e in json_events(process) if e.get("rpc") == rpc]
+        if events:
+            return events
+        await asyncio.sleep(0.05)
+    return []
+
+
 def http_events(process: Process, request_id: str) -> list[dict[str, Any]]:
     return [
         event
@@ -89,6 +99,9 @@ async def test_a_callers_request_id_reaches_the_upstream_the_logs_and_the_answer
             assert response.headers["X-Request-Id"] == "order-7-attempt-1"
             created = await response.json()
         await wait_completed(http, created["id"])
+        async with http.get(f"/v1/batches/{created['id']}/events") as events:
+            assert events.status == 200
+            await events.read()
     [seen] = [r for r in stack.upstream.requests if r.path == "/echo/rid"]
     assert seen.headers["X-Request-Id"] == "order-7-attempt-1"
     [create_event] = [
@@ -100,6 +113,8 @@ async def test_a_callers_request_id_reaches_the_upstream_the_logs_and_the_answer
     assert isinstance(create_event["duration_ms"], float) and create_event["duration_ms"] >= 0
     rpc_events = [e for e in json_events(stack.service) if e.get("rpc") == "CreateBatch"]
     assert "order-7-attempt-1" in {e["request_id"] for e in rpc_events}
+    watches = await logged_rpcs(stack.service, "WatchBatch")
+    assert {e["request_id"] for e in watches} == {"order-7-attempt-1"}
     assert TOKEN not in stack.gateway.log()
     assert "Authorization" not in stack.gateway.log()
 
