@@ -177,6 +177,19 @@ async def test_json_bodies_read_the_same_in_every_encoding(
         assert from_value(op.response_body) == {"name": "café", "sizes": [1, 2.5]}, op.path
 
 
+async def test_json_numbers_are_stored_by_value_whatever_their_spelling(
+    stub: batch_pb2_grpc.BatchServiceStub, upstream_server: tuple[str, UpstreamLog]
+) -> None:
+    kinds = ("tiny", "long_fraction", "null")
+    batch = await run_batch(stub, [operation(GET, f"/numbers/{kind}") for kind in kinds])
+    tiny, long_fraction, null = batch.batch_operations
+    for op in (tiny, long_fraction):
+        assert op.status == batch_pb2.BATCH_OPERATION_STATUS_COMPLETED, op.failure_reason
+        assert from_value(op.response_body) == {"x": 0}
+    assert null.status == batch_pb2.BATCH_OPERATION_STATUS_COMPLETED
+    assert from_value(null.response_body) is None
+
+
 async def test_retries_idempotent_operations_honouring_retry_after(
     stub: batch_pb2_grpc.BatchServiceStub, upstream_server: tuple[str, UpstreamLog]
 ) -> None:

@@ -121,6 +121,18 @@ async def raw_json(request: web.Request) -> web.Response:
     return web.Response(body=body, content_type="application/json")
 
 
+async def numbers(request: web.Request) -> web.Response:
+    """Numbers that parse to ordinary doubles but are written so that PostgreSQL's
+    JSONB (exact decimals, at most 16,383 digits after the point) cannot hold them."""
+    written = {
+        "tiny": "1e-20000",
+        "long_fraction": "0." + "0" * 20_000 + "1",
+        "null": "null",
+    }[request.match_info["kind"]]
+    text = written if written == "null" else '{"x": ' + written + "}"
+    return web.Response(text=text, content_type="application/json")
+
+
 async def encoded(request: web.Request) -> web.Response:
     """The same document in each encoding JSON may come in, spaced as a person would."""
     text = '{ "name" : "caf\u00e9",\n  "sizes": [ 1, 2.5 ] }'
@@ -178,4 +190,5 @@ def make_app() -> web.Application:
     app.router.add_route("*", "/redirect", redirect)
     app.router.add_route("*", "/cookie", cookie)
     app.router.add_route("*", "/encoded/{encoding}", encoded)
+    app.router.add_route("*", "/numbers/{kind}", numbers)
     return app

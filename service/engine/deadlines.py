@@ -27,6 +27,7 @@ class Deadlines:
         return Bound(self, seconds)
 
     def _add(self, task: asyncio.Task[object], seconds: float) -> None:
+        assert task not in self._deadlines, "one bound per task at a time"
         loop = asyncio.get_running_loop()
         self._deadlines[task] = loop.time() + seconds
         if not self._sweep_scheduled:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import codecs
 import random
+import re
 import time
 from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
@@ -25,6 +26,11 @@ RETRY_STATUSES = frozenset({429, 502, 503, 504})
 BACKOFF_BASE = 0.1
 BACKOFF_CAP = 5.0
 PREVIEW_CHARACTERS = 4096
+# A number written with a 4-digit exponent or a 1,000-digit run may parse to a
+# plain double (1e-20000 is 0.0) yet overflow PostgreSQL's JSONB, which keeps
+# the decimal as written (at most 16,383 digits after the point): such text is
+# stored as the parsed value. A digit run inside a string only costs the same.
+_UNWIELDY_NUMBER = re.compile(rb"[eE][-+]?[0-9]{4}|[0-9]{1000}")
 USER_AGENT = "batchd/0.1"
 
 
@@ -208,8 +214,12 @@ def _headers(
 def _as_stored(raw: bytes, parsed: Any) -> Any:
     """The upstream's own text when it is plain UTF-8, which every database takes
     as it is; else the parsed value, serialised again when stored."""
+    if parsed is None:
+        return None  # SQL NULL, as for an empty body
     if raw.startswith(codecs.BOM_UTF8):
         return parsed  # readers of the stored text would refuse the BOM
+    if _UNWIELDY_NUMBER.search(raw):
+        return parsed
     if b"\x00" in raw:
         return parsed  # UTF-16 or 32: JSON in UTF-8 spells a NUL as an escape
     try:
