@@ -28,6 +28,17 @@ async def failure(call: Awaitable[Any]) -> grpc.aio.AioRpcError:
     return raised.value
 
 
+async def batch_violations(
+    stub: batch_pb2_grpc.BatchServiceStub, request: batch_pb2.CreateBatchRequest
+) -> list[tuple[str, str]]:
+    """The (field, reason) violations of a CreateBatch refused as an invalid batch."""
+    error = await failure(stub.CreateBatch(request, metadata=bearer()))
+    assert error.code() == grpc.StatusCode.INVALID_ARGUMENT
+    reason, violations = details(error)
+    assert reason == "batch.invalid"
+    return violations
+
+
 def details(error: grpc.aio.AioRpcError) -> tuple[str, list[tuple[str, str]]]:
     """The ErrorInfo reason and the (field, reason) of each BadRequest violation."""
     status = rpc_status.from_call(error)  # type: ignore[arg-type]
@@ -77,22 +88,14 @@ async def test_invalid_batches_name_every_violation(
 ) -> None:
     request = new_batch("/ok", "//evil.example/x", "/a/../b")
     request.batch.batch_operations[0].http_method = batch_pb2.HTTP_METHOD_UNSPECIFIED
-    error = await failure(shared_stub.CreateBatch(request, metadata=bearer()))
-    assert error.code() == grpc.StatusCode.INVALID_ARGUMENT
-    assert details(error) == (
-        "batch.invalid",
-        [
-            ("batch_operations[0].http_method", "batch_operation.http_method.invalid"),
-            ("batch_operations[1].path", "batch_operation.path.invalid"),
-            ("batch_operations[2].path", "batch_operation.path.invalid"),
-        ],
-    )
-    empty = await failure(shared_stub.CreateBatch(new_batch(), metadata=bearer()))
-    assert empty.code() == grpc.StatusCode.INVALID_ARGUMENT
-    assert details(empty) == (
-        "batch.invalid",
-        [("batch_operations", "batch.batch_operations.blank")],
-    )
+    assert await batch_violations(shared_stub, request) == [
+        ("batch_operations[0].http_method", "batch_operation.http_method.invalid"),
+        ("batch_operations[1].path", "batch_operation.path.invalid"),
+        ("batch_operations[2].path", "batch_operation.path.invalid"),
+    ]
+    assert await batch_violations(shared_stub, new_batch()) == [
+        ("batch_operations", "batch.batch_operations.blank")
+    ]
 
 
 async def test_invalid_list_requests_name_their_fields(
@@ -163,39 +166,28 @@ async def test_tenants_are_isolated(shared_stub: batch_pb2_grpc.BatchServiceStub
     assert listed.total_size == 1
 
 
-async def test_bodies_no_database_can_store_are_invalid_not_unavailable(
+@pytest.mark.parametrize(
+    ("body", "query_params"),
+    [
+        # NUL characters: no database can store them (refused as invalid, not unavailable).
+        ({"text": "a\x00b"}, {"key\x00": "v"}),
+        # A Struct may carry NaN or an infinity; no JSON column or upstream could.
+        ({"n": float("nan")}, {"n": float("inf")}),
+    ],
+    ids=["nul", "nan-and-infinity"],
+)
+async def test_json_no_database_can_store_is_invalid_not_unavailable(
     shared_stub: batch_pb2_grpc.BatchServiceStub,
+    body: dict[str, str | float],
+    query_params: dict[str, str | float],
 ) -> None:
     request = new_batch("/a", "/b")
-    request.batch.batch_operations[0].body.update({"text": "a\x00b"})
-    request.batch.batch_operations[1].query_params.update({"key\x00": "v"})
-    error = await failure(shared_stub.CreateBatch(request, metadata=bearer()))
-    assert error.code() == grpc.StatusCode.INVALID_ARGUMENT
-    assert details(error) == (
-        "batch.invalid",
-        [
-            ("batch_operations[0].body", "batch_operation.body.invalid"),
-            ("batch_operations[1].query_params", "batch_operation.query_params.invalid"),
-        ],
-    )
-
-
-async def test_numbers_json_cannot_spell_are_invalid(
-    shared_stub: batch_pb2_grpc.BatchServiceStub,
-) -> None:
-    # A Struct may carry NaN or an infinity; no JSON column or upstream could.
-    request = new_batch("/a", "/b")
-    request.batch.batch_operations[0].body.update({"n": float("nan")})
-    request.batch.batch_operations[1].query_params.update({"n": float("inf")})
-    error = await failure(shared_stub.CreateBatch(request, metadata=bearer()))
-    assert error.code() == grpc.StatusCode.INVALID_ARGUMENT
-    assert details(error) == (
-        "batch.invalid",
-        [
-            ("batch_operations[0].body", "batch_operation.body.invalid"),
-            ("batch_operations[1].query_params", "batch_operation.query_params.invalid"),
-        ],
-    )
+    request.batch.batch_operations[0].body.update(body)
+    request.batch.batch_operations[1].query_params.update(query_params)
+    assert await batch_violations(shared_stub, request) == [
+        ("batch_operations[0].body", "batch_operation.body.invalid"),
+        ("batch_operations[1].query_params", "batch_operation.query_params.invalid"),
+    ]
 
 
 @pytest.mark.parametrize(
@@ -208,6 +200,4 @@ async def test_request_ids_the_gateway_would_refuse_are_invalid(
 ) -> None:
     request = new_batch("/a")
     request.request_id = request_id
-    error = await failure(shared_stub.CreateBatch(request, metadata=bearer()))
-    assert error.code() == grpc.StatusCode.INVALID_ARGUMENT
-    assert details(error) == ("batch.invalid", [("request_id", code)])
+    assert await batch_violations(shared_stub, request) == [("request_id", code)]
