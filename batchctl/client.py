@@ -65,18 +65,25 @@ class BatchClient:
 
     def _operations_of(self, batch_id: str) -> list[batch_pb2.BatchOperation]:
         operations: list[batch_pb2.BatchOperation] = []
-        page = 1
+        page_size = MAX_PAGE_SIZE
         while True:
+            # Halving keeps what was read a whole number of pages.
             request = batch_pb2.ListBatchOperationsRequest(
-                batch_ids=[batch_id], page_size=MAX_PAGE_SIZE, page=page
+                batch_ids=[batch_id], page_size=page_size, page=len(operations) // page_size + 1
             )
-            reply = self._stub.ListBatchOperations(
-                request, metadata=self._metadata, timeout=CALL_TIMEOUT_SECONDS
-            )
+            try:
+                reply = self._stub.ListBatchOperations(
+                    request, metadata=self._metadata, timeout=CALL_TIMEOUT_SECONDS
+                )
+            except grpc.RpcError as error:
+                # The page's stored responses are too large for one reply: ask for fewer.
+                if error.code() != grpc.StatusCode.INVALID_ARGUMENT or page_size == 1:
+                    raise
+                page_size //= 2
+                continue
             operations.extend(reply.batch_operations)
             if not reply.batch_operations or len(operations) >= reply.total_size:
                 return operations
-            page += 1
 
     def list(self, limit: int) -> batch_pb2.ListBatchesResponse:
         request = batch_pb2.ListBatchesRequest(page_size=limit)

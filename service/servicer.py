@@ -8,6 +8,7 @@ from typing import Any, TypeVar
 
 import grpc
 
+from batchd.messages import MAX_MESSAGE_BYTES
 from batchd.v1 import batch_pb2, batch_pb2_grpc
 from batchd.vocabulary import BATCH_STATUS_NAMES, OPERATION_STATUS_NAMES
 from service import convert, metrics, store, validation
@@ -158,6 +159,10 @@ class BatchServicer(batch_pb2_grpc.BatchServiceServicer):
             rows, total = await store.list_operations(
                 connection, caller.tenant, batch_ids, statuses, page
             )
-        return batch_pb2.ListBatchOperationsResponse(
+        reply = batch_pb2.ListBatchOperationsResponse(
             batch_operations=[convert.operation_message(row) for row in rows], total_size=total
         )
+        if reply.ByteSize() > MAX_MESSAGE_BYTES:
+            # gRPC would fail the send itself, as RESOURCE_EXHAUSTED: "try later".
+            raise validation.page_too_large()
+        return reply

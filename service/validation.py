@@ -11,7 +11,7 @@ from batchd.json_values import MAX_DEPTH, TooDeep, from_struct, storable
 from batchd.v1 import batch_pb2
 from batchd.vocabulary import HTTP_METHODS, METHOD_NAMES
 from service.engine.urls import path_problem
-from service.errors import Violation, invalid, not_found
+from service.errors import ApiError, Violation, invalid, not_found
 from service.store import Ordering, PageRequest
 
 DEFAULT_PAGE_SIZE = 20
@@ -175,6 +175,16 @@ def page_request(page_size: int, page: int, order_by: str) -> PageRequest:
     if violations:
         raise invalid("list.invalid", violations)
     return PageRequest(limit=limit, page=number, ordering=ordering)
+
+
+def page_too_large() -> ApiError:
+    """A page whose stored responses add up to more than one reply may carry."""
+    violation = Violation(
+        "page_size",
+        "list.limit.too_large",
+        "these operations' stored responses add up to more than one reply carries; ask for fewer",
+    )
+    return invalid("list.invalid", [violation])
 
 
 _ORDER_COLUMNS = {"create_time": "created_at", "update_time": "updated_at"}

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from tests.processes import TOKEN, Process
-from tests.upstream import UpstreamLog
+from tests.upstream import UpstreamLog, huge_operations
 
 BATCHCTL = Path(sys.executable).with_name("batchctl")
 UNKNOWN_ID = "4c1ec4d4-4b0f-4f4e-9a8e-000000000000"
@@ -160,13 +160,11 @@ async def test_show_filters_operations_by_status(service: Service, tmp_path: Pat
 async def test_show_gives_every_operation_of_a_batch_too_large_for_one_reply(
     service: Service, tmp_path: Path
 ) -> None:
-    # Twelve stored responses of about 0.9 MiB: more than one full view carries.
-    operations = [
-        {"http_method": "GET", "path": "/huge", "query_params": {"bytes": 900_000, "n": n}}
-        for n in range(12)
-    ]
+    # Twenty stored responses of about 0.9 MiB: more than one full view carries,
+    # and more than one page of operations may.
+    count = 20
     batch_file = tmp_path / "huge.json"
-    batch_file.write_text(json.dumps(operations))
+    batch_file.write_text(json.dumps(huge_operations(count)))
     submitted = await batchctl(service, "submit", str(batch_file), "--watch", "--json")
     assert submitted.code == 0, submitted.stderr
     batch_id = submitted.json_lines()[0]["id"]
@@ -175,7 +173,7 @@ async def test_show_gives_every_operation_of_a_batch_too_large_for_one_reply(
     assert shown.code == 0, shown.stderr
     [batch] = shown.json_lines()
     in_order = [op["query_params"]["n"] for op in batch["batch_operations"]]
-    assert in_order == list(range(12))
+    assert in_order == list(range(count))
     assert all(len(op["response_body"]["data"]) == 900_000 for op in batch["batch_operations"])
 
 

@@ -36,7 +36,7 @@ from tests.rest import (
     create_batch,
     wait_completed,
 )
-from tests.upstream import UpstreamLog
+from tests.upstream import UpstreamLog, huge_operations
 
 Upstream = tuple[str, UpstreamLog]
 UNKNOWN_ID = "4c1ec4d4-4b0f-4f4e-9a8e-000000000000"
@@ -482,11 +482,7 @@ async def test_a_batch_too_large_to_inline_shows_what_fits_and_counts_the_rest(
 ) -> None:
     # Twelve stored responses of about 0.9 MiB: more than one reply may carry.
     count = 12
-    operations = [
-        {"http_method": "GET", "path": "/huge", "query_params": {"bytes": 900_000, "n": n}}
-        for n in range(count)
-    ]
-    created = await create_batch(api, operations)
+    created = await create_batch(api, huge_operations(count))
     # Not expanded while waiting: each expanded read would carry megabytes.
     await wait_completed(api, created["id"], timeout=60, expand=False)
 
@@ -508,3 +504,18 @@ async def test_a_batch_too_large_to_inline_shows_what_fits_and_counts_the_rest(
     # The first operations, in submitted order, each whole.
     assert [op["query_params"]["n"] for op in inlined["data"]] == list(range(shown))
     assert all(len(op["response_body"]["data"]) == 900_000 for op in inlined["data"])
+
+
+async def test_a_page_too_large_for_one_reply_is_a_422_naming_the_limit(
+    api: aiohttp.ClientSession,
+) -> None:
+    # Twenty stored responses of about 0.9 MiB: more than one reply carries (16 MiB).
+    created = await create_batch(api, huge_operations(20))
+    await wait_completed(api, created["id"], timeout=60, expand=False)
+    path = f"/v1/batch_operations?batch_ids[]={created['id']}"
+    body = await call(api, "GET", f"{path}&limit=20", 422)
+    assert_error(body, "unprocessable_entity")
+    assert attributes(body) == ["limit"]
+    assert body["validation_errors"][0]["code"] == "list.limit.too_large"
+    fewer = await call(api, "GET", f"{path}&limit=10", 200)
+    assert len(fewer["data"]) == 10

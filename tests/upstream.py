@@ -101,6 +101,14 @@ async def text(_: web.Request) -> web.Response:
     return web.Response(text="<html>not json</html>", content_type="text/html")
 
 
+def huge_operations(count: int) -> list[dict[str, Any]]:
+    """Operations whose stored responses are about 0.9 MiB each, numbered by `n`."""
+    return [
+        {"http_method": "GET", "path": "/huge", "query_params": {"bytes": 900_000, "n": n}}
+        for n in range(count)
+    ]
+
+
 async def huge(request: web.Request) -> web.Response:
     size = int(request.query.get("bytes", str(5 * 1024 * 1024)))
     return web.json_response({"data": "x" * size})
