@@ -42,9 +42,17 @@ def _read(source: str) -> str:
         raise InputError(f"cannot read {source}: {reason}") from None
 
 
+def _loads(text: str, where: str) -> Any:
+    """json.loads, with absurd nesting an input error rather than a crash."""
+    try:
+        return json.loads(text)
+    except RecursionError:
+        raise InputError(f"{where}: JSON nested too deeply") from None
+
+
 def _parse(text: str, name: str) -> list[Any]:
     try:
-        document = json.loads(text)
+        document = _loads(text, name)
     except json.JSONDecodeError as error:
         if _first_line_is_json(text):
             return _parse_lines(text, name)
@@ -64,7 +72,7 @@ def _first_line_is_json(text: str) -> bool:
     first = text.lstrip().partition("\n")[0]
     try:
         return isinstance(json.loads(first), dict)
-    except json.JSONDecodeError:
+    except (json.JSONDecodeError, RecursionError):
         return False
 
 
@@ -74,7 +82,7 @@ def _parse_lines(text: str, name: str) -> list[Any]:
         if not line.strip():
             continue
         try:
-            objects.append(json.loads(line))
+            objects.append(_loads(line, f"{name}: line {number}"))
         except json.JSONDecodeError as error:
             raise InputError(f"{name}: invalid JSON on line {number}: {error.msg}") from None
     return objects
@@ -98,7 +106,14 @@ def _operation(item: Any, where: str) -> batch_pb2.BatchOperation:
             continue
         if not isinstance(value, dict):
             raise InputError(f"{where}: {field} must be a JSON object or null")
-        getattr(operation, field).CopyFrom(to_struct(value))
+        try:
+            struct = to_struct(value)
+        except (UnicodeEncodeError, OverflowError, RecursionError):
+            raise InputError(
+                f"{where}: {field} holds a value no operation can carry"
+                " (a lone surrogate, a number beyond a double, or too deep a nesting)"
+            ) from None
+        getattr(operation, field).CopyFrom(struct)
     return operation
 
 

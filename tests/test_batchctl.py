@@ -238,6 +238,9 @@ async def test_bad_input_is_a_one_line_usage_error(service: Service, tmp_path: P
         '[{"http_method": "FETCH", "path": "/a"}]': "http_method must be one of",
         '[{"http_method": "GET", "path": "/a", "params": {}}]': "unknown field 'params'",
         "[]": "no operations",
+        "[" * 100_000 + "]" * 100_000: "nested too deeply",
+        '[{"http_method": "POST", "path": "/a", "body": {"s": "\\ud800"}}]': "body holds",
+        '[{"http_method": "POST", "path": "/a", "body": {"n": 1' + "0" * 400 + "}}]": "body holds",
     }
     for text, reason in stdin_cases.items():
         result = await batchctl(service, "submit", "-", stdin=text)
