@@ -6,16 +6,21 @@ sent in a body is shown as `1`, not `1.0` (exact up to 2**53).
 
 from __future__ import annotations
 
+import functools
 import json
 import math
+import sys
 from typing import Any
 
 from google.protobuf import struct_pb2
 
 JSON = Any
 _EXACT = 2**53
-# Integers beyond this are refused: a Struct number is a double.
+# Integers beyond this are refused in what callers send: a Struct number is a double.
 MAX_INTEGER = 2**63
+# Beyond this no double holds an integer even roughly: what an upstream answers
+# may go this far (read back, it loses precision as any double does).
+MAX_DOUBLE_INTEGER = int(sys.float_info.max) + 1
 # Each JSON level costs protobuf about three levels of nesting (Struct, map
 # entry, Value), and protobuf refuses to decode messages nested over 100 deep.
 MAX_DEPTH = 32
@@ -90,16 +95,21 @@ def depth(value: JSON) -> int:
     return deepest
 
 
-def load_json(raw: bytes | str) -> Any:
-    """JSON as every part of batchd can carry it: NaN, Infinity and numbers no
-    double holds raise ValueError instead of parsing (absurd nesting raises
-    RecursionError)."""
+def load_json(raw: bytes | str, max_integer: int = MAX_INTEGER) -> Any:
+    """JSON as every part of batchd can carry it: NaN, Infinity, numbers no double
+    holds and integers from `max_integer` on raise ValueError instead of parsing
+    (absurd nesting raises RecursionError)."""
     if isinstance(raw, bytes):
-        # UTF-8, 16 or 32, told from the first bytes as json.loads does, but
-        # strictly: json.loads lets encoded lone surrogates through, which no
-        # database or protobuf message can hold.
-        raw = raw.decode(json.detect_encoding(raw))
-    return _DECODER.decode(raw)
+        raw, _ = decode_json_bytes(raw)
+    return _decoder(max_integer).decode(raw)
+
+
+def decode_json_bytes(raw: bytes) -> tuple[str, str]:
+    """JSON bytes as text, and their encoding: UTF-8, 16 or 32, told from the
+    first bytes as json.loads does, but decoded strictly: json.loads lets encoded
+    lone surrogates through, which no database or protobuf message can hold."""
+    encoding = json.detect_encoding(raw)
+    return raw.decode(encoding), encoding
 
 
 def _refuse_constant(constant: str) -> Any:
@@ -113,17 +123,18 @@ def _finite_float(text: str) -> float:
     return number
 
 
-def _bounded_int(text: str) -> int:
-    number = int(text)
-    if abs(number) >= MAX_INTEGER:
-        raise ValueError("number out of range")
-    return number
+# Built once per bound: json.loads with hooks would build a decoder per call.
+@functools.cache
+def _decoder(max_integer: int) -> json.JSONDecoder:
+    def bounded_int(text: str) -> int:
+        number = int(text)
+        if abs(number) >= max_integer:
+            raise ValueError("number out of range")
+        return number
 
-
-# Built once: json.loads with hooks would build a decoder per call.
-_DECODER = json.JSONDecoder(
-    parse_constant=_refuse_constant, parse_float=_finite_float, parse_int=_bounded_int
-)
+    return json.JSONDecoder(
+        parse_constant=_refuse_constant, parse_float=_finite_float, parse_int=bounded_int
+    )
 
 
 def storable(value: Any) -> bool:

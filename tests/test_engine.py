@@ -180,14 +180,16 @@ async def test_json_bodies_read_the_same_in_every_encoding(
 async def test_json_numbers_are_stored_by_value_whatever_their_spelling(
     stub: batch_pb2_grpc.BatchServiceStub, upstream_server: tuple[str, UpstreamLog]
 ) -> None:
-    kinds = ("tiny", "long_fraction", "null")
+    kinds = ("tiny", "long_fraction", "null", "uint64")
     batch = await run_batch(stub, [operation(GET, f"/numbers/{kind}") for kind in kinds])
-    tiny, long_fraction, null = batch.batch_operations
+    tiny, long_fraction, null, uint64 = batch.batch_operations
     for op in (tiny, long_fraction):
         assert op.status == batch_pb2.BATCH_OPERATION_STATUS_COMPLETED, op.failure_reason
         assert from_value(op.response_body) == {"x": 0}
     assert null.status == batch_pb2.BATCH_OPERATION_STATUS_COMPLETED
     assert from_value(null.response_body) is None
+    # Valid JSON, only beyond what callers may send: kept, as the double it reads back as.
+    assert from_value(uint64.response_body) == {"x": float(12345678901234567890)}
 
 
 async def test_retries_idempotent_operations_honouring_retry_after(

@@ -136,6 +136,7 @@ async def numbers(request: web.Request) -> web.Response:
         "tiny": "1e-20000",
         "long_fraction": "0." + "0" * 20_000 + "1",
         "null": "null",
+        "uint64": "12345678901234567890",
     }[request.match_info["kind"]]
     text = written if written == "null" else '{"x": ' + written + "}"
     return web.Response(text=text, content_type="application/json")

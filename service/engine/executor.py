@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import codecs
 import random
 import re
 import time
@@ -14,7 +13,12 @@ from typing import Any
 import aiohttp
 from yarl import URL
 
-from batchd.json_values import load_json, storable_document
+from batchd.json_values import (
+    MAX_DOUBLE_INTEGER,
+    decode_json_bytes,
+    load_json,
+    storable_document,
+)
 from batchd.logs import REQUEST_ID_HEADER
 from service.bulk import JsonText
 from service.engine.deadlines import Deadlines
@@ -30,7 +34,7 @@ PREVIEW_CHARACTERS = 4096
 # plain double (1e-20000 is 0.0) yet overflow PostgreSQL's JSONB, which keeps
 # the decimal as written (at most 16,383 digits after the point): such text is
 # stored as the parsed value. A digit run inside a string only costs the same.
-_UNWIELDY_NUMBER = re.compile(rb"[eE][-+]?[0-9]{4}|[0-9]{1000}")
+_UNWIELDY_NUMBER = re.compile(r"[eE][-+]?[0-9]{4}|[0-9]{1000}")
 USER_AGENT = "batchd/0.1"
 
 
@@ -179,12 +183,13 @@ class Executor:
             return None
         if size <= self.max_response_bytes:
             try:
-                parsed = load_json(raw)
+                text, encoding = decode_json_bytes(raw)
+                parsed = load_json(text, max_integer=MAX_DOUBLE_INTEGER)
             except (ValueError, RecursionError):
                 kind = "non_json"
             else:
                 if storable_document(raw, parsed):
-                    return _as_stored(raw, parsed)
+                    return _as_stored(text, encoding, parsed)
                 kind = "unstorable_json"
         else:
             kind = "too_large"
@@ -211,21 +216,15 @@ def _headers(
     return headers
 
 
-def _as_stored(raw: bytes, parsed: Any) -> Any:
-    """The upstream's own text when it is plain UTF-8, which every database takes
-    as it is; else the parsed value, serialised again when stored."""
+def _as_stored(text: str, encoding: str, parsed: Any) -> Any:
+    """The upstream's own text when it came as plain UTF-8, which every database
+    takes as it is; else the parsed value, serialised again when stored. (Its
+    readers would refuse a UTF-8 BOM, which detection names "utf-8-sig".)"""
     if parsed is None:
         return None  # SQL NULL, as for an empty body
-    if raw.startswith(codecs.BOM_UTF8):
-        return parsed  # readers of the stored text would refuse the BOM
-    if _UNWIELDY_NUMBER.search(raw):
+    if encoding != "utf-8" or _UNWIELDY_NUMBER.search(text):
         return parsed
-    if b"\x00" in raw:
-        return parsed  # UTF-16 or 32: JSON in UTF-8 spells a NUL as an escape
-    try:
-        return JsonText(raw.decode("utf-8"))
-    except UnicodeDecodeError:
-        return parsed  # UTF-16 or 32 of text beyond ASCII
+    return JsonText(text)
 
 
 def _preview(raw: bytes) -> str:
