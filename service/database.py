@@ -21,7 +21,7 @@ from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Concatenate, ParamSpec, Protocol, TypeVar
+from typing import Any, Concatenate, Protocol
 
 from sqlalchemy import (
     Connection,
@@ -37,10 +37,7 @@ from sqlalchemy.exc import DataError, DBAPIError, IntegrityError, StatementError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
 from service import models  # noqa: F401  (registers the tables)
-from service.sqlite_inline import WAL_BACKSTOP_PAGES, InlineReader, InlineWriter
-
-P = ParamSpec("P")
-T = TypeVar("T")
+from service.sqlite_inline import WAL_BACKSTOP_PAGES, InlineReader, InlineWriter, P, T
 
 # asyncpg waits 60 s by default for an unreachable server; calls should fail sooner.
 CONNECT_TIMEOUT_SECONDS = 10

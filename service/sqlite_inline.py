@@ -55,15 +55,16 @@ class InlineReader:
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
         self._connection: PoolProxiedConnection | None = None
-        self._prepared: dict[int, _Lookup] = {}
+        # Keyed by the query itself: statements hash by identity.
+        self._prepared: dict[Select[Any], _Lookup] = {}
 
     def fetch_one(self, query: Select[Any], parameters: Mapping[str, Any]) -> Any:
         """The row's columns as attributes, or None. Raises sqlite3's own errors."""
         if self._connection is None:
             self._connection = self.engine.raw_connection()
-        lookup = self._prepared.get(id(query))
+        lookup = self._prepared.get(query)
         if lookup is None:
-            lookup = self._prepared[id(query)] = _Lookup.compile(query, self.engine.dialect)
+            lookup = self._prepared[query] = _Lookup.compile(query, self.engine.dialect)
         driver = self._connection.driver_connection
         assert isinstance(driver, sqlite3.Connection)
         return lookup.run(driver, parameters)
@@ -80,8 +81,6 @@ class _Lookup:
     parameter_names: tuple[str, ...]
     processors: tuple[Callable[[Any], Any] | None, ...]
     record: type[tuple[Any, ...]]
-    # The query, kept alive so that its id() stays its own.
-    query: Select[Any]
 
     @classmethod
     def compile(cls, query: Select[Any], dialect: Dialect) -> _Lookup:
@@ -95,7 +94,6 @@ class _Lookup:
                 for column in columns
             ),
             namedtuple("Record", [column.key for column in columns]),  # type: ignore[misc]
-            query,
         )
 
     def run(self, connection: sqlite3.Connection, parameters: Mapping[str, Any]) -> Any:
