@@ -49,7 +49,8 @@ async def create_batch(
     validation.request_id(request.request_id)
     fingerprint = hashlib.sha256(request.batch.SerializeToString(deterministic=True)).hexdigest()
     now = time.time()
-    [batch_id] = new_ids(1)
+    # One read of randomness and one millisecond for the batch and its operations.
+    batch_id, *operation_ids = new_ids(1 + len(new_operations))
     batch: dict[str, Any] = {
         "id": batch_id,
         "tenant": caller.tenant,
@@ -65,7 +66,6 @@ async def create_batch(
         "created_at": now,
         "updated_at": now,
     }
-    operation_ids = new_ids(len(new_operations))
     operations = [
         _operation_row(operation_ids[position], batch_id, caller.tenant, position, new, now)
         for position, new in enumerate(new_operations)

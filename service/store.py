@@ -35,6 +35,7 @@ class PageRequest:
         return (self.page - 1) * self.limit
 
 
+_INSERT_BATCH = insert(batches)
 _insert_operations = BulkStatement(insert(operations))
 
 
@@ -42,7 +43,7 @@ async def insert_batch(
     connection: DbConnection, batch: dict[str, Any], batch_operations: list[dict[str, Any]]
 ) -> None:
     """Stores a batch and all its operations: one insert, then one bulk insert."""
-    await connection.execute(insert(batches), [batch])
+    await connection.execute(_INSERT_BATCH, [batch])
     await _insert_operations.execute_many(
         connection,
         [
@@ -50,7 +51,6 @@ async def insert_batch(
                 **operation,
                 "query_params": json_text(operation["query_params"]),
                 "body": json_text(operation["body"]),
-                "response_body": json_text(operation["response_body"]),
             }
             for operation in batch_operations
         ],
