@@ -1,7 +1,7 @@
 """Batches as messages in the view asked for; the full view within a size budget.
 
 A batch's stored responses can add up to far more than one gRPC message may
-carry (a thousand operations of up to 1 MiB each). The full view inlines
+carry (each may be up to BATCH_MAX_RESPONSE_BYTES). The full view inlines
 operations in submitted order while they fit in the budget; a client that gets
 fewer than batch_operations_count reads the rest with ListBatchOperations.
 """
@@ -11,13 +11,14 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from typing import Any
 
+from batchd.messages import MAX_MESSAGE_BYTES
 from batchd.v1 import batch_pb2
 from service import convert, store
 from service.database import DbConnection
 
 # Half the largest message the server sends: room for the rest of the reply,
 # and the gateway's JSON stays a sane size.
-FULL_VIEW_BUDGET_BYTES = 8 * 1024 * 1024
+FULL_VIEW_BUDGET_BYTES = MAX_MESSAGE_BYTES // 2
 # Operations read per query: memory stays bounded however large the batch.
 PAGE_SIZE = 200
 
@@ -56,7 +57,8 @@ async def _inline_stored(
     connection: DbConnection, tenant: str, batch: batch_pb2.Batch, budget: Budget
 ) -> None:
     after = -1
-    while budget.left > 0:  # once spent, later batches need no query at all
+    # Once the budget is spent, or every operation is in, no more queries.
+    while budget.left > 0 and len(batch.batch_operations) < batch.batch_operations_count:
         rows = await store.operations_page(connection, tenant, batch.id, after, PAGE_SIZE)
         if not budget.inline(batch, rows) or len(rows) < PAGE_SIZE:
             return
