@@ -19,7 +19,6 @@ from typing import Any
 
 from sqlalchemy import (
     BindParameter,
-    CursorResult,
     Integer,
     String,
     Text,
@@ -343,17 +342,10 @@ async def _write_results(
             for result in results
         ],
     )
-    if not _all_rows_changed(written, len(results)):
+    # SQLite's driver counts the rows of an executemany.
+    if written.rowcount != len(results):
         return None
     return Counter(result.batch_id for result in results)
-
-
-def _all_rows_changed(result: CursorResult[Any], statements: int) -> bool:
-    """Whether each of `statements` changed its row; False when the driver cannot tell."""
-    sane = (
-        result.supports_sane_multi_rowcount() if statements > 1 else result.supports_sane_rowcount()
-    )
-    return sane and result.rowcount == statements
 
 
 async def _stop_after_failures(
