@@ -13,6 +13,7 @@ from typing import Any
 import grpc
 
 from batchd.json_values import to_struct
+from batchd.messages import MESSAGE_SIZE_OPTIONS
 from batchd.v1 import batch_pb2, batch_pb2_grpc
 from benchmarks.processes import SUBJECT_CORE, python_module, running, wait_serving
 from tests.processes import TOKEN, service_env
@@ -20,8 +21,6 @@ from tests.processes import TOKEN, service_env
 METADATA = (("authorization", f"Bearer {TOKEN}"),)
 # Where the read figures point the service: reads never execute anything.
 NO_UPSTREAM = "http://127.0.0.1:9"
-# Room for a 10,000-operation batch in one call.
-MAX_MESSAGE_BYTES = 64 * 1024 * 1024
 # Often enough to stop the clock within 2% of a 2.5 s batch, rarely enough to cost nothing.
 POLL_SECONDS = 0.05
 # A batch whose finished count has not moved for this long is stuck, not slow.
@@ -46,11 +45,7 @@ def batchd_service(
 
 @contextmanager
 def client(address: str) -> Iterator[batch_pb2_grpc.BatchServiceStub]:
-    options = [
-        ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
-        ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
-    ]
-    with grpc.insecure_channel(address, options=options) as channel:
+    with grpc.insecure_channel(address, options=MESSAGE_SIZE_OPTIONS) as channel:
         yield batch_pb2_grpc.BatchServiceStub(channel)
 
 
