@@ -34,12 +34,11 @@ async def run_batch(
     stub: batch_pb2_grpc.BatchServiceStub,
     operations: list[batch_pb2.BatchOperation],
     timeout: float = 30,
+    options: batch_pb2.ExecutionOptions | None = None,
 ) -> batch_pb2.Batch:
     """Creates a batch and waits until it completes; returns it with its operations."""
-    created = await stub.CreateBatch(
-        batch_pb2.CreateBatchRequest(batch=batch_pb2.Batch(batch_operations=operations)),
-        metadata=bearer(),
-    )
+    batch = batch_pb2.Batch(batch_operations=operations, execution_options=options)
+    created = await stub.CreateBatch(batch_pb2.CreateBatchRequest(batch=batch), metadata=bearer())
     return await wait_completed(stub, created.batch.id, timeout)
 
 
@@ -102,16 +101,9 @@ async def test_cookies_an_upstream_sets_are_never_sent_back(
     env = service_env(f"sqlite+aiosqlite:///{tmp_path / 'batchd.db'}", by_name)
     in_order = batch_pb2.ExecutionOptions(sequential=True)
     async with serving(env, tmp_path / "service.log") as (_, stub):
-        created = await stub.CreateBatch(
-            batch_pb2.CreateBatchRequest(
-                batch=batch_pb2.Batch(
-                    batch_operations=[operation(GET, "/cookie"), operation(GET, "/echo/after")],
-                    execution_options=in_order,
-                )
-            ),
-            metadata=bearer(),
+        await run_batch(
+            stub, [operation(GET, "/cookie"), operation(GET, "/echo/after")], options=in_order
         )
-        await wait_completed(stub, created.batch.id)
     set_cookie, after = upstream_server[1].requests
     assert set_cookie.path == "/cookie" and after.path == "/echo/after"
     assert "Cookie" not in after.headers
