@@ -19,6 +19,7 @@ from service.rate_limit import CreateRateLimiter
 from service.server import build_server, set_serving
 from service.servicer import BatchServicer
 from service.settings import ServiceSettings
+from service.validation import BatchLimits
 from service.watch import Changes
 
 log = logging.getLogger(__name__)
@@ -45,7 +46,7 @@ class Service:
             database,
             Tenants(settings.tenants_by_token),
             sealer,
-            settings.max_operations,
+            BatchLimits(settings.max_operations, settings.max_operation_bytes),
             changes,
             CreateRateLimiter(settings.create_rate, settings.create_burst),
             on_batch_created=engine.batch_created,

@@ -42,9 +42,9 @@ async def create_batch(
     caller: Caller,
     request: batch_pb2.CreateBatchRequest,
     sealer: Sealer,
-    max_operations: int,
+    limits: validation.BatchLimits,
 ) -> Created:
-    new_operations = validation.new_operations(request.batch, max_operations)
+    new_operations = validation.new_operations(request.batch, limits)
     options = validation.execution_options(request.batch.execution_options)
     validation.request_id(request.request_id)
     fingerprint = hashlib.sha256(request.batch.SerializeToString(deterministic=True)).hexdigest()

@@ -48,7 +48,7 @@ class BatchServicer(batch_pb2_grpc.BatchServiceServicer):
         database: Database,
         tenants: Tenants,
         sealer: Sealer,
-        max_operations: int,
+        limits: validation.BatchLimits,
         changes: Changes,
         create_rate_limiter: CreateRateLimiter,
         on_batch_created: Callable[[], None] = lambda: None,
@@ -57,7 +57,7 @@ class BatchServicer(batch_pb2_grpc.BatchServiceServicer):
         self.database = database
         self.tenants = tenants
         self.sealer = sealer
-        self.max_operations = max_operations
+        self.limits = limits
         self.on_batch_created = on_batch_created
         self.on_batch_canceled = on_batch_canceled
         self.changes = changes
@@ -68,9 +68,7 @@ class BatchServicer(batch_pb2_grpc.BatchServiceServicer):
         self, request: batch_pb2.CreateBatchRequest, caller: Caller
     ) -> batch_pb2.CreateBatchResponse:
         self.create_rate_limiter.check(caller.tenant)
-        created = await create_batch(
-            self.database, caller, request, self.sealer, self.max_operations
-        )
+        created = await create_batch(self.database, caller, request, self.sealer, self.limits)
         if created.replayed:
             async with self.database.read() as connection:
                 [message] = await batch_messages(

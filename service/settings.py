@@ -3,11 +3,21 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass, field
 
 from batchd.config import ConfigError, env, host_port
+from batchd.messages import MAX_MESSAGE_BYTES
 
 DEFAULT_DATABASE_URL = "sqlite+aiosqlite:///var/batchd.db"
+# Every stored operation must fit in one reply with the largest response it may get,
+# or it could never be read back. A stored JSON body of N bytes can take 5.5 N as a
+# protobuf Value: `[0,0,...]` spends 2 bytes a number, the Value 11 (tag, length,
+# tag, 8-byte double). At this limit an operation's request may still take 4.9 MiB.
+MAX_RESPONSE_BYTES_LIMIT = 2 * 1024 * 1024
+STORED_VALUE_GROWTH = 5.5
+# What a reply holds besides an operation's request and response: ids, status, times.
+OPERATION_REPLY_OVERHEAD = 64 * 1024
 
 
 def database_url_setting() -> str:
@@ -84,7 +94,10 @@ class ServiceSettings:
     )
     max_response_bytes: int = field(
         default=1 << 20,
-        metadata=env("BATCH_MAX_RESPONSE_BYTES", "largest upstream body stored as is"),
+        metadata=env(
+            "BATCH_MAX_RESPONSE_BYTES",
+            f"largest upstream body stored as is (at most {MAX_RESPONSE_BYTES_LIMIT})",
+        ),
     )
     create_rate: float = field(
         default=50.0,
@@ -114,6 +127,11 @@ class ServiceSettings:
             raise ConfigError("BATCH_MAX_OPERATIONS and the in-flight limits must be at least 1")
         if self.operation_timeout <= 0 or self.lease_seconds <= 0:
             raise ConfigError("BATCH_OPERATION_TIMEOUT and BATCH_LEASE_SECONDS must be positive")
+        if not 1 <= self.max_response_bytes <= MAX_RESPONSE_BYTES_LIMIT:
+            raise ConfigError(
+                f"BATCH_MAX_RESPONSE_BYTES must be between 1 and {MAX_RESPONSE_BYTES_LIMIT}, "
+                "so that an operation and its stored response fit in one gRPC reply"
+            )
         if self.metrics_address:
             self.metrics_listen()  # a bad address fails at start-up, before anything runs
 
@@ -123,6 +141,13 @@ class ServiceSettings:
         return host_port(
             f"127.0.0.1{address}" if address.startswith(":") else address, "BATCH_METRICS_ADDRESS"
         )
+
+    @property
+    def max_operation_bytes(self) -> int:
+        """The largest operation CreateBatch accepts (its request, as a message): with the
+        largest response it may store, it still fits in one reply."""
+        stored_response = math.ceil(self.max_response_bytes * STORED_VALUE_GROWTH)
+        return MAX_MESSAGE_BYTES - stored_response - OPERATION_REPLY_OVERHEAD
 
     @property
     def tenants_by_token(self) -> dict[str, str]:

@@ -20,6 +20,14 @@ MAX_PAGE_SIZE = 100
 
 
 @dataclass(frozen=True)
+class BatchLimits:
+    """What one batch may hold: operations, and bytes per operation (see ServiceSettings)."""
+
+    max_operations: int
+    max_operation_bytes: int
+
+
+@dataclass(frozen=True)
 class NewOperation:
     http_method: str
     path: str
@@ -27,7 +35,7 @@ class NewOperation:
     body: dict[str, Any] | None
 
 
-def new_operations(batch: batch_pb2.Batch, max_operations: int) -> list[NewOperation]:
+def new_operations(batch: batch_pb2.Batch, limits: BatchLimits) -> list[NewOperation]:
     """The operations of a create request, or an ApiError naming every problem."""
     count = len(batch.batch_operations)
     if count == 0:
@@ -41,20 +49,21 @@ def new_operations(batch: batch_pb2.Batch, max_operations: int) -> list[NewOpera
                 )
             ],
         )
-    if count > max_operations:
+    if count > limits.max_operations:
         raise invalid(
             "batch.invalid",
             [
                 Violation(
                     "batch_operations",
                     "batch.batch_operations.too_long",
-                    f"a batch holds at most {max_operations} operations, not {count}",
+                    f"a batch holds at most {limits.max_operations} operations, not {count}",
                 )
             ],
         )
     violations: list[Violation] = []
     result = [
-        _new_operation(index, op, violations) for index, op in enumerate(batch.batch_operations)
+        _new_operation(index, op, limits.max_operation_bytes, violations)
+        for index, op in enumerate(batch.batch_operations)
     ]
     if violations:
         raise invalid("batch.invalid", violations)
@@ -62,9 +71,18 @@ def new_operations(batch: batch_pb2.Batch, max_operations: int) -> list[NewOpera
 
 
 def _new_operation(
-    index: int, operation: batch_pb2.BatchOperation, violations: list[Violation]
+    index: int, operation: batch_pb2.BatchOperation, max_bytes: int, violations: list[Violation]
 ) -> NewOperation:
     prefix = f"batch_operations[{index}]"
+    if (size := operation.ByteSize()) > max_bytes:
+        violations.append(
+            Violation(
+                prefix,
+                "batch_operation.too_large",
+                f"an operation may take at most {max_bytes} bytes, so that it and its "
+                f"response fit in one reply; this one takes {size}",
+            )
+        )
     method = METHOD_NAMES.get(operation.http_method)
     if method is None:
         violations.append(

@@ -16,6 +16,7 @@ import aiohttp
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from batchd.messages import MESSAGE_SIZE_OPTIONS
 from batchd.v1 import batch_pb2_grpc
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -110,7 +111,9 @@ async def serving(
     """A started service and a client of it; the service is stopped on the way out."""
     process = await start_service(env, log_path)
     try:
-        async with grpc.aio.insecure_channel(env["BATCH_GRPC_ADDRESS"]) as channel:
+        async with grpc.aio.insecure_channel(
+            env["BATCH_GRPC_ADDRESS"], options=MESSAGE_SIZE_OPTIONS
+        ) as channel:
             yield process, batch_pb2_grpc.BatchServiceStub(channel)
     finally:
         await process.stop()

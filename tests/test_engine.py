@@ -8,8 +8,10 @@ from pathlib import Path
 import grpc
 
 from batchd.json_values import from_value, to_struct
+from batchd.messages import MAX_MESSAGE_BYTES
 from batchd.v1 import batch_pb2, batch_pb2_grpc
 from service.database import open_database
+from service.settings import ServiceSettings
 from service.store import BATCH_BY_ID
 from tests.conftest import bearer
 from tests.processes import TOKEN, Process, free_port, service_env, serving, start_service
@@ -107,6 +109,42 @@ async def test_cookies_an_upstream_sets_are_never_sent_back(
     set_cookie, after = upstream_server[1].requests
     assert set_cookie.path == "/cookie" and after.path == "/echo/after"
     assert "Cookie" not in after.headers
+
+
+async def test_the_largest_operation_reads_back_with_the_response_that_grows_most(
+    database_url: str, upstream_server: tuple[str, UpstreamLog], tmp_path: Path
+) -> None:
+    """An operation of the largest size CreateBatch accepts, answered with the stored
+    response that grows most as protobuf, still fits in a reply: it can be read back."""
+    response_limit = 1024 * 1024
+    env = service_env(
+        database_url, upstream_server[0], BATCH_MAX_RESPONSE_BYTES=str(response_limit)
+    )
+    settings = ServiceSettings(api_tokens="t:t", max_response_bytes=response_limit)
+    largest = operation(POST, "/zeros", query_params={"bytes": response_limit}, body={})
+    data = ""
+    while (room := settings.max_operation_bytes - largest.ByteSize()) > 0:
+        data += "x" * max(1, room - 8)  # lengths grow with the text: approach from below
+        largest.body.update({"data": data})
+    if room < 0:
+        largest.body.update({"data": data[:room]})
+    assert largest.ByteSize() <= settings.max_operation_bytes
+    async with serving(env, tmp_path / "service.log") as (_, stub):
+        batch = await run_batch(stub, [largest], timeout=60)
+        listed = await stub.ListBatchOperations(
+            batch_pb2.ListBatchOperationsRequest(batch_ids=[batch.id], page_size=1),
+            metadata=bearer(),
+        )
+        reply = await stub.GetBatchOperation(
+            batch_pb2.GetBatchOperationRequest(id=listed.batch_operations[0].id),
+            metadata=bearer(),
+        )
+    assert listed.batch_operations[0] == reply.batch_operation
+    read = reply.batch_operation
+    assert read.status == batch_pb2.BATCH_OPERATION_STATUS_COMPLETED
+    assert len(read.response_body.list_value.values) == (response_limit - 1) // 2
+    # Within 100 kB of the limit: the bound is tight, not just safe.
+    assert MAX_MESSAGE_BYTES - 100_000 < reply.ByteSize() <= MAX_MESSAGE_BYTES
 
 
 async def test_records_failures_timeouts_and_bounded_bodies(

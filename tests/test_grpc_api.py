@@ -190,6 +190,17 @@ async def test_json_no_database_can_store_is_invalid_not_unavailable(
     ]
 
 
+async def test_an_operation_too_large_to_read_back_with_its_response_is_invalid(
+    shared_stub: batch_pb2_grpc.BatchServiceStub,
+) -> None:
+    """With the default 1 MiB response limit, an operation may take about 10.4 MiB."""
+    request = new_batch("/a", "/b")
+    request.batch.batch_operations[1].body.update({"data": "x" * 11_000_000})
+    assert await batch_violations(shared_stub, request) == [
+        ("batch_operations[1]", "batch_operation.too_large"),
+    ]
+
+
 @pytest.mark.parametrize(
     ("request_id", "code"),
     [("k" * 201, "batch.request_id.too_long"), ("order\x00-1", "batch.request_id.invalid")],

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
+import sys
 from pathlib import Path
 
 import aiohttp
@@ -14,7 +16,7 @@ from grpc_status import rpc_status
 
 from batchd.v1 import batch_pb2
 from tests.conftest import bearer
-from tests.processes import TOKEN, free_port, service_env, serving
+from tests.processes import ROOT, TOKEN, free_port, service_env, serving
 from tests.test_engine import GET, operation, run_batch
 from tests.upstream import UpstreamLog
 
@@ -83,3 +85,25 @@ async def test_creates_beyond_the_tenant_rate_are_refused_with_a_retry_delay(
     retry_info = error_details_pb2.RetryInfo()
     assert any(detail.Unpack(retry_info) for detail in status.details)
     assert 0 < retry_info.retry_delay.ToMilliseconds() <= 100_000
+
+
+async def test_a_response_limit_no_reply_could_carry_stops_the_start(tmp_path: Path) -> None:
+    """Above 2 MiB, a stored response could leave its operation unreadable (16 MiB replies)."""
+    env = service_env(
+        f"sqlite+aiosqlite:///{tmp_path / 'batchd.db'}",
+        "http://127.0.0.1:9",
+        BATCH_MAX_RESPONSE_BYTES=str(3 * 1024 * 1024),
+    )
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "service",
+        cwd=ROOT,
+        env={**os.environ, **env},
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    _, stderr = await asyncio.wait_for(process.communicate(), 30)
+    assert process.returncode == 2
+    [line] = stderr.decode().splitlines()
+    assert line.startswith("batchd: BATCH_MAX_RESPONSE_BYTES must be between 1 and 2097152")

@@ -114,6 +114,12 @@ async def huge(request: web.Request) -> web.Response:
     return web.json_response({"data": "x" * size})
 
 
+async def zeros(request: web.Request) -> web.Response:
+    """`[0,0,...]` of `bytes` bytes: JSON that grows the most as a protobuf Value."""
+    count = (int(request.query["bytes"]) - 1) // 2
+    return web.Response(text="[" + ",".join("0" * count) + "]", content_type="application/json")
+
+
 async def raw_json(request: web.Request) -> web.Response:
     """JSON that parses but that no database or protobuf should be asked to hold."""
     bodies = {
@@ -183,7 +189,8 @@ async def redirect(_: web.Request) -> web.Response:
 
 
 def make_app() -> web.Application:
-    app = web.Application(middlewares=[record])
+    # batchd sends request bodies of up to 16 MiB (its gRPC message limit).
+    app = web.Application(middlewares=[record], client_max_size=32 * 1024 * 1024)
     app[LOG_KEY] = UpstreamLog()
     app[HITS_KEY] = Counter()
     app.router.add_route("*", "/echo/{tail:.*}", echo)
@@ -193,6 +200,7 @@ def make_app() -> web.Application:
     app.router.add_route("*", "/flaky/{key}/{times}/{code}", flaky)
     app.router.add_route("*", "/text", text)
     app.router.add_route("*", "/huge", huge)
+    app.router.add_route("*", "/zeros", zeros)
     app.router.add_route("*", "/empty", empty)
     app.router.add_route("*", "/raw/{kind}", raw_json)
     app.router.add_route("*", "/cutoff", cut_off)
