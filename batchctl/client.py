@@ -9,13 +9,11 @@ import grpc
 from google.rpc import error_details_pb2
 from grpc_status import rpc_status
 
-from batchd.messages import MESSAGE_SIZE_OPTIONS
+from batchd.messages import MAX_PAGE_SIZE, MESSAGE_SIZE_OPTIONS
 from batchd.v1 import batch_pb2, batch_pb2_grpc
 
 # Unary calls answer fast; a watch lasts as long as its batch, so it has none.
 CALL_TIMEOUT_SECONDS = 30.0
-# The most operations ListBatchOperations answers at once.
-MAX_PAGE_SIZE = 100
 
 
 class BatchClient:

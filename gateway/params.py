@@ -15,11 +15,11 @@ from typing import TypeVar
 
 from multidict import MultiMapping
 
+from batchd.messages import DEFAULT_PAGE_SIZE
 from batchd.v1 import batch_pb2
 from gateway.errors import ValidationError, bad_request, unprocessable
 
 INT32_MAX = 2**31 - 1
-DEFAULT_LIMIT = 20
 _INTEGER = re.compile(r"-?[0-9]{1,18}")
 _SORT = re.compile(r"([a-z_]+):([a-z]+)")
 _ORDER_COLUMNS = {"created_at": "create_time", "updated_at": "update_time"}
@@ -36,7 +36,7 @@ class Page:
 
 
 def page_of(query: Query) -> Page:
-    limit = _positive_int(query, "limit", DEFAULT_LIMIT)
+    limit = _positive_int(query, "limit", DEFAULT_PAGE_SIZE)
     page = _positive_int(query, "page", 1)
     return Page(limit, page, _order_by(query.get("sort")))
 

@@ -8,15 +8,14 @@ from dataclasses import dataclass
 from typing import Any
 
 from batchd.json_values import MAX_DEPTH, TooDeep, from_struct, storable
+from batchd.messages import DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE
 from batchd.v1 import batch_pb2
 from batchd.vocabulary import HTTP_METHODS, METHOD_NAMES
 from service.engine.urls import path_problem
 from service.errors import ApiError, Violation, invalid, not_found
 from service.store import Ordering, PageRequest
 
-DEFAULT_PAGE_SIZE = 20
 MAX_REQUEST_ID_LENGTH = 200
-MAX_PAGE_SIZE = 100
 
 
 @dataclass(frozen=True)
