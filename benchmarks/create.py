@@ -82,10 +82,10 @@ def measure(plan: Plan, work: Path, upstream: str) -> Figure:
             times = grpc_seconds(service.address, specs, plan.creates_per_repeat)
             over_grpc.samples.append(statistics.median(times))
             if problem is None:
-                base = stack.enter_context(
+                gateway = stack.enter_context(
                     batchd_gateway(service.address, work / "logs" / f"create-gateway-{repeat}.log")
                 )
-                times = rest_seconds(base, service.address, specs, plan.creates_per_repeat)
+                times = rest_seconds(gateway.url, service.address, specs, plan.creates_per_repeat)
                 over_rest.samples.append(statistics.median(times))
     figure.rows.append(Row(bare.name, bare))
     figure.rows.append(Row(over_grpc.name, over_grpc, bare, Target("<=", 3)))

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import re
 import struct
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from benchmarks.processes import LOAD_CORE, run_pinned
+from benchmarks.processes import LOAD_CORE, cpu_seconds, run_pinned
 
 _UNITS = {"us": 1e-6, "ms": 1e-3, "s": 1.0}
 
@@ -28,6 +29,8 @@ class Throughput:
     requests: int
     p50_ms: float | None = None
     p99_ms: float | None = None
+    # CPU seconds each watched process used while the load was measured.
+    cpu_seconds: tuple[float, ...] = ()
 
 
 class LoadError(Exception):
@@ -74,8 +77,9 @@ def h2load_grpc(url: str, body_file: Path, token: str, load: Load, reply_bytes: 
     return Throughput(float(rate[1]), succeeded)
 
 
-def wrk_get(url: str, token: str, load: Load) -> Throughput:
-    """GETs over kept-alive connections, with latency percentiles; any non-2xx is an error."""
+def wrk_get(url: str, token: str, load: Load, watched: Sequence[int] = ()) -> Throughput:
+    """GETs over kept-alive connections, with latency percentiles; any non-2xx is an error.
+    Also the CPU time the `watched` processes used during the measured part."""
     command = [
         "wrk",
         "--threads=1",
@@ -84,7 +88,9 @@ def wrk_get(url: str, token: str, load: Load) -> Throughput:
         f"--header=Authorization: Bearer {token}",
     ]
     run_pinned([*command, f"--duration={max(1, round(load.warmup))}s", url], LOAD_CORE)
+    before = [cpu_seconds(pid) for pid in watched]
     output = run_pinned([*command, f"--duration={round(load.seconds)}s", url], LOAD_CORE)
+    used = tuple(cpu_seconds(pid) - start for pid, start in zip(watched, before, strict=True))
     rate = re.search(r"Requests/sec:\s+([\d.]+)", output)
     total = re.search(r"(\d+) requests in", output)
     if not (rate and total):
@@ -92,7 +98,11 @@ def wrk_get(url: str, token: str, load: Load) -> Throughput:
     if "Non-2xx or 3xx responses" in output or "Socket errors" in output:
         raise LoadError(f"wrk saw errors:\n{output}")
     return Throughput(
-        float(rate[1]), int(total[1]), _percentile(output, "50%"), _percentile(output, "99%")
+        float(rate[1]),
+        int(total[1]),
+        _percentile(output, "50%"),
+        _percentile(output, "99%"),
+        used,
     )
 
 

@@ -6,6 +6,7 @@ import importlib.util
 import urllib.request
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 from benchmarks import grpc_gateway
@@ -20,6 +21,12 @@ from tests.processes import TOKEN, free_port
 CONNECTIONS = 32
 
 
+@dataclass(frozen=True)
+class HttpServer:
+    url: str
+    pid: int
+
+
 def gateway_problem() -> str | None:
     """None when batchd's REST gateway can be started, else why not."""
     if importlib.util.find_spec("gateway") is None:
@@ -28,8 +35,8 @@ def gateway_problem() -> str | None:
 
 
 @contextmanager
-def batchd_gateway(grpc_address: str, log: Path) -> Iterator[str]:
-    """`python -m gateway` in front of `grpc_address`; yields its base URL."""
+def batchd_gateway(grpc_address: str, log: Path) -> Iterator[HttpServer]:
+    """`python -m gateway` in front of `grpc_address`."""
     port = free_port()
     env = {
         "BATCH_HTTP_ADDRESS": f"127.0.0.1:{port}",
@@ -38,20 +45,20 @@ def batchd_gateway(grpc_address: str, log: Path) -> Iterator[str]:
     }
     with running(python_module("gateway"), SUBJECT_CORE, log, env) as child:
         wait_port(child, port, log)
-        yield f"http://127.0.0.1:{port}"
+        yield HttpServer(f"http://127.0.0.1:{port}", child.pid)
 
 
 @contextmanager
-def go_gateway(binary: Path, grpc_address: str, log: Path) -> Iterator[str]:
+def go_gateway(binary: Path, grpc_address: str, log: Path) -> Iterator[HttpServer]:
     port = free_port()
     command = [str(binary), f"-listen=127.0.0.1:{port}", f"-backend={grpc_address}"]
     with running(command, SUBJECT_CORE, log) as child:
         wait_port(child, port, log)
-        yield f"http://127.0.0.1:{port}"
+        yield HttpServer(f"http://127.0.0.1:{port}", child.pid)
 
 
 @contextmanager
-def bare_handler(body: bytes, work: Path) -> Iterator[str]:
+def bare_handler(body: bytes, work: Path) -> Iterator[HttpServer]:
     body_file = work / "operation.json"
     body_file.write_bytes(body)
     port = free_port()
@@ -59,7 +66,7 @@ def bare_handler(body: bytes, work: Path) -> Iterator[str]:
     command = python_module("benchmarks.bare_http", str(port), str(body_file))
     with running(command, SUBJECT_CORE, log) as child:
         wait_port(child, port, log)
-        yield f"http://127.0.0.1:{port}"
+        yield HttpServer(f"http://127.0.0.1:{port}", child.pid)
 
 
 def get_json(url: str) -> bytes:
@@ -84,34 +91,44 @@ def measure(plan: Plan, work: Path) -> Figure:
                 f"sqlite+aiosqlite:///{database}", NO_UPSTREAM, logs / "rest-service.log"
             )
         )
-        bases: dict[str, str] = {}
+        servers: dict[str, HttpServer] = {}
         if gateway_problem() is None:
-            bases["batchd gateway"] = stack.enter_context(
+            servers["batchd gateway"] = stack.enter_context(
                 batchd_gateway(service.address, logs / "gateway.log")
             )
         if grpc_gateway_buildable() is None:
             binary = grpc_gateway.build(work / "grpc-gateway")
-            bases["grpc-gateway (Go)"] = stack.enter_context(
+            servers["grpc-gateway (Go)"] = stack.enter_context(
                 go_gateway(binary, service.address, logs / "grpc-gateway.log")
             )
         path = f"/v1/batch_operations/{operation_id}"
         # The bare handler answers what the first REST subject answers, byte for byte.
-        body = get_json(next(iter(bases.values())) + path)
-        bases["bare aiohttp handler"] = stack.enter_context(bare_handler(body, work))
-        rates = {name: Series(name, "requests/s") for name in bases}
-        p50 = {name: Series(f"{name} p50", "ms") for name in bases}
-        p99 = {name: Series(f"{name} p99", "ms") for name in bases}
+        body = get_json(next(iter(servers.values())).url + path)
+        servers["bare aiohttp handler"] = stack.enter_context(bare_handler(body, work))
+        rates = {name: Series(name, "requests/s") for name in servers}
+        p50 = {name: Series(f"{name} p50", "ms") for name in servers}
+        p99 = {name: Series(f"{name} p99", "ms") for name in servers}
+        # Where each path's time goes: CPU per answered request, of the HTTP server
+        # (a gateway or the bare handler) and of the gRPC service behind it.
+        own_cpu = {name: Series(f"{name} CPU", "us/request") for name in servers}
+        service_cpu = {name: Series(f"service CPU via {name}", "us/request") for name in servers}
         for _ in range(plan.repeats):
-            for name, base in bases.items():
-                result = wrk_get(base + path, TOKEN, load)
+            for name, server in servers.items():
+                watched = (server.pid, service.child.pid)
+                result = wrk_get(server.url + path, TOKEN, load, watched)
                 rates[name].samples.append(result.per_second)
                 p50[name].samples.append(result.p50_ms or 0.0)
                 p99[name].samples.append(result.p99_ms or 0.0)
+                server_seconds, service_seconds = result.cpu_seconds
+                own_cpu[name].samples.append(server_seconds * 1e6 / result.requests)
+                service_cpu[name].samples.append(service_seconds * 1e6 / result.requests)
 
     def row(name: str, ceiling: str | None, target: Target | None = None) -> Row:
-        latency = {"p50": p50[name], "p99": p99[name]}
+        extra = {"p50": p50[name], "p99": p99[name], "CPU": own_cpu[name]}
+        if name != "bare aiohttp handler":
+            extra["service CPU"] = service_cpu[name]
         label = name if ceiling is None else f"{name} vs {ceiling}"
-        return Row(label, rates[name], rates[ceiling] if ceiling else None, target, latency)
+        return Row(label, rates[name], rates[ceiling] if ceiling else None, target, extra)
 
     figure.rows.append(row("bare aiohttp handler", None))
     if "grpc-gateway (Go)" in rates:
