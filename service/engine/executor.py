@@ -34,7 +34,9 @@ PREVIEW_CHARACTERS = 4096
 # plain double (1e-20000 is 0.0) yet overflow PostgreSQL's JSONB, which keeps
 # the decimal as written (at most 16,383 digits after the point): such text is
 # stored as the parsed value. A digit run inside a string only costs the same.
-_UNWIELDY_NUMBER = re.compile(r"[eE][-+]?[0-9]{4}|[0-9]{1000}")
+# In JSON an exponent follows a digit: leading with the digit lets the search
+# skip letters, half its time on a typical body (it runs on every response).
+_UNWIELDY_NUMBER = re.compile(r"[0-9](?:[eE][-+]?[0-9]{4}|[0-9]{999})")
 USER_AGENT = "batchd/0.1"
 
 
