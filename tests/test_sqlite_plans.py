@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import sqlite3
 import time
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +20,7 @@ from service.store import (
     Ordering,
     PageRequest,
     finished_operations_since,
+    list_batches,
     list_operations,
     operations,
     operations_page,
@@ -69,24 +71,40 @@ def literal(statement: Any) -> str:
     return str(statement.compile(dialect=sqlite.dialect(), compile_kwargs={"literal_binds": True}))
 
 
-async def batch_scoped_plans(database: Database) -> list[str]:
-    """How the service pages, lists and watches one batch's operations."""
+Call = Callable[[Any], Awaitable[Any]]
+
+
+async def plans_of(database: Database, calls: list[Call]) -> list[str]:
+    """The plans of the statements these store calls run, on a read connection."""
     seen: list[tuple[str, Any]] = []
 
     def record(_conn: Any, _cursor: Any, sql: str, parameters: Any, *_: Any) -> None:
         seen.append((sql, parameters))
 
-    page = PageRequest(20, 1, Ordering())
     async with database.read() as connection:
         event.listen(database.engine.sync_engine, "before_cursor_execute", record)
-        await operations_page(connection, "t3", "b3", -1, 200)
-        await list_operations(connection, "t3", ["b3"], [], page)
-        await list_operations(connection, "t3", ["b3"], ["failed"], page)
-        await finished_operations_since(connection, "t3", "b3", time.time())
-        event.remove(database.engine.sync_engine, "before_cursor_execute", record)
-        # A page; a count and a page of the list; a count of the empty filtered list; a watch.
-        assert len(seen) == 5
+        try:
+            for call in calls:
+                await call(connection)
+        finally:
+            event.remove(database.engine.sync_engine, "before_cursor_execute", record)
         return [await plan_of(connection, sql, parameters) for sql, parameters in seen]
+
+
+PAGE = PageRequest(20, 1, Ordering())
+# How the service pages, lists and watches one batch's operations: a page; a count and
+# a page of the list; a count of the (empty) filtered list; a watch.
+BATCH_SCOPED: list[Call] = [
+    lambda connection: operations_page(connection, "t3", "b3", -1, 200),
+    lambda connection: list_operations(connection, "t3", ["b3"], [], PAGE),
+    lambda connection: list_operations(connection, "t3", ["b3"], ["failed"], PAGE),
+    lambda connection: finished_operations_since(connection, "t3", "b3", time.time()),
+]
+# A tenant's lists filtered by the commonest status: a count and a page each.
+TENANT_WIDE: list[Call] = [
+    lambda connection: list_batches(connection, "t3", [], ["completed"], PAGE),
+    lambda connection: list_operations(connection, "t3", [], ["completed"], PAGE),
+]
 
 
 async def engine_plans(database: Database, now: float) -> list[str]:
@@ -112,13 +130,17 @@ async def test_batch_scoped_queries_and_claims_use_the_batch_index_at_100k(
         await upgrade(database)
         now = time.time()
         fill(path, now)
-        batch_plans = await batch_scoped_plans(database)
+        batch_plans = await plans_of(database, BATCH_SCOPED)
+        tenant_plans = await plans_of(database, TENANT_WIDE)
         claim, *other_engine_plans = await engine_plans(database, now)
     finally:
         await database.dispose()
+    assert len(batch_plans) == 5 and len(tenant_plans) == 4
     for plan in batch_plans:
         assert "ix_operations_batch_status_position" in plan, plan
         assert not any(index in plan for index in TENANT_INDEXES), plan
+    for plan in tenant_plans:
+        assert "ix_batches_tenant" in plan or "ix_operations_tenant" in plan, plan
     for plan in [claim, *other_engine_plans]:
         assert "SCAN batch_operations" not in plan and "SCAN batches" not in plan, plan
     # The claimed rows are found by id, not by walking every pending operation.
