@@ -7,7 +7,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from batchd.json_values import MAX_DEPTH, TooDeep, from_struct, storable
+from batchd.json_values import MAX_DEPTH, TooDeep, from_struct, storable, to_struct
 from batchd.messages import DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE
 from batchd.v1 import batch_pb2
 from batchd.vocabulary import HTTP_METHODS, METHOD_NAMES
@@ -73,15 +73,6 @@ def _new_operation(
     index: int, operation: batch_pb2.BatchOperation, max_bytes: int, violations: list[Violation]
 ) -> NewOperation:
     prefix = f"batch_operations[{index}]"
-    if (size := operation.ByteSize()) > max_bytes:
-        violations.append(
-            Violation(
-                prefix,
-                "batch_operation.too_large",
-                f"an operation may take at most {max_bytes} bytes, so that it and its "
-                f"response fit in one reply; this one takes {size}",
-            )
-        )
     method = METHOD_NAMES.get(operation.http_method)
     if method is None:
         violations.append(
@@ -99,7 +90,36 @@ def _new_operation(
         violations.append(Violation(f"{prefix}.path", "batch_operation.path.invalid", problem))
     query_params = _json_object(operation, "query_params", prefix, violations)
     body = _json_object(operation, "body", prefix, violations)
+    if (size := _read_back_size(operation, query_params, body, max_bytes)) > max_bytes:
+        violations.append(
+            Violation(
+                prefix,
+                "batch_operation.too_large",
+                f"this operation takes {size} bytes as a message and may take at most "
+                f"{max_bytes}, so that it and its stored response fit in one reply "
+                "(small JSON values take up to 5.5 times their text as a message)",
+            )
+        )
     return NewOperation(method or "", operation.path, query_params, body)
+
+
+def _read_back_size(
+    operation: batch_pb2.BatchOperation,
+    query_params: dict[str, Any] | None,
+    body: dict[str, Any] | None,
+    max_bytes: int,
+) -> int:
+    """The operation's size in the replies that carry it. A Value of no kind comes
+    back as null, 2 bytes more, which doubles a list of them; nothing grows more, so
+    only an operation over half the limit is built again to be measured."""
+    size = operation.ByteSize()
+    if size <= max_bytes // 2:
+        return size
+    stored = batch_pb2.BatchOperation(http_method=operation.http_method, path=operation.path)
+    for name, value in (("query_params", query_params), ("body", body)):
+        if value is not None:
+            getattr(stored, name).CopyFrom(to_struct(value))
+    return stored.ByteSize()
 
 
 def _json_object(

@@ -8,6 +8,7 @@ from typing import Any
 
 import grpc
 import pytest
+from google.protobuf import struct_pb2
 from google.rpc import error_details_pb2
 from grpc_status import rpc_status
 
@@ -198,6 +199,19 @@ async def test_an_operation_too_large_to_read_back_with_its_response_is_invalid(
     request.batch.batch_operations[1].body.update({"data": "x" * 11_000_000})
     assert await batch_violations(shared_stub, request) == [
         ("batch_operations[1]", "batch_operation.too_large"),
+    ]
+
+
+async def test_an_operation_that_grows_when_read_back_is_measured_as_read(
+    shared_stub: batch_pb2_grpc.BatchServiceStub,
+) -> None:
+    """Values of no kind (2 bytes each in a list) come back as nulls (4 bytes): 6 MB as
+    sent, 12 MB as read, over the default limit of about 10.4 MiB."""
+    request = new_batch("/a")
+    kindless = struct_pb2.ListValue.FromString(b"\n\x00" * 3_000_000)
+    request.batch.batch_operations[0].body.fields["values"].list_value.CopyFrom(kindless)
+    assert await batch_violations(shared_stub, request) == [
+        ("batch_operations[0]", "batch_operation.too_large"),
     ]
 
 
