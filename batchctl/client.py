@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator, Sequence
 from types import TracebackType
 
@@ -14,6 +15,12 @@ from batchd.v1 import batch_pb2, batch_pb2_grpc
 
 # Unary calls answer fast; a watch lasts as long as its batch, so it has none.
 CALL_TIMEOUT_SECONDS = 30.0
+
+
+def smaller_page(read: int, page_size: int) -> int:
+    """At most half the page size, and a divisor of what was read, so that the next
+    page starts right after it: after 100 read, pages of 12 would start at 96."""
+    return math.gcd(read, page_size // 2)
 
 
 class BatchClient:
@@ -65,7 +72,6 @@ class BatchClient:
         operations: list[batch_pb2.BatchOperation] = []
         page_size = MAX_PAGE_SIZE
         while True:
-            # Halving keeps what was read a whole number of pages.
             request = batch_pb2.ListBatchOperationsRequest(
                 batch_ids=[batch_id], page_size=page_size, page=len(operations) // page_size + 1
             )
@@ -77,7 +83,7 @@ class BatchClient:
                 # The page's stored responses are too large for one reply: ask for fewer.
                 if error.code() != grpc.StatusCode.INVALID_ARGUMENT or page_size == 1:
                     raise
-                page_size //= 2
+                page_size = smaller_page(len(operations), page_size)
                 continue
             operations.extend(reply.batch_operations)
             if not reply.batch_operations or len(operations) >= reply.total_size:

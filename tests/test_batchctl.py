@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from batchctl.client import MAX_PAGE_SIZE, smaller_page
 from tests.processes import TOKEN, Process
 from tests.upstream import UpstreamLog, huge_operations
 
@@ -175,6 +176,17 @@ async def test_show_gives_every_operation_of_a_batch_too_large_for_one_reply(
     in_order = [op["query_params"]["n"] for op in batch["batch_operations"]]
     assert in_order == list(range(count))
     assert all(len(op["response_body"]["data"]) == 900_000 for op in batch["batch_operations"])
+
+
+def test_a_smaller_page_starts_right_after_what_was_read() -> None:
+    """What `show` reads is always whole pages of the current size; after a page too
+    large for one reply, the next size must keep it so, or operations are read twice
+    and others never (after 100 read, halving to 12 would restart at 96)."""
+    for size in range(2, MAX_PAGE_SIZE + 1):
+        for read in range(0, 1000, size):
+            smaller = smaller_page(read, size)
+            assert 0 < smaller <= size // 2 and read % smaller == 0, (read, size)
+    assert smaller_page(100, 25) == 4
 
 
 async def test_cancel_then_watch_reports_the_canceled_batch(
