@@ -1,8 +1,8 @@
 """Fixture data: SQLite files holding N finished operations, and the rows a batch stores.
 
 Populating is not what is measured, so it goes straight to the file with
-sqlite3's executemany; the schema comes from the service's own SQLModel
-tables, so the file is exactly what `python -m service` opens.
+sqlite3's executemany; the schema comes from the service's own migrations,
+so the file is exactly what `python -m service` opens.
 """
 
 from __future__ import annotations

@@ -17,6 +17,7 @@ import aiohttp
 import pytest
 from openapi_spec_validator import validate
 
+from batchd.messages import DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE
 from gateway.app import create_app
 from gateway.openapi import DOCUMENT_PATH
 from gateway.settings import GatewaySettings
@@ -190,6 +191,12 @@ def test_the_openapi_document_is_valid_openapi_3_1() -> None:
     document = json.loads(DOCUMENT_PATH.read_text())
     assert document["openapi"].startswith("3.1")
     validate(document)
+
+
+def test_the_openapi_document_states_the_page_sizes_the_service_uses() -> None:
+    limit = json.loads(DOCUMENT_PATH.read_text())["components"]["parameters"]["Limit"]
+    assert limit["schema"]["maximum"] == MAX_PAGE_SIZE
+    assert limit["schema"]["default"] == DEFAULT_PAGE_SIZE
 
 
 # Documented by gateway/openapi.json, served once the REST extensions are merged.
