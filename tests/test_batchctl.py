@@ -11,7 +11,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from batchctl.client import MAX_PAGE_SIZE, smaller_page
+from batchctl.client import smaller_page
+from batchd.messages import MAX_PAGE_SIZE
 from tests.processes import TOKEN, Process
 from tests.upstream import UpstreamLog, huge_operations
 
