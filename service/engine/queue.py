@@ -308,7 +308,7 @@ async def _write_results(
     connection: DbConnection, owner: str, now: float, results: Sequence[Result]
 ) -> Counter[str] | None:
     """Writes the results whose claims still stand; how many each batch gained,
-    or None when the driver cannot tell."""
+    or None when some claim was taken over (SQLite counts rows, not batches)."""
     if connection.dialect.name == "postgresql":
         changed = await connection.execute(
             _RECORD_RESULT_ARRAYS,
