@@ -5,15 +5,15 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from sqlalchemy import BindParameter, bindparam, func, select, text
+from sqlalchemy import func, select, text
 from sqlalchemy.dialects import postgresql
-from sqlalchemy.sql import visitors
 
 from service.database import DbConnection, open_database
 from service.engine import queue
 from service.models import OperationStatus
 from service.store import batches, operations
 from tests import postgres
+from tests.statements import with_values
 
 BATCHES = 400
 OPERATIONS_PER_BATCH = 250  # 100,000 operations in all
@@ -25,18 +25,6 @@ async def plan_of(connection: DbConnection, statement: Any) -> str:
     )
     rows = await connection.execute(text(f"EXPLAIN {literal}"))
     return "\n".join(row[0] for row in rows)
-
-
-def with_values(statement: Any, **values: Any) -> Any:
-    """The statement with these values in its named bind parameters."""
-
-    def bind(element: Any, **_: Any) -> Any:
-        if isinstance(element, BindParameter) and element.key in values:
-            return bindparam(element.key, values[element.key], type_=element.type)
-        return None
-
-    options: dict[str, Any] = {}
-    return visitors.replacement_traverse(statement, options, bind)
 
 
 async def test_claims_lists_and_recovery_use_indexes_at_100k_operations(

@@ -25,7 +25,7 @@ from service.store import (
     operations,
     operations_page,
 )
-from tests.test_postgres_plans import with_values
+from tests.statements import with_values
 
 TENANTS = 20
 BATCHES = 400

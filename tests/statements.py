@@ -1,0 +1,20 @@
+"""SQLAlchemy statements with chosen values bound, for the query-plan tests to explain."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import BindParameter, bindparam
+from sqlalchemy.sql import visitors
+
+
+def with_values(statement: Any, **values: Any) -> Any:
+    """The statement with these values in its named bind parameters."""
+
+    def bind(element: Any, **_: Any) -> Any:
+        if isinstance(element, BindParameter) and element.key in values:
+            return bindparam(element.key, values[element.key], type_=element.type)
+        return None
+
+    options: dict[str, Any] = {}
+    return visitors.replacement_traverse(statement, options, bind)
