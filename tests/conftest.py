@@ -7,18 +7,14 @@ under CI=true it fails instead, so CI can never pass without it.
 
 from __future__ import annotations
 
-import itertools
 import os
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
-from dataclasses import dataclass
 from pathlib import Path
 
 import aiohttp
 import asyncpg
 import grpc
 import pytest
-from aiohttp import web
 
 from batchd.v1 import batch_pb2_grpc
 from service.migrate import upgrade_database
@@ -32,18 +28,8 @@ from tests.processes import (
     start_gateway,
     start_service,
 )
-
-
-@asynccontextmanager
-async def running_upstream() -> AsyncIterator[tuple[str, upstream.UpstreamLog]]:
-    app = upstream.make_app()
-    runner = web.AppRunner(app, access_log=None, shutdown_timeout=0.2)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = runner.addresses[0][1]
-    yield f"http://127.0.0.1:{port}", app[upstream.LOG_KEY]
-    await runner.cleanup()
+from tests.shared_stack import SHARED_API_TOKENS, SharedStack, fresh_token
+from tests.upstream import running_upstream
 
 
 @pytest.fixture
@@ -123,10 +109,6 @@ async def service(
     await process.stop()
 
 
-def bearer(token: str = TOKEN) -> tuple[tuple[str, str], ...]:
-    return (("authorization", f"Bearer {token}"),)
-
-
 @pytest.fixture
 async def stub(
     service: tuple[Process, dict[str, str]],
@@ -154,24 +136,6 @@ async def http(gateway: tuple[Process, str]) -> AsyncIterator[aiohttp.ClientSess
         yield session
 
 
-# The shared stack below serves every test a fresh tenant, so tests can share one
-# service and gateway (started once per module) and still count only their own objects.
-SHARED_TENANTS = 500
-_tenant_numbers = itertools.count()
-
-
-def fresh_token() -> str:
-    number = next(_tenant_numbers)
-    assert number < SHARED_TENANTS, "raise SHARED_TENANTS"
-    return f"shared-token-{number}"
-
-
-@dataclass(frozen=True)
-class SharedStack:
-    base_url: str
-    grpc_target: str
-
-
 @pytest.fixture(scope="module", params=["sqlite", "postgresql"])
 def shared_database_url(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
@@ -197,12 +161,11 @@ async def shared_stack(
 ) -> AsyncIterator[SharedStack]:
     """A service and gateway shared by a module's tests."""
     directory = tmp_path_factory.mktemp("shared")
-    tokens = ",".join(f"shared-token-{n}:shared-{n}" for n in range(SHARED_TENANTS))
     async with running_upstream() as (upstream_url, _):
         env = service_env(
             shared_database_url,
             upstream_url,
-            BATCH_API_TOKENS=f"{API_TOKENS},{tokens}",
+            BATCH_API_TOKENS=f"{API_TOKENS},{SHARED_API_TOKENS}",
         )
         service = await start_service(env, directory / "service.log")
         gateway_process, base_url = await start_gateway(

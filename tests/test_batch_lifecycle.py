@@ -8,9 +8,8 @@ import grpc
 import pytest
 
 from batchd.v1 import batch_pb2, batch_pb2_grpc
-from tests.conftest import bearer
+from tests.grpc_client import GET, POST, bearer, operation, wait_completed
 from tests.processes import OTHER_TOKEN
-from tests.test_engine import GET, POST, operation, wait_completed
 from tests.upstream import UpstreamLog
 
 CANCELED = batch_pb2.BATCH_OPERATION_STATUS_CANCELED

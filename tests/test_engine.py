@@ -2,66 +2,21 @@
 
 from __future__ import annotations
 
-import asyncio
 from pathlib import Path
 
 import grpc
 
-from batchd.json_values import from_value, to_struct
+from batchd.json_values import from_value
 from batchd.messages import MAX_MESSAGE_BYTES
 from batchd.v1 import batch_pb2, batch_pb2_grpc
 from service.database import open_database
 from service.settings import ServiceSettings
 from service.store import BATCH_BY_ID
-from tests.conftest import bearer
+from tests.grpc_client import GET, POST, bearer, operation, run_batch
 from tests.processes import TOKEN, Process, free_port, service_env, serving, start_service
 from tests.upstream import UpstreamLog
 
-GET = batch_pb2.HTTP_METHOD_GET
 UNSTORABLE_KINDS = ("nul", "deep", "nan", "surrogate", "surrogate_bytes", "huge_number")
-POST = batch_pb2.HTTP_METHOD_POST
-
-
-def operation(
-    method: batch_pb2.HttpMethod, path: str, **fields: object
-) -> batch_pb2.BatchOperation:
-    message = batch_pb2.BatchOperation(http_method=method, path=path)
-    for name in ("query_params", "body"):
-        if name in fields:
-            getattr(message, name).CopyFrom(to_struct(fields[name]))  # type: ignore[arg-type]
-    return message
-
-
-async def run_batch(
-    stub: batch_pb2_grpc.BatchServiceStub,
-    operations: list[batch_pb2.BatchOperation],
-    timeout: float = 30,
-    options: batch_pb2.ExecutionOptions | None = None,
-) -> batch_pb2.Batch:
-    """Creates a batch and waits until it completes; returns it with its operations."""
-    batch = batch_pb2.Batch(batch_operations=operations, execution_options=options)
-    created = await stub.CreateBatch(batch_pb2.CreateBatchRequest(batch=batch), metadata=bearer())
-    return await wait_completed(stub, created.batch.id, timeout)
-
-
-async def wait_completed(
-    stub: batch_pb2_grpc.BatchServiceStub,
-    batch_id: str,
-    timeout: float = 30,
-    statuses: tuple[int, ...] = (batch_pb2.BATCH_STATUS_COMPLETED,),
-) -> batch_pb2.Batch:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while loop.time() < deadline:
-        reply = await stub.GetBatch(
-            batch_pb2.GetBatchRequest(id=batch_id, view=batch_pb2.BATCH_VIEW_FULL),
-            metadata=bearer(),
-        )
-        batch: batch_pb2.Batch = reply.batch
-        if batch.status in statuses:
-            return batch
-        await asyncio.sleep(0.02)
-    raise TimeoutError(f"batch {batch_id} did not complete")
 
 
 async def test_executes_operations_and_records_responses(

@@ -24,7 +24,7 @@ from schemathesis.specs.openapi.checks import (
 from gateway.app import create_app
 from gateway.openapi import DOCUMENT_PATH
 from gateway.settings import GatewaySettings
-from tests.conftest import SharedStack, fresh_token
+from tests.shared_stack import SharedStack, fresh_token
 
 EXAMPLES_PER_OPERATION = 25
 # A stream never ends, so it cannot be fuzzed request by request.

@@ -21,7 +21,6 @@ from batchd.messages import DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE
 from gateway.app import create_app
 from gateway.openapi import DOCUMENT_PATH
 from gateway.settings import GatewaySettings
-from tests.conftest import running_upstream
 from tests.processes import (
     TOKEN,
     Process,
@@ -32,7 +31,7 @@ from tests.processes import (
 )
 from tests.rest import AUTH, assert_error, call, create_batch, wait_completed
 from tests.test_rest_batchd import batchd_env, start_batchd
-from tests.upstream import UpstreamLog
+from tests.upstream import UpstreamLog, running_upstream
 
 GENERATED_ID = re.compile(r"[0-9a-f]{32}")
 MISSING_BATCH = "/v1/batches/00000000-0000-4000-8000-000000000000"

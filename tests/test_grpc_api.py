@@ -13,7 +13,8 @@ from google.rpc import error_details_pb2
 from grpc_status import rpc_status
 
 from batchd.v1 import batch_pb2, batch_pb2_grpc
-from tests.conftest import bearer, fresh_token
+from tests.grpc_client import bearer
+from tests.shared_stack import fresh_token
 
 GET = batch_pb2.HTTP_METHOD_GET
 

@@ -7,7 +7,7 @@ import json
 import sys
 from pathlib import Path
 
-from tests.conftest import SharedStack, fresh_token
+from tests.shared_stack import SharedStack, fresh_token
 
 GRPCURL = Path(sys.executable).parent / "grpcurl"
 

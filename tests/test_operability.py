@@ -15,9 +15,8 @@ from google.rpc import error_details_pb2
 from grpc_status import rpc_status
 
 from batchd.v1 import batch_pb2
-from tests.conftest import bearer
+from tests.grpc_client import GET, bearer, operation, run_batch
 from tests.processes import ROOT, TOKEN, free_port, service_env, serving
-from tests.test_engine import GET, operation, run_batch
 from tests.upstream import UpstreamLog
 
 

@@ -13,9 +13,8 @@ from sqlalchemy.exc import StatementError
 from batchd.v1 import batch_pb2, batch_pb2_grpc
 from service.database import open_database, statement_refused
 from tests import postgres
-from tests.conftest import bearer
+from tests.grpc_client import GET, bearer, operation, run_batch
 from tests.processes import Process, service_env, serving
-from tests.test_engine import GET, operation, run_batch
 from tests.upstream import UpstreamLog
 
 # Bounds every call: a hang fails the test as DEADLINE_EXCEEDED instead of stalling it.

@@ -10,22 +10,11 @@ from pathlib import Path
 import grpc
 
 from batchd.v1 import batch_pb2, batch_pb2_grpc
-from tests.conftest import bearer
+from tests.grpc_client import GET, POST, bearer, operation, wait_completed, wait_finished_at_least
 from tests.processes import service_env, start_service
-from tests.test_engine import GET, POST, operation, wait_completed
 from tests.upstream import UpstreamLog
 
 OPERATIONS = 400
-
-
-async def wait_finished_at_least(
-    stub: batch_pb2_grpc.BatchServiceStub, batch_id: str, count: int
-) -> None:
-    while True:
-        reply = await stub.GetBatch(batch_pb2.GetBatchRequest(id=batch_id), metadata=bearer())
-        if reply.batch.finished_batch_operations_count >= count:
-            return
-        await asyncio.sleep(0.01)
 
 
 async def test_sigkill_mid_batch_then_restart_finishes_everything_once(

@@ -10,10 +10,8 @@ import grpc
 
 from batchd.v1 import batch_pb2, batch_pb2_grpc
 from tests import postgres
-from tests.conftest import bearer
+from tests.grpc_client import GET, POST, bearer, operation, wait_completed, wait_finished_at_least
 from tests.processes import service_env, start_service
-from tests.test_engine import GET, POST, operation, wait_completed
-from tests.test_recovery import wait_finished_at_least
 from tests.upstream import UpstreamLog
 
 OPERATIONS = 3000

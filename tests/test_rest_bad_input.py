@@ -12,9 +12,9 @@ from typing import Any
 import aiohttp
 import pytest
 
-from tests.conftest import SharedStack
 from tests.processes import Process, gateway_env, start_gateway
 from tests.rest import AUTH, assert_error, attributes, call
+from tests.shared_stack import SharedStack
 
 GET = {"http_method": "GET", "path": "/echo"}
 OPERATION_WITH_BODY = (

@@ -16,7 +16,6 @@ import pytest
 
 from batchd.v1 import batch_pb2
 from batchd.vocabulary import BATCH_STATUS_NAMES, OPERATION_STATUS_NAMES
-from tests.conftest import running_upstream
 from tests.processes import (
     free_port,
     gateway_env,
@@ -36,7 +35,7 @@ from tests.rest import (
     create_batch,
     wait_completed,
 )
-from tests.upstream import UpstreamLog, huge_operations
+from tests.upstream import UpstreamLog, huge_operations, running_upstream
 
 Upstream = tuple[str, UpstreamLog]
 UNKNOWN_ID = "4c1ec4d4-4b0f-4f4e-9a8e-000000000000"

@@ -1,4 +1,4 @@
-"""A real upstream REST API for tests and benchmarks, with a log of every request it saw.
+"""A real upstream REST API for tests, with a log of every request it saw.
 
 Routes answer fast, slowly, with chosen statuses, 429/503 with Retry-After,
 non-JSON, huge bodies, a cut-off connection, and redirects.
@@ -10,7 +10,8 @@ import asyncio
 import codecs
 import json
 from collections import Counter
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -209,3 +210,15 @@ def make_app() -> web.Application:
     app.router.add_route("*", "/encoded/{encoding}", encoded)
     app.router.add_route("*", "/numbers/{kind}", numbers)
     return app
+
+
+@asynccontextmanager
+async def running_upstream() -> AsyncIterator[tuple[str, UpstreamLog]]:
+    app = make_app()
+    runner = web.AppRunner(app, access_log=None, shutdown_timeout=0.2)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = runner.addresses[0][1]
+    yield f"http://127.0.0.1:{port}", app[LOG_KEY]
+    await runner.cleanup()
