@@ -24,6 +24,7 @@ TOKEN = "token-a"
 OTHER_TOKEN = "token-b"
 API_TOKENS = f"{TOKEN}:tenant-a,{OTHER_TOKEN}:tenant-b"
 SECRET_KEY = "3Xy2tPX5iWn0oZ9Vq0K8m3s2Zr0rQk5z8aVd1lKcY0o="
+BATCHD = Path(sys.executable).parent / "batchd"
 
 
 def free_port() -> int:
@@ -150,6 +151,29 @@ async def wait_healthy(base_url: str, process: Process, timeout: float = 20) -> 
 async def start_gateway(env: Mapping[str, str], log_path: Path) -> tuple[Process, str]:
     """The gateway process and its base URL, once it reaches a serving backend."""
     process = Process("gateway", dict(env), log_path)
+    await process.start()
+    base_url = f"http://{env['BATCH_HTTP_ADDRESS']}"
+    await wait_healthy(base_url, process)
+    return process, base_url
+
+
+def batchd_env(tmp_path: Path, **overrides: str) -> dict[str, str]:
+    return {
+        "BATCH_DATABASE_URL": f"sqlite+aiosqlite:///{tmp_path / 'batchd.db'}",
+        "BATCH_GRPC_ADDRESS": f"127.0.0.1:{free_port()}",
+        "BATCH_HTTP_ADDRESS": f"127.0.0.1:{free_port()}",
+        "BATCH_API_TOKENS": API_TOKENS,
+        "BATCH_SECRET_KEY": SECRET_KEY,
+        "BATCH_LOG_LEVEL": "WARNING",
+        "BATCH_UPSTREAM_URL": "",
+        "BATCH_GRPC_TARGET": "",
+        "BATCH_DEV_MODE": "",
+        **overrides,
+    }
+
+
+async def start_batchd(env: dict[str, str], tmp_path: Path) -> tuple[Process, str]:
+    process = Process("batchd", env, tmp_path / "batchd.log", command=(str(BATCHD),))
     await process.start()
     base_url = f"http://{env['BATCH_HTTP_ADDRESS']}"
     await wait_healthy(base_url, process)

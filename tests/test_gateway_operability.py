@@ -24,13 +24,14 @@ from gateway.settings import GatewaySettings
 from tests.processes import (
     TOKEN,
     Process,
+    batchd_env,
     gateway_env,
     service_env,
+    start_batchd,
     start_gateway,
     start_service,
 )
 from tests.rest import AUTH, assert_error, call, create_batch, wait_completed
-from tests.test_rest_batchd import batchd_env, start_batchd
 from tests.upstream import UpstreamLog, running_upstream
 
 GENERATED_ID = re.compile(r"[0-9a-f]{32}")

@@ -3,46 +3,20 @@
 from __future__ import annotations
 
 import asyncio
-import sys
 from pathlib import Path
 
 import aiohttp
 
 from tests.processes import (
-    API_TOKENS,
-    SECRET_KEY,
+    BATCHD,
     Process,
+    batchd_env,
     free_port,
-    wait_healthy,
+    start_batchd,
     wait_serving,
 )
 from tests.rest import AUTH, call, create_batch, wait_completed
 from tests.upstream import UpstreamLog
-
-BATCHD = Path(sys.executable).parent / "batchd"
-
-
-def batchd_env(tmp_path: Path, **overrides: str) -> dict[str, str]:
-    return {
-        "BATCH_DATABASE_URL": f"sqlite+aiosqlite:///{tmp_path / 'batchd.db'}",
-        "BATCH_GRPC_ADDRESS": f"127.0.0.1:{free_port()}",
-        "BATCH_HTTP_ADDRESS": f"127.0.0.1:{free_port()}",
-        "BATCH_API_TOKENS": API_TOKENS,
-        "BATCH_SECRET_KEY": SECRET_KEY,
-        "BATCH_LOG_LEVEL": "WARNING",
-        "BATCH_UPSTREAM_URL": "",
-        "BATCH_GRPC_TARGET": "",
-        "BATCH_DEV_MODE": "",
-        **overrides,
-    }
-
-
-async def start_batchd(env: dict[str, str], tmp_path: Path) -> tuple[Process, str]:
-    process = Process("batchd", env, tmp_path / "batchd.log", command=(str(BATCHD),))
-    await process.start()
-    base_url = f"http://{env['BATCH_HTTP_ADDRESS']}"
-    await wait_healthy(base_url, process)
-    return process, base_url
 
 
 async def test_batchd_serves_rest_and_grpc_and_stops_cleanly(
