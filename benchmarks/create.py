@@ -16,12 +16,12 @@ from benchmarks.rest import batchd_gateway, gateway_problem
 from benchmarks.results import Figure, Plan, Row, Series, Target
 from benchmarks.service_process import (
     METADATA,
+    TOKEN,
     batch_request,
     batchd_service,
     client,
     wait_completed,
 )
-from tests.processes import TOKEN
 
 
 def grpc_seconds(address: str, specs: list[dict[str, Any]], times: int) -> list[float]:

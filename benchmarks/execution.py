@@ -28,14 +28,13 @@ from benchmarks.service_process import (
     wait_completed,
 )
 from service.migrate import upgrade_database
-from tests import postgres
 
 # The engine's default process-wide limit; the per-batch limit is raised to match,
 # so one batch may use all of it, as the bare client does.
 IN_FLIGHT = 64
 PSQL = ["psql", "-h", "127.0.0.1", "-U", "postgres", "-d", "postgres", "-v", "ON_ERROR_STOP=1"]
 POSTGRES_DATABASE = "batchd_bench"
-POSTGRES_URL = postgres.url_of(POSTGRES_DATABASE)
+POSTGRES_URL = f"postgresql+asyncpg://postgres@127.0.0.1:5432/{POSTGRES_DATABASE}"
 
 
 class StartFailure(Exception):

@@ -23,7 +23,7 @@ from service.migrate import upgrade_database
 from service.models import BatchStatus, OperationStatus
 from service.store import batches, operations
 
-TENANT = "tenant-a"  # the tenant of tests.processes.TOKEN
+TENANT = "tenant-a"  # the tenant of benchmarks.service_process.TOKEN
 OPERATIONS_PER_BATCH = 1000
 # The JSON the upstream (nginx) answers and the populated operations hold.
 PRODUCT = {

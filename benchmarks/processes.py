@@ -76,6 +76,12 @@ def _check_alive(child: subprocess.Popen[bytes], log_path: Path) -> None:
         raise RuntimeError(f"{child.args!r} exited with {child.returncode}:\n{tail}")
 
 
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
 def wait_port(child: subprocess.Popen[bytes], port: int, log_path: Path) -> None:
     deadline = time.monotonic() + READY_TIMEOUT
     while time.monotonic() < deadline:

@@ -8,10 +8,9 @@ from pathlib import Path
 from batchd.v1 import batch_pb2
 from benchmarks.fixtures import copy_database, populated_database, some_operation_id
 from benchmarks.loadgen import Load, grpc_frame, h2load_grpc
-from benchmarks.processes import SUBJECT_CORE, python_module, running, wait_port
+from benchmarks.processes import SUBJECT_CORE, free_port, python_module, running, wait_port
 from benchmarks.results import Figure, Plan, Row, Series, Target
-from benchmarks.service_process import METADATA, NO_UPSTREAM, batchd_service, client
-from tests.processes import TOKEN, free_port
+from benchmarks.service_process import METADATA, NO_UPSTREAM, TOKEN, batchd_service, client
 
 METHOD = "/batchd.v1.BatchService/GetBatchOperation"
 # 8 connections x 8 streams: enough calls in flight to keep one core busy.

@@ -13,10 +13,9 @@ from benchmarks import grpc_gateway
 from benchmarks.fixtures import copy_database, populated_database, some_operation_id
 from benchmarks.loadgen import Load, wrk_get
 from benchmarks.prerequisites import grpc_gateway_buildable
-from benchmarks.processes import SUBJECT_CORE, python_module, running, wait_port
+from benchmarks.processes import SUBJECT_CORE, free_port, python_module, running, wait_port
 from benchmarks.results import Figure, Plan, Row, Series, Target
-from benchmarks.service_process import NO_UPSTREAM, batchd_service
-from tests.processes import TOKEN, free_port
+from benchmarks.service_process import NO_UPSTREAM, TOKEN, batchd_service
 
 CONNECTIONS = 32
 

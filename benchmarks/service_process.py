@@ -15,10 +15,18 @@ import grpc
 from batchd.json_values import to_struct
 from batchd.messages import MESSAGE_SIZE_OPTIONS
 from batchd.v1 import batch_pb2, batch_pb2_grpc
-from benchmarks.processes import SUBJECT_CORE, python_module, running, wait_serving
-from tests.processes import TOKEN, service_env
+from benchmarks.fixtures import TENANT
+from benchmarks.processes import SUBJECT_CORE, free_port, python_module, running, wait_serving
 
+# The one tenant every figure works as: the load generators send its token.
+TOKEN = "token-a"
 METADATA = (("authorization", f"Bearer {TOKEN}"),)
+# What every figure runs the service with, whatever it measures.
+SERVICE_SETTINGS = {
+    "BATCH_API_TOKENS": f"{TOKEN}:{TENANT}",
+    "BATCH_SECRET_KEY": "j6lw-bkWyJWePDAqMHq5tW2ZI0DuRpeX9zj0BWOodiE=",
+    "BATCH_LOG_LEVEL": "WARNING",
+}
 # Where the read figures point the service: reads never execute anything.
 NO_UPSTREAM = "http://127.0.0.1:9"
 # Often enough to stop the clock within 2% of a 2.5 s batch, rarely enough to cost nothing.
@@ -37,7 +45,13 @@ class RunningService:
 def batchd_service(
     database_url: str, upstream_url: str, log_path: Path, **overrides: str
 ) -> Iterator[RunningService]:
-    env = service_env(database_url, upstream_url, **overrides)
+    env = {
+        **SERVICE_SETTINGS,
+        "BATCH_DATABASE_URL": database_url,
+        "BATCH_GRPC_ADDRESS": f"127.0.0.1:{free_port()}",
+        "BATCH_UPSTREAM_URL": upstream_url,
+        **overrides,
+    }
     with running(python_module("service"), SUBJECT_CORE, log_path, env) as child:
         wait_serving(child, env["BATCH_GRPC_ADDRESS"], log_path)
         yield RunningService(child, env["BATCH_GRPC_ADDRESS"])

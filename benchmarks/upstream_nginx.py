@@ -8,8 +8,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from benchmarks.fixtures import PRODUCT
-from benchmarks.processes import LOAD_CORE, running, wait_port
-from tests.processes import free_port
+from benchmarks.processes import LOAD_CORE, free_port, running, wait_port
 
 # One worker, no master, no user switch: a single process on the load core, run by us.
 CONFIG = """
