@@ -9,7 +9,7 @@ from aiohttp import web
 from grpc_health.v1 import health_pb2
 
 from batchd.v1 import batch_pb2
-from batchd.vocabulary import BATCH_STATUSES, OPERATION_STATUSES
+from batchd.vocabulary import BATCH_STATUSES, OPERATION_STATUSES, SERVICE_NAME
 from gateway import params
 from gateway.backend import BACKEND_KEY, batch_service, call_options
 from gateway.batch_body import create_request
@@ -18,7 +18,6 @@ from gateway.presenters import JSONObject, batch_object, list_object, operation_
 
 BATCH_EXPANDS = {"batch_operations"}
 OPERATION_EXPANDS = {"batch"}
-BATCH_SERVICE = batch_pb2.DESCRIPTOR.services_by_name["BatchService"].full_name
 
 
 def _view(expand: set[str]) -> batch_pb2.BatchView:
@@ -107,7 +106,7 @@ async def _batches_by_id(request: web.Request, ids: set[str]) -> dict[str, JSONO
 
 async def healthz(request: web.Request) -> web.Response:
     """Healthy only when the gRPC backend says it is serving."""
-    check = health_pb2.HealthCheckRequest(service=BATCH_SERVICE)
+    check = health_pb2.HealthCheckRequest(service=SERVICE_NAME)
     backend = request.app[BACKEND_KEY]
     try:
         reply = await backend.health.Check(check, timeout=backend.timeout)

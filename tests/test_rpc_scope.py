@@ -1,0 +1,79 @@
+"""Every BatchService RPC, streaming or not, goes through the one interceptor: request id,
+rich errors, metrics and one log event; health checks and reflection pass untouched."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import grpc
+import pytest
+from google.rpc import error_details_pb2
+from grpc_status import rpc_status
+
+from batchd.v1 import batch_pb2, batch_pb2_grpc
+from tests.conftest import bearer
+from tests.processes import free_port, service_env, serving
+from tests.upstream import UpstreamLog
+
+
+def error_reason(error: grpc.aio.AioRpcError) -> str:
+    status = rpc_status.from_call(error)  # type: ignore[arg-type]
+    assert status is not None, "no rich status in the trailers"
+    info = error_details_pb2.ErrorInfo()
+    [detail] = status.details
+    assert detail.Unpack(info)
+    return str(info.reason)
+
+
+async def watch(
+    stub: batch_pb2_grpc.BatchServiceStub, batch_id: str, metadata: Any
+) -> list[batch_pb2.WatchBatchResponse]:
+    request = batch_pb2.WatchBatchRequest(id=batch_id)
+    return [event async for event in stub.WatchBatch(request, metadata=metadata, timeout=30)]
+
+
+async def test_watch_batch_gets_the_request_id_errors_metrics_and_log_event_of_every_rpc(
+    database_url: str, upstream_server: tuple[str, UpstreamLog], tmp_path: Path
+) -> None:
+    metrics_port = free_port()
+    env = service_env(
+        database_url,
+        upstream_server[0],
+        BATCH_LOG_LEVEL="INFO",
+        BATCH_METRICS_ADDRESS=f"127.0.0.1:{metrics_port}",
+    )
+    async with serving(env, tmp_path / "service.log") as (process, stub):
+        operation = batch_pb2.BatchOperation(http_method=batch_pb2.HTTP_METHOD_GET, path="/echo/a")
+        created = await stub.CreateBatch(
+            batch_pb2.CreateBatchRequest(batch=batch_pb2.Batch(batch_operations=[operation])),
+            metadata=bearer(),
+        )
+        events = await watch(stub, created.batch.id, (*bearer(), ("x-request-id", "watch-ok")))
+        with pytest.raises(grpc.aio.AioRpcError) as missing:
+            await watch(stub, str(uuid.uuid4()), (*bearer(), ("x-request-id", "watch-missing")))
+        with pytest.raises(grpc.aio.AioRpcError) as anonymous:
+            await watch(stub, created.batch.id, ())
+        async with aiohttp.ClientSession() as session:
+            response = await session.get(f"http://127.0.0.1:{metrics_port}/metrics")
+            exposition = await response.text()
+    assert events[-1].batch.status == batch_pb2.BATCH_STATUS_COMPLETED
+    assert missing.value.code() == grpc.StatusCode.NOT_FOUND
+    assert error_reason(missing.value) == "batch.not_found"
+    assert anonymous.value.code() == grpc.StatusCode.UNAUTHENTICATED
+    assert error_reason(anonymous.value) == "unauthorized"
+    logged = [json.loads(line) for line in process.log().splitlines() if line.startswith("{")]
+    rpcs = [(e["rpc"], e["code"], e["request_id"]) for e in logged if e.get("message") == "rpc"]
+    assert ("WatchBatch", "OK", "watch-ok") in rpcs
+    assert ("WatchBatch", "NOT_FOUND", "watch-missing") in rpcs
+    assert [rpc for rpc in rpcs if rpc[2] in ("watch-ok", "watch-missing")] == [
+        ("WatchBatch", "OK", "watch-ok"),
+        ("WatchBatch", "NOT_FOUND", "watch-missing"),
+    ]
+    assert {name for name, _, _ in rpcs} == {"CreateBatch", "WatchBatch"}
+    for code in ("OK", "NOT_FOUND", "UNAUTHENTICATED"):
+        assert f'batchd_rpc_requests_total{{code="{code}",method="WatchBatch"}} 1.0' in exposition
+    assert 'method="Check"' not in exposition
