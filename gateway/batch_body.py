@@ -33,7 +33,7 @@ def create_request(
         batch=batch_message(parse_json(raw)), view=view, request_id=request_id
     )
     if request.ByteSize() > MAX_MESSAGE_BYTES:
-        # Small JSON values take more room in protobuf: a body under our limit may not fit.
+        # Small JSON values take more room in protobuf (batchd/messages.py).
         raise ApiProblem(
             413, "payload_too_large", "The batch is too large for the service; split it up"
         )
