@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
 
 import grpc
 from aiohttp import web
@@ -40,22 +43,40 @@ async def cancel_batch(request: web.Request) -> web.Response:
     return web.json_response(batch_object(reply.batch))
 
 
+@dataclass(frozen=True)
+class Listing:
+    """A list endpoint's page, and the List request fields it and the filters make."""
+
+    page: params.Page
+    fields: dict[str, Any]
+
+    def response(self, request: web.Request, data: list[JSONObject], total: int) -> web.Response:
+        page = self.page
+        return web.json_response(list_object(data, total, page.limit, page.page, request.path))
+
+
+def listing(
+    request: web.Request, ids: str, enums: Mapping[str, params.Status], unspecified: params.Status
+) -> Listing:
+    """`limit`, `page`, `sort`, the id filter `ids` names and `status[]`."""
+    page = params.page_of(request.query)
+    fields = {
+        "page_size": page.limit,
+        "page": page.page,
+        "order_by": page.order_by,
+        ids: params.uuids(request.query, ids),
+        "statuses": params.statuses(request.query, enums, unspecified),
+    }
+    return Listing(page, fields)
+
+
 async def list_batches(request: web.Request) -> web.Response:
     expand = params.expansions(request.query, BATCH_EXPANDS)
-    page = params.page_of(request.query)
-    call = batch_pb2.ListBatchesRequest(
-        page_size=page.limit,
-        page=page.page,
-        order_by=page.order_by,
-        ids=params.uuids(request.query, "ids"),
-        statuses=params.statuses(request.query, BATCH_STATUSES, batch_pb2.BATCH_STATUS_UNSPECIFIED),
-        view=_view(expand),
-    )
+    found = listing(request, "ids", BATCH_STATUSES, batch_pb2.BATCH_STATUS_UNSPECIFIED)
+    call = batch_pb2.ListBatchesRequest(**found.fields, view=_view(expand))
     reply = await batch_service(request).ListBatches(call, **call_options(request))
     data = [batch_object(batch, bool(expand)) for batch in reply.batches]
-    return web.json_response(
-        list_object(data, reply.total_size, page.limit, page.page, request.path)
-    )
+    return found.response(request, data, reply.total_size)
 
 
 async def get_batch(request: web.Request) -> web.Response:
@@ -67,23 +88,15 @@ async def get_batch(request: web.Request) -> web.Response:
 
 async def list_operations(request: web.Request) -> web.Response:
     expand = params.expansions(request.query, OPERATION_EXPANDS)
-    page = params.page_of(request.query)
-    call = batch_pb2.ListBatchOperationsRequest(
-        page_size=page.limit,
-        page=page.page,
-        order_by=page.order_by,
-        batch_ids=params.uuids(request.query, "batch_ids"),
-        statuses=params.statuses(
-            request.query, OPERATION_STATUSES, batch_pb2.BATCH_OPERATION_STATUS_UNSPECIFIED
-        ),
+    found = listing(
+        request, "batch_ids", OPERATION_STATUSES, batch_pb2.BATCH_OPERATION_STATUS_UNSPECIFIED
     )
+    call = batch_pb2.ListBatchOperationsRequest(**found.fields)
     reply = await batch_service(request).ListBatchOperations(call, **call_options(request))
     operations = reply.batch_operations
     batches = await _batches_by_id(request, {op.batch_id for op in operations}) if expand else {}
     data = [operation_object(op, batches.get(op.batch_id)) for op in operations]
-    return web.json_response(
-        list_object(data, reply.total_size, page.limit, page.page, request.path)
-    )
+    return found.response(request, data, reply.total_size)
 
 
 async def get_operation(request: web.Request) -> web.Response:

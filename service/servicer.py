@@ -105,11 +105,11 @@ class BatchServicer(batch_pb2_grpc.BatchServiceServicer):
         self, request: batch_pb2.ListBatchesRequest, context: Context
     ) -> batch_pb2.ListBatchesResponse:
         caller = current_caller()
-        page = validation.page_request(request.page_size, request.page, request.order_by)
-        ids = validation.filter_ids("ids", request.ids)
-        statuses = validation.enum_names(request.statuses, BATCH_STATUS_NAMES, "statuses")
+        query = validation.list_query(request, "ids", BATCH_STATUS_NAMES)
         async with self.database.read() as connection:
-            rows, total = await store.list_batches(connection, caller.tenant, ids, statuses, page)
+            rows, total = await store.list_batches(
+                connection, caller.tenant, query.ids, query.statuses, query.page
+            )
             messages = await batch_messages(connection, caller.tenant, rows, request.view)
         return batch_pb2.ListBatchesResponse(batches=messages, total_size=total)
 
@@ -129,12 +129,10 @@ class BatchServicer(batch_pb2_grpc.BatchServiceServicer):
         self, request: batch_pb2.ListBatchOperationsRequest, context: Context
     ) -> batch_pb2.ListBatchOperationsResponse:
         caller = current_caller()
-        page = validation.page_request(request.page_size, request.page, request.order_by)
-        batch_ids = validation.filter_ids("batch_ids", request.batch_ids)
-        statuses = validation.enum_names(request.statuses, OPERATION_STATUS_NAMES, "statuses")
+        query = validation.list_query(request, "batch_ids", OPERATION_STATUS_NAMES)
         async with self.database.read() as connection:
             rows, total = await store.list_operations(
-                connection, caller.tenant, batch_ids, statuses, page
+                connection, caller.tenant, query.ids, query.statuses, query.page
             )
         reply = batch_pb2.ListBatchOperationsResponse(
             batch_operations=[convert.operation_message(row) for row in rows], total_size=total

@@ -5,7 +5,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 from batchd.json_values import MAX_DEPTH, TooDeep, from_struct, storable
 from batchd.messages import DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE, STORED_VALUE_GROWTH, read_back_size
@@ -166,6 +166,31 @@ def object_id(kind: str, raw: str) -> str:
         return str(uuid.UUID(raw))
     except ValueError:
         raise not_found(kind, raw[:100]) from None
+
+
+class ListRequest(Protocol):
+    """What the List RPCs' requests share; each names its id filter differently."""
+
+    page_size: int
+    page: int
+    order_by: str
+
+    @property
+    def statuses(self) -> Sequence[int]: ...
+
+
+@dataclass(frozen=True)
+class ListQuery:
+    ids: list[str]
+    statuses: list[str]
+    page: PageRequest
+
+
+def list_query(request: ListRequest, ids_field: str, status_names: Mapping[Any, str]) -> ListQuery:
+    """A List RPC's filters and page, checked."""
+    page = page_request(request.page_size, request.page, request.order_by)
+    ids = filter_ids(ids_field, getattr(request, ids_field))
+    return ListQuery(ids, enum_names(request.statuses, status_names, "statuses"), page)
 
 
 def filter_ids(field: str, raw_ids: Sequence[str]) -> list[str]:
