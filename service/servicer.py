@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+from sqlalchemy import Select
 
 from batchd.messages import MAX_MESSAGE_BYTES
 from batchd.v1 import batch_pb2, batch_pb2_grpc
@@ -89,12 +92,7 @@ class BatchServicer(batch_pb2_grpc.BatchServiceServicer):
         self, request: batch_pb2.GetBatchRequest, context: Context
     ) -> batch_pb2.GetBatchResponse:
         caller = current_caller()
-        batch_id = validation.object_id("batch", request.id)
-        row = await self.database.fetch_one(
-            store.BATCH_BY_ID, {"id": batch_id, "tenant": caller.tenant}
-        )
-        if row is None:
-            raise not_found("batch", request.id)
+        row = await self._owned("batch", store.BATCH_BY_ID, request.id)
         if request.view != batch_pb2.BATCH_VIEW_FULL:
             return batch_pb2.GetBatchResponse(batch=convert.batch_message(row))
         async with self.database.read() as connection:
@@ -116,13 +114,7 @@ class BatchServicer(batch_pb2_grpc.BatchServiceServicer):
     async def GetBatchOperation(
         self, request: batch_pb2.GetBatchOperationRequest, context: Context
     ) -> batch_pb2.GetBatchOperationResponse:
-        caller = current_caller()
-        operation_id = validation.object_id("batch_operation", request.id)
-        row = await self.database.fetch_one(
-            store.OPERATION_BY_ID, {"id": operation_id, "tenant": caller.tenant}
-        )
-        if row is None:
-            raise not_found("batch_operation", request.id)
+        row = await self._owned("batch_operation", store.OPERATION_BY_ID, request.id)
         return batch_pb2.GetBatchOperationResponse(batch_operation=convert.operation_message(row))
 
     async def ListBatchOperations(
@@ -141,3 +133,12 @@ class BatchServicer(batch_pb2_grpc.BatchServiceServicer):
             # gRPC would fail the send itself, as RESOURCE_EXHAUSTED: "try later".
             raise validation.page_too_large()
         return reply
+
+    async def _owned(self, kind: str, lookup: Select[Any], raw_id: str) -> Any:
+        """The caller's `kind` with this id, by a prepared lookup; else NOT_FOUND."""
+        object_id = validation.object_id(kind, raw_id)
+        parameters = {"id": object_id, "tenant": current_caller().tenant}
+        row = await self.database.fetch_one(lookup, parameters)
+        if row is None:
+            raise not_found(kind, raw_id)
+        return row
