@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -15,9 +17,8 @@ from google.rpc import error_details_pb2
 from grpc_status import rpc_status
 
 from batchd.v1 import batch_pb2, batch_pb2_grpc
-from tests.conftest import bearer
-from tests.processes import free_port, service_env, serving
-from tests.upstream import UpstreamLog
+from tests.conftest import bearer, running_upstream
+from tests.processes import Process, free_port, service_env, serving
 
 
 def error_reason(error: grpc.aio.AioRpcError) -> str:
@@ -36,36 +37,49 @@ async def watch(
     return [event async for event in stub.WatchBatch(request, metadata=metadata, timeout=30)]
 
 
+@dataclass(frozen=True)
+class Observed:
+    process: Process
+    stub: batch_pb2_grpc.BatchServiceStub
+    metrics_url: str
+
+
+@pytest.fixture
+async def observed(database_url: str, tmp_path: Path) -> AsyncIterator[Observed]:
+    """A service logging every RPC and serving its metrics."""
+    metrics_address = f"127.0.0.1:{free_port()}"
+    observability = {"BATCH_LOG_LEVEL": "INFO", "BATCH_METRICS_ADDRESS": metrics_address}
+    async with running_upstream() as (upstream_url, _):
+        env = service_env(database_url, upstream_url, **observability)
+        async with serving(env, tmp_path / "service.log") as (process, stub):
+            yield Observed(process, stub, f"http://{metrics_address}/metrics")
+
+
 async def test_watch_batch_gets_the_request_id_errors_metrics_and_log_event_of_every_rpc(
-    database_url: str, upstream_server: tuple[str, UpstreamLog], tmp_path: Path
+    observed: Observed,
 ) -> None:
-    metrics_port = free_port()
-    env = service_env(
-        database_url,
-        upstream_server[0],
-        BATCH_LOG_LEVEL="INFO",
-        BATCH_METRICS_ADDRESS=f"127.0.0.1:{metrics_port}",
+    stub = observed.stub
+    operation = batch_pb2.BatchOperation(http_method=batch_pb2.HTTP_METHOD_GET, path="/echo/a")
+    created = await stub.CreateBatch(
+        batch_pb2.CreateBatchRequest(batch=batch_pb2.Batch(batch_operations=[operation])),
+        metadata=bearer(),
     )
-    async with serving(env, tmp_path / "service.log") as (process, stub):
-        operation = batch_pb2.BatchOperation(http_method=batch_pb2.HTTP_METHOD_GET, path="/echo/a")
-        created = await stub.CreateBatch(
-            batch_pb2.CreateBatchRequest(batch=batch_pb2.Batch(batch_operations=[operation])),
-            metadata=bearer(),
-        )
-        events = await watch(stub, created.batch.id, (*bearer(), ("x-request-id", "watch-ok")))
-        with pytest.raises(grpc.aio.AioRpcError) as missing:
-            await watch(stub, str(uuid.uuid4()), (*bearer(), ("x-request-id", "watch-missing")))
-        with pytest.raises(grpc.aio.AioRpcError) as anonymous:
-            await watch(stub, created.batch.id, ())
-        async with aiohttp.ClientSession() as session:
-            response = await session.get(f"http://127.0.0.1:{metrics_port}/metrics")
-            exposition = await response.text()
+    events = await watch(stub, created.batch.id, (*bearer(), ("x-request-id", "watch-ok")))
+    with pytest.raises(grpc.aio.AioRpcError) as missing:
+        await watch(stub, str(uuid.uuid4()), (*bearer(), ("x-request-id", "watch-missing")))
+    with pytest.raises(grpc.aio.AioRpcError) as anonymous:
+        await watch(stub, created.batch.id, ())
+    async with aiohttp.ClientSession() as session:
+        response = await session.get(observed.metrics_url)
+        exposition = await response.text()
     assert events[-1].batch.status == batch_pb2.BATCH_STATUS_COMPLETED
     assert missing.value.code() == grpc.StatusCode.NOT_FOUND
     assert error_reason(missing.value) == "batch.not_found"
     assert anonymous.value.code() == grpc.StatusCode.UNAUTHENTICATED
     assert error_reason(anonymous.value) == "unauthorized"
-    logged = [json.loads(line) for line in process.log().splitlines() if line.startswith("{")]
+    logged = [
+        json.loads(line) for line in observed.process.log().splitlines() if line.startswith("{")
+    ]
     rpcs = [(e["rpc"], e["code"], e["request_id"]) for e in logged if e.get("message") == "rpc"]
     assert ("WatchBatch", "OK", "watch-ok") in rpcs
     assert ("WatchBatch", "NOT_FOUND", "watch-missing") in rpcs
