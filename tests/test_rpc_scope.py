@@ -3,6 +3,7 @@ rich errors, metrics and one log event; health checks and reflection pass untouc
 
 from __future__ import annotations
 
+import asyncio
 import json
 import uuid
 from collections.abc import AsyncIterator
@@ -55,6 +56,12 @@ async def observed(database_url: str, tmp_path: Path) -> AsyncIterator[Observed]
             yield Observed(process, stub, f"http://{metrics_address}/metrics")
 
 
+def rpc_events(process: Process) -> list[tuple[str, str, str]]:
+    """(rpc, code, request_id) of each RPC's log event."""
+    logged = [json.loads(line) for line in process.log().splitlines() if line.startswith("{")]
+    return [(e["rpc"], e["code"], e["request_id"]) for e in logged if e.get("message") == "rpc"]
+
+
 async def test_watch_batch_gets_the_request_id_errors_metrics_and_log_event_of_every_rpc(
     observed: Observed,
 ) -> None:
@@ -77,12 +84,7 @@ async def test_watch_batch_gets_the_request_id_errors_metrics_and_log_event_of_e
     assert error_reason(missing.value) == "batch.not_found"
     assert anonymous.value.code() == grpc.StatusCode.UNAUTHENTICATED
     assert error_reason(anonymous.value) == "unauthorized"
-    logged = [
-        json.loads(line) for line in observed.process.log().splitlines() if line.startswith("{")
-    ]
-    rpcs = [(e["rpc"], e["code"], e["request_id"]) for e in logged if e.get("message") == "rpc"]
-    assert ("WatchBatch", "OK", "watch-ok") in rpcs
-    assert ("WatchBatch", "NOT_FOUND", "watch-missing") in rpcs
+    rpcs = rpc_events(observed.process)
     assert [rpc for rpc in rpcs if rpc[2] in ("watch-ok", "watch-missing")] == [
         ("WatchBatch", "OK", "watch-ok"),
         ("WatchBatch", "NOT_FOUND", "watch-missing"),
@@ -91,3 +93,28 @@ async def test_watch_batch_gets_the_request_id_errors_metrics_and_log_event_of_e
     for code in ("OK", "NOT_FOUND", "UNAUTHENTICATED"):
         assert f'batchd_rpc_requests_total{{code="{code}",method="WatchBatch"}} 1.0' in exposition
     assert 'method="Check"' not in exposition
+
+
+async def test_a_watch_the_client_cancels_is_logged_as_canceled_and_closed(
+    observed: Observed,
+) -> None:
+    operation = batch_pb2.BatchOperation(http_method=batch_pb2.HTTP_METHOD_GET, path="/slow/3")
+    created = await observed.stub.CreateBatch(
+        batch_pb2.CreateBatchRequest(batch=batch_pb2.Batch(batch_operations=[operation])),
+        metadata=bearer(),
+    )
+    call = observed.stub.WatchBatch(
+        batch_pb2.WatchBatchRequest(id=created.batch.id),
+        metadata=(*bearer(), ("x-request-id", "watch-cancel")),
+    )
+    first = await call.read()
+    assert first.batch.id == created.batch.id
+    call.cancel()
+    deadline = asyncio.get_running_loop().time() + 10
+    while ("WatchBatch", "CANCELLED", "watch-cancel") not in rpc_events(observed.process):
+        assert asyncio.get_running_loop().time() < deadline, "no CANCELLED event logged"
+        await asyncio.sleep(0.02)
+    async with aiohttp.ClientSession() as session:
+        exposition = await (await session.get(observed.metrics_url)).text()
+    assert 'batchd_rpc_requests_total{code="CANCELLED",method="WatchBatch"} 1.0' in exposition
+    assert "\nbatchd_watch_streams 0.0\n" in exposition
