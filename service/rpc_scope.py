@@ -15,7 +15,7 @@ import logging
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
-from contextvars import ContextVar, Token
+from contextvars import ContextVar
 from typing import TYPE_CHECKING, Any, NoReturn, TypeAlias
 
 import grpc
@@ -118,16 +118,19 @@ class _Scope:
         self.context = context
         self.code = grpc.StatusCode.OK
         self.started = time.perf_counter()
+        # Each RPC runs in a task of its own, so what is set here ends with it; nothing
+        # is reset (a stream's generator may be closed from another task, where a reset
+        # would fail).
         request_id = metadata_value(context, REQUEST_ID_METADATA)
-        self.request_id_token = REQUEST_ID.set(clean_request_id(request_id) or uuid.uuid4().hex)
-        self.caller_token: Token[Caller] | None = None
+        REQUEST_ID.set(clean_request_id(request_id) or uuid.uuid4().hex)
 
     def authenticate(self, tenants: Tenants) -> None:
-        self.caller_token = _CALLER.set(tenants.authenticate(self.context))
+        _CALLER.set(tenants.authenticate(self.context))
 
     async def fail(self, error: BaseException) -> NoReturn:
         """Ends the call with the status the error stands for; never with its trace."""
-        if isinstance(error, asyncio.CancelledError):
+        # A stream whose call ended first is closed at its `yield` (GeneratorExit).
+        if isinstance(error, asyncio.CancelledError | GeneratorExit):
             self.code = grpc.StatusCode.CANCELLED
         if isinstance(error, grpc.aio.AbortError) or not isinstance(error, Exception):
             raise error
@@ -163,6 +166,3 @@ class _Scope:
                     "duration_ms": round(seconds * 1000, 3),
                 },
             )
-        if self.caller_token is not None:
-            _CALLER.reset(self.caller_token)
-        REQUEST_ID.reset(self.request_id_token)
