@@ -46,7 +46,7 @@ lint: $(STAMP)
 	$(BIN)/ruff format --check .
 
 typecheck: $(STAMP)
-	$(BIN)/mypy batchd batchctl service gateway tests benchmarks migrations
+	$(BIN)/mypy batchd allinone batchctl service gateway tests benchmarks migrations
 
 test: $(STAMP)
 	$(BIN)/pytest -q

@@ -17,10 +17,10 @@ from rich.table import Table
 from rich.text import Text
 
 from batchctl.outcome import batch_status_name, operation_status_name, succeeded, tally
+from batchd.json_values import whole
 from batchd.v1 import batch_pb2
 from batchd.vocabulary import METHOD_NAMES
 
-_EXACT = 2**53
 _OUTCOME_ORDER = ("succeeded", "non_2xx", "failed", "timed_out", "canceled")
 
 
@@ -42,8 +42,8 @@ def _whole_numbers(data: Any) -> Any:
         return {key: _whole_numbers(value) for key, value in data.items()}
     if isinstance(data, list):
         return [_whole_numbers(item) for item in data]
-    if isinstance(data, float) and data.is_integer() and abs(data) < _EXACT:
-        return int(data)
+    if isinstance(data, float):
+        return whole(data)
     return data
 
 

@@ -15,7 +15,8 @@ from typing import Any
 from google.protobuf import struct_pb2
 
 JSON = Any
-_EXACT = 2**53
+# Every integer below it is exact as a double.
+MAX_EXACT_INTEGER = 2**53
 # Integers beyond this are refused in what callers send: a Struct number is a double.
 MAX_INTEGER = 2**63
 # Beyond this no double holds an integer even roughly: what an upstream answers
@@ -24,6 +25,11 @@ MAX_DOUBLE_INTEGER = int(sys.float_info.max) + 1
 # Each JSON level costs protobuf about three levels of nesting (Struct, map
 # entry, Value), and protobuf refuses to decode messages nested over 100 deep.
 MAX_DEPTH = 32
+
+
+def whole(number: float) -> int | float:
+    """A double as an int when it holds a whole number exactly, so `1` shows as `1`."""
+    return int(number) if number.is_integer() and abs(number) < MAX_EXACT_INTEGER else number
 
 
 class TooDeep(ValueError):
@@ -45,8 +51,7 @@ def from_value(value: struct_pb2.Value, max_depth: int = 100) -> JSON:
             raise TooDeep
         return [from_value(item, max_depth - 1) for item in value.list_value.values]
     if kind == "number_value":
-        number = value.number_value
-        return int(number) if number.is_integer() and abs(number) < _EXACT else number
+        return whole(value.number_value)
     if kind == "string_value":
         return value.string_value
     if kind == "bool_value":

@@ -1,4 +1,5 @@
-"""The contract's spellings of methods and statuses, and the proto enums they stand for.
+"""The contract's spellings of methods and statuses, the proto enums they stand for, and
+the service's full name (for health checks, reflection and method paths).
 
 Shared by the service (rows to messages), the gateway (JSON) and batchctl.
 """
@@ -6,6 +7,8 @@ Shared by the service (rows to messages), the gateway (JSON) and batchctl.
 from __future__ import annotations
 
 from batchd.v1 import batch_pb2
+
+SERVICE_NAME = batch_pb2.DESCRIPTOR.services_by_name["BatchService"].full_name
 
 HTTP_METHODS: dict[str, batch_pb2.HttpMethod] = {
     "GET": batch_pb2.HTTP_METHOD_GET,

@@ -20,9 +20,9 @@ from batchd.messages import MAX_MESSAGE_BYTES
 from batchd.v1 import batch_pb2
 from batchd.vocabulary import HTTP_METHODS
 from gateway.errors import ApiProblem, ValidationError, bad_request, unprocessable
+from gateway.params import INT32_MAX, INT32_MIN
 
 UNSPECIFIED = batch_pb2.HTTP_METHOD_UNSPECIFIED
-INT32_MIN, INT32_MAX = -(2**31), 2**31 - 1
 _OPTION_TYPES = {"sequential": bool, "stop_on_failure": bool, "max_concurrency": int}
 
 
@@ -33,7 +33,7 @@ def create_request(
         batch=batch_message(parse_json(raw)), view=view, request_id=request_id
     )
     if request.ByteSize() > MAX_MESSAGE_BYTES:
-        # Small JSON values take more room in protobuf: a body under our limit may not fit.
+        # Small JSON values take more room in protobuf (batchd/messages.py).
         raise ApiProblem(
             413, "payload_too_large", "The batch is too large for the service; split it up"
         )

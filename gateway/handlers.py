@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
 
 import grpc
 from aiohttp import web
 from grpc_health.v1 import health_pb2
 
 from batchd.v1 import batch_pb2
-from batchd.vocabulary import BATCH_STATUSES, OPERATION_STATUSES
+from batchd.vocabulary import BATCH_STATUSES, OPERATION_STATUSES, SERVICE_NAME
 from gateway import params
 from gateway.backend import BACKEND_KEY, batch_service, call_options
 from gateway.batch_body import create_request
@@ -18,7 +21,6 @@ from gateway.presenters import JSONObject, batch_object, list_object, operation_
 
 BATCH_EXPANDS = {"batch_operations"}
 OPERATION_EXPANDS = {"batch"}
-BATCH_SERVICE = batch_pb2.DESCRIPTOR.services_by_name["BatchService"].full_name
 
 
 def _view(expand: set[str]) -> batch_pb2.BatchView:
@@ -41,22 +43,40 @@ async def cancel_batch(request: web.Request) -> web.Response:
     return web.json_response(batch_object(reply.batch))
 
 
+@dataclass(frozen=True)
+class Listing:
+    """A list endpoint's page, and the List request fields it and the filters make."""
+
+    page: params.Page
+    fields: dict[str, Any]
+
+    def response(self, request: web.Request, data: list[JSONObject], total: int) -> web.Response:
+        page = self.page
+        return web.json_response(list_object(data, total, page.limit, page.page, request.path))
+
+
+def listing(
+    request: web.Request, ids: str, enums: Mapping[str, params.Status], unspecified: params.Status
+) -> Listing:
+    """`limit`, `page`, `sort`, the id filter `ids` names and `status[]`."""
+    page = params.page_of(request.query)
+    fields = {
+        "page_size": page.limit,
+        "page": page.page,
+        "order_by": page.order_by,
+        ids: params.uuids(request.query, ids),
+        "statuses": params.statuses(request.query, enums, unspecified),
+    }
+    return Listing(page, fields)
+
+
 async def list_batches(request: web.Request) -> web.Response:
     expand = params.expansions(request.query, BATCH_EXPANDS)
-    page = params.page_of(request.query)
-    call = batch_pb2.ListBatchesRequest(
-        page_size=page.limit,
-        page=page.page,
-        order_by=page.order_by,
-        ids=params.uuids(request.query, "ids"),
-        statuses=params.statuses(request.query, BATCH_STATUSES, batch_pb2.BATCH_STATUS_UNSPECIFIED),
-        view=_view(expand),
-    )
+    found = listing(request, "ids", BATCH_STATUSES, batch_pb2.BATCH_STATUS_UNSPECIFIED)
+    call = batch_pb2.ListBatchesRequest(**found.fields, view=_view(expand))
     reply = await batch_service(request).ListBatches(call, **call_options(request))
     data = [batch_object(batch, bool(expand)) for batch in reply.batches]
-    return web.json_response(
-        list_object(data, reply.total_size, page.limit, page.page, request.path)
-    )
+    return found.response(request, data, reply.total_size)
 
 
 async def get_batch(request: web.Request) -> web.Response:
@@ -68,23 +88,15 @@ async def get_batch(request: web.Request) -> web.Response:
 
 async def list_operations(request: web.Request) -> web.Response:
     expand = params.expansions(request.query, OPERATION_EXPANDS)
-    page = params.page_of(request.query)
-    call = batch_pb2.ListBatchOperationsRequest(
-        page_size=page.limit,
-        page=page.page,
-        order_by=page.order_by,
-        batch_ids=params.uuids(request.query, "batch_ids"),
-        statuses=params.statuses(
-            request.query, OPERATION_STATUSES, batch_pb2.BATCH_OPERATION_STATUS_UNSPECIFIED
-        ),
+    found = listing(
+        request, "batch_ids", OPERATION_STATUSES, batch_pb2.BATCH_OPERATION_STATUS_UNSPECIFIED
     )
+    call = batch_pb2.ListBatchOperationsRequest(**found.fields)
     reply = await batch_service(request).ListBatchOperations(call, **call_options(request))
     operations = reply.batch_operations
     batches = await _batches_by_id(request, {op.batch_id for op in operations}) if expand else {}
     data = [operation_object(op, batches.get(op.batch_id)) for op in operations]
-    return web.json_response(
-        list_object(data, reply.total_size, page.limit, page.page, request.path)
-    )
+    return found.response(request, data, reply.total_size)
 
 
 async def get_operation(request: web.Request) -> web.Response:
@@ -107,7 +119,7 @@ async def _batches_by_id(request: web.Request, ids: set[str]) -> dict[str, JSONO
 
 async def healthz(request: web.Request) -> web.Response:
     """Healthy only when the gRPC backend says it is serving."""
-    check = health_pb2.HealthCheckRequest(service=BATCH_SERVICE)
+    check = health_pb2.HealthCheckRequest(service=SERVICE_NAME)
     backend = request.app[BACKEND_KEY]
     try:
         reply = await backend.health.Check(check, timeout=backend.timeout)

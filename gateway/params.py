@@ -19,7 +19,8 @@ from batchd.messages import DEFAULT_PAGE_SIZE
 from batchd.v1 import batch_pb2
 from gateway.errors import ValidationError, bad_request, unprocessable
 
-INT32_MAX = 2**31 - 1
+# The range of the gRPC requests' int32 fields.
+INT32_MIN, INT32_MAX = -(2**31), 2**31 - 1
 _INTEGER = re.compile(r"-?[0-9]{1,18}")
 _SORT = re.compile(r"([a-z_]+):([a-z]+)")
 _ORDER_COLUMNS = {"created_at": "create_time", "updated_at": "update_time"}

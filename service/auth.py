@@ -10,13 +10,19 @@ from typing import Any
 import grpc
 
 from service.errors import unauthenticated
-from service.rpc_scope import metadata_value
 
 
 def _digest(token: str) -> bytes:
     # Looking up digests, not tokens, keeps lookup time independent of how
     # much of a guessed token is right.
     return hashlib.sha256(token.encode()).digest()
+
+
+def metadata_value(context: grpc.aio.ServicerContext[Any, Any], key: str) -> str | None:
+    for name, value in context.invocation_metadata() or ():
+        if name == key and isinstance(value, str):
+            return value
+    return None
 
 
 @dataclass(frozen=True)

@@ -1,9 +1,8 @@
 """Batches as messages in the view asked for; the full view within a size budget.
 
 A batch's stored responses can add up to far more than one gRPC message may
-carry (each may be up to BATCH_MAX_RESPONSE_BYTES). The full view inlines
-operations in submitted order while they fit in the budget; a client that gets
-fewer than batch_operations_count reads the rest with ListBatchOperations.
+carry; the full view inlines operations in submitted order while they fit in
+FULL_VIEW_BUDGET_BYTES (the size policy is batchd/messages.py's).
 """
 
 from __future__ import annotations
@@ -11,14 +10,11 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-from batchd.messages import MAX_MESSAGE_BYTES
+from batchd.messages import FULL_VIEW_BUDGET_BYTES
 from batchd.v1 import batch_pb2
 from service import convert, store
 from service.database import DbConnection
 
-# Half the largest message the server sends: room for the rest of the reply,
-# and the gateway's JSON stays a sane size.
-FULL_VIEW_BUDGET_BYTES = MAX_MESSAGE_BYTES // 2
 # Operations read per query: memory stays bounded however large the batch.
 PAGE_SIZE = 200
 

@@ -15,6 +15,8 @@ from google.protobuf import any_pb2
 from google.rpc import code_pb2, error_details_pb2, status_pb2
 from grpc_status import rpc_status
 
+from batchd.error_summary import summary
+
 ERROR_DOMAIN = "batchd"
 
 
@@ -70,9 +72,7 @@ def not_found(kind: str, object_id: str) -> ApiError:
 
 
 def invalid(code: str, violations: list[Violation]) -> ApiError:
-    message = "; ".join(f"{v.field}: {v.message}" for v in violations[:5])
-    if len(violations) > 5:
-        message += f"; and {len(violations) - 5} more"
+    message = summary([(violation.field, violation.message) for violation in violations])
     return ApiError(grpc.StatusCode.INVALID_ARGUMENT, code, message, violations)
 
 

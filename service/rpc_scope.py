@@ -1,4 +1,12 @@
-"""What every RPC goes through: request id, error mapping, metrics and one log event."""
+"""What every BatchService RPC goes through, unary or streaming: a server interceptor.
+
+As in the grpc repository's async interceptor example, the interceptor publishes
+what the handler needs in context variables: the request id (`batchd.logs.REQUEST_ID`,
+which every log line carries) and the authenticated caller (`current_caller()`).
+Around the handler it maps errors (an ApiError becomes its rich status, a database
+error UNAVAILABLE or INTERNAL, anything else INTERNAL; no trace ever reaches the
+client), counts the call in the metrics and logs one event for it.
+"""
 
 from __future__ import annotations
 
@@ -6,66 +14,155 @@ import asyncio
 import logging
 import time
 import uuid
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
-from typing import Any
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextvars import ContextVar
+from typing import TYPE_CHECKING, Any, NoReturn, TypeAlias
 
 import grpc
 from sqlalchemy.exc import StatementError
 
 from batchd.logs import REQUEST_ID, REQUEST_ID_METADATA, clean_request_id
+from batchd.vocabulary import SERVICE_NAME
 from service import metrics
+from service.auth import Caller, Tenants, metadata_value
 from service.database import statement_refused
 from service.errors import ApiError
 
 log = logging.getLogger("batchd.rpc")
 DATABASE_UNAVAILABLE = "the database is unavailable; retry later"
 INTERNAL_ERROR = "internal error; the request id is in the service log"
+METHOD_PREFIX = f"/{SERVICE_NAME}/"
+
+Context: TypeAlias = "grpc.aio.ServicerContext[Any, Any]"
+Handler: TypeAlias = "grpc.RpcMethodHandler[Any, Any]"
+if TYPE_CHECKING:  # the stubs make these generic; grpc's classes are not, at run time
+    ServerInterceptor = grpc.aio.ServerInterceptor[Any, Any]
+else:
+    ServerInterceptor = grpc.aio.ServerInterceptor
+_CALLER: ContextVar[Caller] = ContextVar("caller")
 
 
-def metadata_value(context: grpc.aio.ServicerContext[Any, Any], key: str) -> str | None:
-    for name, value in context.invocation_metadata() or ():
-        if name == key and isinstance(value, str):
-            return value
-    return None
+def current_caller() -> Caller:
+    """The authenticated caller of the RPC being handled."""
+    return _CALLER.get()
 
 
-@asynccontextmanager
-async def rpc_scope(name: str, context: grpc.aio.ServicerContext[Any, Any]) -> AsyncIterator[None]:
-    """Runs an RPC's body; ApiErrors become rich statuses, and no trace ever leaks."""
-    started = time.perf_counter()
-    request_id = clean_request_id(metadata_value(context, REQUEST_ID_METADATA)) or uuid.uuid4().hex
-    token = REQUEST_ID.set(request_id)
-    code = grpc.StatusCode.OK
-    try:
-        yield
-    except grpc.aio.AbortError:
-        raise
-    except asyncio.CancelledError:
-        code = grpc.StatusCode.CANCELLED
-        raise
-    except ApiError as error:
-        code = error.status
-        await context.abort_with_status(error.to_status())  # type: ignore[attr-defined]
-    except StatementError as error:
+class RpcScopeInterceptor(ServerInterceptor):
+    """Wraps every BatchService method; health and reflection pass untouched."""
+
+    def __init__(self, tenants: Tenants) -> None:
+        self.tenants = tenants
+        self._wrapped: dict[str, Handler] = {}
+
+    async def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[Handler]],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> Handler:
+        method = handler_call_details.method
+        handler = await continuation(handler_call_details)
+        if handler is None or not method.startswith(METHOD_PREFIX):
+            return handler
+        if method not in self._wrapped:
+            self._wrapped[method] = self._wrap(method.removeprefix(METHOD_PREFIX), handler)
+        return self._wrapped[method]
+
+    def _wrap(self, name: str, handler: Handler) -> Handler:
+        if handler.unary_unary is not None:
+            return grpc.unary_unary_rpc_method_handler(
+                self._unary(name, handler.unary_unary),
+                handler.request_deserializer,
+                handler.response_serializer,
+            )
+        if handler.unary_stream is not None:
+            return grpc.unary_stream_rpc_method_handler(
+                self._unary_stream(name, handler.unary_stream),
+                handler.request_deserializer,
+                handler.response_serializer,
+            )
+        raise TypeError(f"{name}: BatchService has no client-streaming methods")
+
+    def _unary(self, name: str, behavior: Callable[..., Any]) -> Callable[..., Any]:
+        async def unary(request: Any, context: Context) -> Any:
+            scope = _Scope(name, context)
+            try:
+                scope.authenticate(self.tenants)
+                return await behavior(request, context)
+            except BaseException as error:
+                await scope.fail(error)
+            finally:
+                scope.close()
+
+        return unary
+
+    def _unary_stream(self, name: str, behavior: Callable[..., Any]) -> Callable[..., Any]:
+        async def unary_stream(request: Any, context: Context) -> AsyncIterator[Any]:
+            scope = _Scope(name, context)
+            try:
+                scope.authenticate(self.tenants)
+                async for response in behavior(request, context):
+                    yield response
+            except BaseException as error:
+                await scope.fail(error)
+            finally:
+                scope.close()
+
+        return unary_stream
+
+
+class _Scope:
+    """One RPC: its request id and caller, how it ended, and how long it took."""
+
+    def __init__(self, name: str, context: Context) -> None:
+        self.name = name
+        self.context = context
+        self.code = grpc.StatusCode.OK
+        self.started = time.perf_counter()
+        # Each RPC runs in a task of its own, so what is set here ends with it; nothing
+        # is reset (a stream's generator may be closed from another task, where a reset
+        # would fail).
+        request_id = metadata_value(context, REQUEST_ID_METADATA)
+        REQUEST_ID.set(clean_request_id(request_id) or uuid.uuid4().hex)
+
+    def authenticate(self, tenants: Tenants) -> None:
+        _CALLER.set(tenants.authenticate(self.context))
+
+    async def fail(self, error: BaseException) -> NoReturn:
+        """Ends the call with the status the error stands for; never with its trace."""
+        # A stream whose call ended first is closed at its `yield` (GeneratorExit).
+        if isinstance(error, asyncio.CancelledError | GeneratorExit):
+            self.code = grpc.StatusCode.CANCELLED
+        if isinstance(error, grpc.aio.AbortError) or not isinstance(error, Exception):
+            raise error
+        if isinstance(error, ApiError):
+            self.code = error.status
+            abort_with_status: Callable[[grpc.Status], Awaitable[NoReturn]]
+            abort_with_status = self.context.abort_with_status  # type: ignore[attr-defined]
+            await abort_with_status(error.to_status())
+        if isinstance(error, StatementError):
+            await self._database_failed(error)
+        self.code = grpc.StatusCode.INTERNAL
+        log.error("%s failed", self.name, exc_info=error)
+        await self.context.abort(self.code, INTERNAL_ERROR)
+
+    async def _database_failed(self, error: StatementError) -> NoReturn:
         if statement_refused(error):
-            code = grpc.StatusCode.INTERNAL
-            log.exception("%s: the database refused a statement", name)
-            await context.abort(code, INTERNAL_ERROR)
-        else:
-            code = grpc.StatusCode.UNAVAILABLE
-            log.warning("database unavailable: %s", type(error).__name__)
-            await context.abort(code, DATABASE_UNAVAILABLE)
-    except Exception:
-        code = grpc.StatusCode.INTERNAL
-        log.exception("%s failed", name)
-        await context.abort(code, INTERNAL_ERROR)
-    finally:
-        seconds = time.perf_counter() - started
-        metrics.rpc_finished(name, code.name, seconds)
+            self.code = grpc.StatusCode.INTERNAL
+            log.error("%s: the database refused a statement", self.name, exc_info=error)
+            await self.context.abort(self.code, INTERNAL_ERROR)
+        self.code = grpc.StatusCode.UNAVAILABLE
+        log.warning("database unavailable: %s", type(error).__name__)
+        await self.context.abort(self.code, DATABASE_UNAVAILABLE)
+
+    def close(self) -> None:
+        seconds = time.perf_counter() - self.started
+        metrics.rpc_finished(self.name, self.code.name, seconds)
         if log.isEnabledFor(logging.INFO):
             log.info(
                 "rpc",
-                extra={"rpc": name, "code": code.name, "duration_ms": round(seconds * 1000, 3)},
+                extra={
+                    "rpc": self.name,
+                    "code": self.code.name,
+                    "duration_ms": round(seconds * 1000, 3),
+                },
             )
-        REQUEST_ID.reset(token)

@@ -8,15 +8,15 @@ from grpc_health.v1._async import HealthServicer
 from grpc_reflection.v1alpha import reflection
 
 from batchd.messages import MESSAGE_SIZE_OPTIONS
-from batchd.v1 import batch_pb2, batch_pb2_grpc
+from batchd.v1 import batch_pb2_grpc
+from batchd.vocabulary import SERVICE_NAME
+from service.rpc_scope import RpcScopeInterceptor
 from service.servicer import BatchServicer
-
-SERVICE_NAME = batch_pb2.DESCRIPTOR.services_by_name["BatchService"].full_name
 
 
 def build_server(servicer: BatchServicer, address: str) -> tuple[grpc.aio.Server, HealthServicer]:
     options = [*MESSAGE_SIZE_OPTIONS, ("grpc.so_reuseport", 0)]
-    server = grpc.aio.server(options=options)
+    server = grpc.aio.server(interceptors=[RpcScopeInterceptor(servicer.tenants)], options=options)
     batch_pb2_grpc.add_BatchServiceServicer_to_server(servicer, server)
     health_servicer = HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)

@@ -2,47 +2,32 @@
 
 from __future__ import annotations
 
-import functools
-from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import Any, TypeVar
+from collections.abc import AsyncIterator, Callable
+from typing import Any
 
-import grpc
+from sqlalchemy import Select
 
 from batchd.messages import MAX_MESSAGE_BYTES
 from batchd.v1 import batch_pb2, batch_pb2_grpc
 from batchd.vocabulary import BATCH_STATUS_NAMES, OPERATION_STATUS_NAMES
 from service import convert, metrics, store, validation
-from service.auth import Caller, Tenants
+from service.auth import Tenants
 from service.batch_commands import cancel_batch, create_batch
 from service.batch_view import Budget, batch_messages
 from service.credentials import Sealer
 from service.database import Database
 from service.errors import not_found
 from service.rate_limit import CreateRateLimiter
-from service.rpc_scope import rpc_scope
+from service.rpc_scope import Context, current_caller
 from service.watch import Changes, watch_batch
-
-Request = TypeVar("Request")
-Response = TypeVar("Response")
-
-
-def rpc(
-    method: Callable[[BatchServicer, Request, Caller], Awaitable[Response]],
-) -> Callable[[BatchServicer, Request, grpc.aio.ServicerContext[Any, Any]], Awaitable[Response]]:
-    """Runs a unary method inside the RPC scope, for an authenticated caller."""
-
-    @functools.wraps(method)
-    async def handler(
-        self: BatchServicer, request: Request, context: grpc.aio.ServicerContext[Any, Any]
-    ) -> Response:
-        async with rpc_scope(method.__name__, context):
-            return await method(self, request, self.tenants.authenticate(context))
-        raise AssertionError("unreachable: errors abort the call")
-
-    return handler
 
 
 class BatchServicer(batch_pb2_grpc.BatchServiceServicer):
+    """The methods run inside RpcScopeInterceptor (service/rpc_scope.py): it authenticates
+    the caller, whom current_caller() returns, and turns what they raise into statuses.
+
+    `tenants` is who may call: the server installs the interceptor with it."""
+
     def __init__(
         self,
         database: Database,
@@ -63,10 +48,10 @@ class BatchServicer(batch_pb2_grpc.BatchServiceServicer):
         self.changes = changes
         self.create_rate_limiter = create_rate_limiter
 
-    @rpc
     async def CreateBatch(
-        self, request: batch_pb2.CreateBatchRequest, caller: Caller
+        self, request: batch_pb2.CreateBatchRequest, context: Context
     ) -> batch_pb2.CreateBatchResponse:
+        caller = current_caller()
         self.create_rate_limiter.check(caller.tenant)
         created = await create_batch(self.database, caller, request, self.sealer, self.limits)
         if created.replayed:
@@ -81,10 +66,10 @@ class BatchServicer(batch_pb2_grpc.BatchServiceServicer):
             Budget().inline(message, created.operations)
         return batch_pb2.CreateBatchResponse(batch=message)
 
-    @rpc
     async def CancelBatch(
-        self, request: batch_pb2.CancelBatchRequest, caller: Caller
+        self, request: batch_pb2.CancelBatchRequest, context: Context
     ) -> batch_pb2.CancelBatchResponse:
+        caller = current_caller()
         batch_id = validation.object_id("batch", request.id)
         batch = await cancel_batch(self.database, caller, batch_id)
         self.on_batch_canceled(batch_id)
@@ -92,70 +77,54 @@ class BatchServicer(batch_pb2_grpc.BatchServiceServicer):
         return batch_pb2.CancelBatchResponse(batch=convert.batch_message(batch))
 
     async def WatchBatch(
-        self, request: batch_pb2.WatchBatchRequest, context: grpc.aio.ServicerContext[Any, Any]
+        self, request: batch_pb2.WatchBatchRequest, context: Context
     ) -> AsyncIterator[batch_pb2.WatchBatchResponse]:
-        async with rpc_scope("WatchBatch", context):
-            caller = self.tenants.authenticate(context)
-            batch_id = validation.object_id("batch", request.id)
-            metrics.WATCH_STREAMS.inc()
-            try:
-                async for event in watch_batch(
-                    self.database, self.changes, caller.tenant, batch_id
-                ):
-                    yield event
-            finally:
-                metrics.WATCH_STREAMS.dec()
-
-    @rpc
-    async def GetBatch(
-        self, request: batch_pb2.GetBatchRequest, caller: Caller
-    ) -> batch_pb2.GetBatchResponse:
+        caller = current_caller()
         batch_id = validation.object_id("batch", request.id)
-        row = await self.database.fetch_one(
-            store.BATCH_BY_ID, {"id": batch_id, "tenant": caller.tenant}
-        )
-        if row is None:
-            raise not_found("batch", request.id)
+        metrics.WATCH_STREAMS.inc()
+        try:
+            async for event in watch_batch(self.database, self.changes, caller.tenant, batch_id):
+                yield event
+        finally:
+            metrics.WATCH_STREAMS.dec()
+
+    async def GetBatch(
+        self, request: batch_pb2.GetBatchRequest, context: Context
+    ) -> batch_pb2.GetBatchResponse:
+        caller = current_caller()
+        row = await self._owned("batch", store.BATCH_BY_ID, request.id)
         if request.view != batch_pb2.BATCH_VIEW_FULL:
             return batch_pb2.GetBatchResponse(batch=convert.batch_message(row))
         async with self.database.read() as connection:
             [message] = await batch_messages(connection, caller.tenant, [row], request.view)
         return batch_pb2.GetBatchResponse(batch=message)
 
-    @rpc
     async def ListBatches(
-        self, request: batch_pb2.ListBatchesRequest, caller: Caller
+        self, request: batch_pb2.ListBatchesRequest, context: Context
     ) -> batch_pb2.ListBatchesResponse:
-        page = validation.page_request(request.page_size, request.page, request.order_by)
-        ids = validation.filter_ids("ids", request.ids)
-        statuses = validation.enum_names(request.statuses, BATCH_STATUS_NAMES, "statuses")
+        caller = current_caller()
+        query = validation.list_query(request, "ids", BATCH_STATUS_NAMES)
         async with self.database.read() as connection:
-            rows, total = await store.list_batches(connection, caller.tenant, ids, statuses, page)
+            rows, total = await store.list_batches(
+                connection, caller.tenant, query.ids, query.statuses, query.page
+            )
             messages = await batch_messages(connection, caller.tenant, rows, request.view)
         return batch_pb2.ListBatchesResponse(batches=messages, total_size=total)
 
-    @rpc
     async def GetBatchOperation(
-        self, request: batch_pb2.GetBatchOperationRequest, caller: Caller
+        self, request: batch_pb2.GetBatchOperationRequest, context: Context
     ) -> batch_pb2.GetBatchOperationResponse:
-        operation_id = validation.object_id("batch_operation", request.id)
-        row = await self.database.fetch_one(
-            store.OPERATION_BY_ID, {"id": operation_id, "tenant": caller.tenant}
-        )
-        if row is None:
-            raise not_found("batch_operation", request.id)
+        row = await self._owned("batch_operation", store.OPERATION_BY_ID, request.id)
         return batch_pb2.GetBatchOperationResponse(batch_operation=convert.operation_message(row))
 
-    @rpc
     async def ListBatchOperations(
-        self, request: batch_pb2.ListBatchOperationsRequest, caller: Caller
+        self, request: batch_pb2.ListBatchOperationsRequest, context: Context
     ) -> batch_pb2.ListBatchOperationsResponse:
-        page = validation.page_request(request.page_size, request.page, request.order_by)
-        batch_ids = validation.filter_ids("batch_ids", request.batch_ids)
-        statuses = validation.enum_names(request.statuses, OPERATION_STATUS_NAMES, "statuses")
+        caller = current_caller()
+        query = validation.list_query(request, "batch_ids", OPERATION_STATUS_NAMES)
         async with self.database.read() as connection:
             rows, total = await store.list_operations(
-                connection, caller.tenant, batch_ids, statuses, page
+                connection, caller.tenant, query.ids, query.statuses, query.page
             )
         reply = batch_pb2.ListBatchOperationsResponse(
             batch_operations=[convert.operation_message(row) for row in rows], total_size=total
@@ -164,3 +133,12 @@ class BatchServicer(batch_pb2_grpc.BatchServiceServicer):
             # gRPC would fail the send itself, as RESOURCE_EXHAUSTED: "try later".
             raise validation.page_too_large()
         return reply
+
+    async def _owned(self, kind: str, lookup: Select[Any], raw_id: str) -> Any:
+        """The caller's `kind` with this id, by a prepared lookup; else NOT_FOUND."""
+        object_id = validation.object_id(kind, raw_id)
+        parameters = {"id": object_id, "tenant": current_caller().tenant}
+        row = await self.database.fetch_one(lookup, parameters)
+        if row is None:
+            raise not_found(kind, raw_id)
+        return row

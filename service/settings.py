@@ -3,21 +3,13 @@
 from __future__ import annotations
 
 import dataclasses
-import math
 from dataclasses import dataclass, field
 
+from batchd import messages
 from batchd.config import ConfigError, env, host_port
-from batchd.messages import MAX_MESSAGE_BYTES
+from batchd.messages import MAX_RESPONSE_BYTES_LIMIT
 
 DEFAULT_DATABASE_URL = "sqlite+aiosqlite:///var/batchd.db"
-# Every stored operation must fit in one reply with the largest response it may get,
-# or it could never be read back. A stored JSON body of N bytes can take 5.5 N as a
-# protobuf Value: `[0,0,...]` spends 2 bytes a number, the Value 11 (tag, length,
-# tag, 8-byte double). At this limit an operation's request may still take 4.9 MiB.
-MAX_RESPONSE_BYTES_LIMIT = 2 * 1024 * 1024
-STORED_VALUE_GROWTH = 5.5
-# What a reply holds besides an operation's request and response: ids, status, times.
-OPERATION_REPLY_OVERHEAD = 64 * 1024
 
 
 def database_url_setting() -> str:
@@ -144,10 +136,8 @@ class ServiceSettings:
 
     @property
     def max_operation_bytes(self) -> int:
-        """The largest operation CreateBatch accepts (its request, as a message): with the
-        largest response it may store, it still fits in one reply."""
-        stored_response = math.ceil(self.max_response_bytes * STORED_VALUE_GROWTH)
-        return MAX_MESSAGE_BYTES - stored_response - OPERATION_REPLY_OVERHEAD
+        """The largest operation CreateBatch accepts (batchd/messages.py)."""
+        return messages.max_operation_bytes(self.max_response_bytes)
 
     @property
     def tenants_by_token(self) -> dict[str, str]:

@@ -8,7 +8,7 @@ so running every write on the loop's thread, one transaction after another,
 loses no concurrency.
 
 Only waiting for another process's write lock could block the loop, so the
-writer never lets SQLite wait: a busy BEGIN is retried with asyncio.sleep.
+writer never lets SQLite wait: a busy BEGIN is retried with a backoff that sleeps.
 Checkpoints (copying the WAL back into the database file, with an fsync)
 run on a thread of their own about twice a second, instead of inside a
 commit on the loop every thousand pages: fewer and larger checkpoints copy a
@@ -31,6 +31,8 @@ from sqlalchemy import Connection, CursorResult, Engine, Executable, Select
 from sqlalchemy.engine import Dialect
 from sqlalchemy.exc import OperationalError, SQLAlchemyError
 from sqlalchemy.pool import PoolProxiedConnection
+
+from service.waiting import Backoff
 
 log = logging.getLogger(__name__)
 P = ParamSpec("P")
@@ -175,16 +177,15 @@ class InlineWriter:
 
     async def _begin(self, connection: Connection) -> Any:
         """Starts a transaction, waiting without blocking while another process writes."""
-        delay = 0.001
+        backoff = Backoff(0.001, BUSY_RETRY_CAP)
         deadline = time.monotonic() + BUSY_WAIT_SECONDS
         while True:
             try:
                 return connection.begin()
             except OperationalError as error:
-                if not _busy(error) or time.monotonic() + delay > deadline:
+                if not _busy(error) or time.monotonic() + backoff.delay > deadline:
                     raise
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, BUSY_RETRY_CAP)
+            await backoff.wait()
 
     async def close(self) -> None:
         if self._connection is not None:

@@ -7,7 +7,6 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from sqlalchemy import Row, bindparam, delete, func, insert, select, update
-from sqlalchemy.sql import ColumnElement, Select
 
 from service.bulk import BulkStatement, json_text
 from service.database import DbConnection
@@ -111,21 +110,6 @@ async def get_batch(connection: DbConnection, tenant: str, batch_id: str) -> Row
     return row
 
 
-async def list_batches(
-    connection: DbConnection,
-    tenant: str,
-    ids: Sequence[str],
-    statuses: Sequence[str],
-    page: PageRequest,
-) -> tuple[Sequence[Row[Any]], int]:
-    filters = [batches.c.tenant == tenant]
-    if ids:
-        filters.append(batches.c.id.in_(ids))
-    if statuses:
-        filters.append(batches.c.status.in_(statuses))
-    return await _page(connection, select(batches), batches, filters, page)
-
-
 # Prepared once: building a statement costs more than running a lookup.
 OPERATION_BY_ID = select(operations).where(
     operations.c.id == bindparam("id"), operations.c.tenant == bindparam("tenant")
@@ -133,21 +117,6 @@ OPERATION_BY_ID = select(operations).where(
 BATCH_BY_ID = select(batches).where(
     batches.c.id == bindparam("id"), batches.c.tenant == bindparam("tenant")
 )
-
-
-async def list_operations(
-    connection: DbConnection,
-    tenant: str,
-    batch_ids: Sequence[str],
-    statuses: Sequence[str],
-    page: PageRequest,
-) -> tuple[Sequence[Row[Any]], int]:
-    filters = [operations.c.tenant == tenant]
-    if batch_ids:
-        filters.append(operations.c.batch_id.in_(batch_ids))
-    if statuses:
-        filters.append(operations.c.status.in_(statuses))
-    return await _page(connection, select(operations), operations, filters, page)
 
 
 async def operations_page(
@@ -184,21 +153,42 @@ async def finished_operations_since(
     return (await connection.execute(query)).all()
 
 
-async def _page(
-    connection: DbConnection,
-    query: Select[Any],
-    table: Any,
-    filters: list[ColumnElement[bool]],
-    page: PageRequest,
-) -> tuple[Sequence[Row[Any]], int]:
-    count_query = select(func.count()).select_from(table).where(*filters)
-    total = (await connection.execute(count_query)).scalar_one()
-    if total <= page.offset:
-        return [], total
-    column = table.c[page.ordering.column]
-    # The id breaks ties so that pages never overlap or skip rows.
-    order = (column.desc(), table.c.id.desc()) if page.ordering.descending else (column, table.c.id)
-    rows = await connection.execute(
-        query.where(*filters).order_by(*order).limit(page.limit).offset(page.offset)
-    )
-    return rows.all(), total
+@dataclass(frozen=True)
+class Listing:
+    """A table's list endpoint: a tenant's rows, those with one of `ids` in `id_column`
+    and one of `statuses` when given, a page at a time, with how many there are."""
+
+    table: Any
+    id_column: str
+
+    async def page(
+        self,
+        connection: DbConnection,
+        tenant: str,
+        ids: Sequence[str],
+        statuses: Sequence[str],
+        page: PageRequest,
+    ) -> tuple[Sequence[Row[Any]], int]:
+        table = self.table
+        filters = [table.c.tenant == tenant]
+        if ids:
+            filters.append(table.c[self.id_column].in_(ids))
+        if statuses:
+            filters.append(table.c.status.in_(statuses))
+        count_query = select(func.count()).select_from(table).where(*filters)
+        total = (await connection.execute(count_query)).scalar_one()
+        if total <= page.offset:
+            return [], total
+        column = table.c[page.ordering.column]
+        # The id breaks ties so that pages never overlap or skip rows.
+        order = (
+            (column.desc(), table.c.id.desc()) if page.ordering.descending else (column, table.c.id)
+        )
+        rows = await connection.execute(
+            select(table).where(*filters).order_by(*order).limit(page.limit).offset(page.offset)
+        )
+        return rows.all(), total
+
+
+list_batches = Listing(batches, "id").page
+list_operations = Listing(operations, "batch_id").page

@@ -5,10 +5,10 @@ from __future__ import annotations
 import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
-from batchd.json_values import MAX_DEPTH, TooDeep, from_struct, storable, to_struct
-from batchd.messages import DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE
+from batchd.json_values import MAX_DEPTH, TooDeep, from_struct, storable
+from batchd.messages import DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE, STORED_VALUE_GROWTH, read_back_size
 from batchd.v1 import batch_pb2
 from batchd.vocabulary import HTTP_METHODS, METHOD_NAMES
 from service.engine.urls import path_problem
@@ -20,7 +20,7 @@ MAX_REQUEST_ID_LENGTH = 200
 
 @dataclass(frozen=True)
 class BatchLimits:
-    """What one batch may hold: operations, and bytes per operation (see ServiceSettings)."""
+    """What one batch may hold: operations, and bytes per operation (batchd/messages.py)."""
 
     max_operations: int
     max_operation_bytes: int
@@ -90,36 +90,18 @@ def _new_operation(
         violations.append(Violation(f"{prefix}.path", "batch_operation.path.invalid", problem))
     query_params = _json_object(operation, "query_params", prefix, violations)
     body = _json_object(operation, "body", prefix, violations)
-    if (size := _read_back_size(operation, query_params, body, max_bytes)) > max_bytes:
+    if (size := read_back_size(operation, query_params, body, max_bytes)) > max_bytes:
         violations.append(
             Violation(
                 prefix,
                 "batch_operation.too_large",
                 f"this operation takes {size} bytes as a message and may take at most "
                 f"{max_bytes}, so that it and its stored response fit in one reply "
-                "(small JSON values take up to 5.5 times their text as a message)",
+                f"(small JSON values take up to {STORED_VALUE_GROWTH} times their text "
+                "as a message)",
             )
         )
     return NewOperation(method or "", operation.path, query_params, body)
-
-
-def _read_back_size(
-    operation: batch_pb2.BatchOperation,
-    query_params: dict[str, Any] | None,
-    body: dict[str, Any] | None,
-    max_bytes: int,
-) -> int:
-    """The operation's size in the replies that carry it. A Value of no kind comes
-    back as null, 2 bytes more, which doubles a list of them; nothing grows more, so
-    only an operation over half the limit is built again to be measured."""
-    size = operation.ByteSize()
-    if size <= max_bytes // 2:
-        return size
-    stored = batch_pb2.BatchOperation(http_method=operation.http_method, path=operation.path)
-    for name, value in (("query_params", query_params), ("body", body)):
-        if value is not None:
-            getattr(stored, name).CopyFrom(to_struct(value))
-    return stored.ByteSize()
 
 
 def _json_object(
@@ -186,6 +168,31 @@ def object_id(kind: str, raw: str) -> str:
         raise not_found(kind, raw[:100]) from None
 
 
+class ListRequest(Protocol):
+    """What the List RPCs' requests share; each names its id filter differently."""
+
+    page_size: int
+    page: int
+    order_by: str
+
+    @property
+    def statuses(self) -> Sequence[int]: ...
+
+
+@dataclass(frozen=True)
+class ListQuery:
+    ids: list[str]
+    statuses: list[str]
+    page: PageRequest
+
+
+def list_query(request: ListRequest, ids_field: str, status_names: Mapping[Any, str]) -> ListQuery:
+    """A List RPC's filters and page, checked."""
+    page = page_request(request.page_size, request.page, request.order_by)
+    ids = filter_ids(ids_field, getattr(request, ids_field))
+    return ListQuery(ids, enum_names(request.statuses, status_names, "statuses"), page)
+
+
 def filter_ids(field: str, raw_ids: Sequence[str]) -> list[str]:
     ids, violations = [], []
     for index, raw in enumerate(raw_ids):
@@ -215,7 +222,8 @@ def page_request(page_size: int, page: int, order_by: str) -> PageRequest:
 
 
 def page_too_large() -> ApiError:
-    """A page whose stored responses add up to more than one reply may carry."""
+    """A page whose stored responses add up to more than one reply may carry
+    (the size policy is batchd/messages.py's)."""
     violation = Violation(
         "page_size",
         "list.limit.too_large",

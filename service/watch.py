@@ -17,8 +17,7 @@ from service import convert, store
 from service.database import Database
 from service.errors import not_found
 from service.models import FINISHED_BATCH_STATUSES
-
-POLL_SECONDS = 0.5
+from service.waiting import POLL_SECONDS
 
 
 class Changes:

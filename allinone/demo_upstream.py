@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from aiohttp import web
 
 from batchd.config import env, host_port
+from batchd.sites import start_site
 
 
 @dataclass(frozen=True)
@@ -52,12 +53,5 @@ async def echo(request: web.Request) -> web.Response:
 async def start_demo_upstream(settings: DemoUpstreamSettings) -> web.AppRunner:
     app = web.Application()
     app.router.add_route("*", "/{tail:.*}", echo)
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
     host, port = host_port(settings.address, "BATCH_DEMO_UPSTREAM_ADDRESS")
-    try:
-        await web.TCPSite(runner, host, port).start()
-    except OSError:
-        await runner.cleanup()
-        raise
-    return runner
+    return await start_site(app, host, port)

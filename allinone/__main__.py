@@ -13,8 +13,8 @@ import logging
 import os
 from collections.abc import Sequence
 
+from allinone.demo_upstream import DemoUpstreamSettings, start_demo_upstream
 from batchd import config, process
-from batchd.demo_upstream import DemoUpstreamSettings, start_demo_upstream
 from gateway.app import start_gateway
 from gateway.settings import GatewaySettings
 from service.__main__ import upstream_of
@@ -62,3 +62,7 @@ async def stop_all(started: list[process.Stop]) -> None:
     """Stops in reverse order: the gateway first, so no request meets a stopped service."""
     for stop in reversed(started):
         await stop()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,1 @@
+"""The composition root: `batchd`, the service and the gateway in one process."""
