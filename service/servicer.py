@@ -20,7 +20,8 @@ from service.database import Database
 from service.errors import not_found
 from service.rate_limit import CreateRateLimiter
 from service.rpc_scope import rpc_scope
-from service.watch import Changes, watch_batch
+from service.signals import Signals
+from service.watch import watch_batch
 
 Request = TypeVar("Request")
 Response = TypeVar("Response")
@@ -49,18 +50,14 @@ class BatchServicer(batch_pb2_grpc.BatchServiceServicer):
         tenants: Tenants,
         sealer: Sealer,
         limits: validation.BatchLimits,
-        changes: Changes,
+        signals: Signals,
         create_rate_limiter: CreateRateLimiter,
-        on_batch_created: Callable[[], None] = lambda: None,
-        on_batch_canceled: Callable[[str], None] = lambda batch_id: None,
     ) -> None:
         self.database = database
         self.tenants = tenants
         self.sealer = sealer
         self.limits = limits
-        self.on_batch_created = on_batch_created
-        self.on_batch_canceled = on_batch_canceled
-        self.changes = changes
+        self.signals = signals
         self.create_rate_limiter = create_rate_limiter
 
     @rpc
@@ -75,7 +72,7 @@ class BatchServicer(batch_pb2_grpc.BatchServiceServicer):
                     connection, caller.tenant, [created.batch], request.view
                 )
             return batch_pb2.CreateBatchResponse(batch=message)
-        self.on_batch_created()
+        self.signals.work_available()
         message = convert.batch_message(created.batch)
         if request.view == batch_pb2.BATCH_VIEW_FULL:
             Budget().inline(message, created.operations)
@@ -87,8 +84,7 @@ class BatchServicer(batch_pb2_grpc.BatchServiceServicer):
     ) -> batch_pb2.CancelBatchResponse:
         batch_id = validation.object_id("batch", request.id)
         batch = await cancel_batch(self.database, caller, batch_id)
-        self.on_batch_canceled(batch_id)
-        self.changes.notify()
+        self.signals.batch_canceled(batch_id)
         return batch_pb2.CancelBatchResponse(batch=convert.batch_message(batch))
 
     async def WatchBatch(
@@ -100,7 +96,7 @@ class BatchServicer(batch_pb2_grpc.BatchServiceServicer):
             metrics.WATCH_STREAMS.inc()
             try:
                 async for event in watch_batch(
-                    self.database, self.changes, caller.tenant, batch_id
+                    self.database, self.signals, caller.tenant, batch_id
                 ):
                     yield event
             finally:

@@ -1,11 +1,12 @@
-"""Wake-ups across replicas through PostgreSQL LISTEN/NOTIFY.
+"""The fleet's signals: "work available", "batch changed" and "batch canceled".
 
-A replica that stores a new batch notifies `batchd_work`, so idle replicas
-claim it at once instead of at their next poll; one that records results
-notifies `batchd_changes`, so watchers served by other replicas see them
-without delay. Notifications only shorten waits: every waiter also polls, so
-a lost notification (or SQLite, where there are none) costs latency, never
-correctness.
+Each signal wakes this process's own listeners at once and, on PostgreSQL, the
+other replicas through NOTIFY: a replica that stores a new batch tells idle
+replicas to claim it now instead of at their next poll; one that records
+results tells watchers served elsewhere. Signals only shorten waits: every
+waiter also polls, so a lost notification (or SQLite, where there are none)
+costs latency, never correctness. A cancel is acted on here, by the replica
+that stored it; other replicas' claims of the batch run to their end.
 """
 
 from __future__ import annotations
@@ -25,7 +26,47 @@ CHANGES_CHANNEL = "batchd_changes"
 RECONNECT_CAP_SECONDS = 5.0
 
 
-class Notifier:
+class Signals:
+    def __init__(self, database_url: str) -> None:
+        self._changed = asyncio.Event()
+        self._on_work: Callable[[], None] = _ignore
+        self._on_canceled: Callable[[str], None] = _ignore
+        self._fleet = _Fleet(database_url)
+
+    async def start(self, on_work: Callable[[], None], on_canceled: Callable[[str], None]) -> None:
+        """Calls `on_work` whenever work may be waiting here or on another replica,
+        `on_canceled` for each batch canceled here."""
+        self._on_work, self._on_canceled = on_work, on_canceled
+        await self._fleet.start({WORK_CHANNEL: on_work, CHANGES_CHANNEL: self._wake_watchers})
+
+    async def stop(self) -> None:
+        await self._fleet.stop()
+
+    def work_available(self) -> None:
+        self._on_work()
+        self._fleet.notify(WORK_CHANNEL)
+
+    def batch_changed(self) -> None:
+        self._wake_watchers()
+        self._fleet.notify(CHANGES_CHANNEL)
+
+    def batch_canceled(self, batch_id: str) -> None:
+        self._on_canceled(batch_id)
+        self.batch_changed()
+
+    async def wait_for_change(self, timeout: float) -> None:
+        """Returns at the next "batch changed", or after `timeout` seconds."""
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._changed.wait(), timeout)
+
+    def _wake_watchers(self) -> None:
+        self._changed.set()
+        self._changed = asyncio.Event()
+
+
+class _Fleet:
+    """LISTEN and NOTIFY on one PostgreSQL connection, kept open; nothing on SQLite."""
+
     def __init__(self, database_url: str) -> None:
         url = make_url(database_url)
         self.enabled = url.get_backend_name() == "postgresql"
@@ -34,11 +75,11 @@ class Notifier:
         self._listeners: dict[str, Callable[[], None]] = {}
         self._keeper: asyncio.Task[None] | None = None
 
-    async def start(self, on_work: Callable[[], None], on_changes: Callable[[], None]) -> None:
+    async def start(self, listeners: dict[str, Callable[[], None]]) -> None:
         if not self.enabled:
             return
-        self._listeners = {WORK_CHANNEL: on_work, CHANGES_CHANNEL: on_changes}
-        self._keeper = asyncio.create_task(self._stay_connected(), name="notifier")
+        self._listeners = listeners
+        self._keeper = asyncio.create_task(self._stay_connected(), name="signals")
 
     async def stop(self) -> None:
         if self._keeper is not None:
@@ -47,13 +88,7 @@ class Notifier:
         if self._connection is not None:
             await self._connection.close()
 
-    def work_available(self) -> None:
-        self._notify(WORK_CHANNEL)
-
-    def changed(self) -> None:
-        self._notify(CHANGES_CHANNEL)
-
-    def _notify(self, channel: str) -> None:
+    def notify(self, channel: str) -> None:
         connection = self._connection
         if connection is None or connection.is_closed():
             return
@@ -80,7 +115,7 @@ class Notifier:
 
 def _from_other_sessions(callback: Callable[[], None]) -> Callable[..., None]:
     """PostgreSQL also delivers a NOTIFY to the session that sent it; this process
-    woke its own engine and watchers directly before sending, so it skips those."""
+    woke its own listeners directly before sending, so it skips those."""
 
     def on_notification(connection: asyncpg.Connection, pid: int, *_: Any) -> None:
         if pid != connection.get_server_pid():
@@ -94,6 +129,10 @@ def _calling(callback: Callable[[], None]) -> Callable[..., None]:
         callback()
 
     return on_notification
+
+
+def _ignore(*_: Any) -> None:
+    """Signals sent before the engine listens: it claims what is waiting when it starts."""
 
 
 def _ignore_failure(task: asyncio.Task[Any]) -> None:
