@@ -4,14 +4,20 @@ from __future__ import annotations
 
 import asyncio
 import signal
+import time
 from collections import Counter
 from pathlib import Path
 
 import grpc
+from cryptography.fernet import Fernet
 
 from batchd.v1 import batch_pb2, batch_pb2_grpc
+from service import store
+from service.database import open_database
+from service.migrate import upgrade
+from service.models import Batch, BatchOperation, new_row
 from tests.grpc_client import GET, POST, bearer, operation, wait_completed, wait_finished_at_least
-from tests.processes import service_env, start_service
+from tests.processes import SECRET_KEY, Process, service_env, start_service
 from tests.upstream import UpstreamLog
 
 OPERATIONS = 400
@@ -129,3 +135,45 @@ async def test_operations_fail_rather_than_run_without_credentials_after_a_key_c
         await second.stop()
     assert [op.failure_reason for op in batch.batch_operations] == ["credentials_unavailable"] * 2
     assert [r.path for r in upstream_server[1].requests] == ["/slow/5/first"]
+
+
+async def test_a_dispatcher_that_dies_of_a_bug_stops_the_process_with_status_1(
+    database_url: str, upstream_server: tuple[str, UpstreamLog], tmp_path: Path
+) -> None:
+    """Credentials sealed under the service's key that are not UTF-8 make unsealing
+    raise what no retry can mend: the process must stop, not spin on the claim."""
+    database = open_database(database_url)
+    await upgrade(database)
+    sealed = Fernet(SECRET_KEY).encrypt(b"\xff\xfe not UTF-8")
+    batch = new_row(
+        Batch,
+        id="poisoned",
+        tenant="tenant-a",
+        operations_count=1,
+        sealed_authorization=sealed,
+        created_at=time.time(),
+        updated_at=time.time(),
+    )
+    operation_row = new_row(
+        BatchOperation,
+        id="poisoned-op",
+        batch_id="poisoned",
+        tenant="tenant-a",
+        position=0,
+        http_method="GET",
+        path="/echo/x",
+        created_at=time.time(),
+        updated_at=time.time(),
+    )
+    async with database.write() as connection:
+        await store.insert_batch(connection, batch, [operation_row])
+    await database.dispose()
+
+    service = Process("service", service_env(database_url, upstream_server[0]), tmp_path / "log")
+    await service.start()
+    assert service.process is not None
+    code = await asyncio.wait_for(service.process.wait(), 30)
+    await service.stop()
+    assert code == 1, service.log()
+    assert "engine-dispatcher died" in service.log() and "UnicodeDecodeError" in service.log()
+    assert upstream_server[1].requests == []
