@@ -361,32 +361,34 @@ async def unclaim(
     connection: DbConnection, owner: str, operation_ids: Sequence[str], now: float
 ) -> None:
     """Returns claimed operations that were never sent to pending, whatever their method."""
-    if not operation_ids:
-        return
-    await connection.execute(
-        update(operations)
-        .where(*_held_by(owner, operation_ids))
-        .values(
-            status=OperationStatus.PENDING, lease_owner=None, lease_expires_at=None, updated_at=now
-        )
-    )
+    await _end_unsent(connection, owner, operation_ids, now, OperationStatus.PENDING)
 
 
 async def cancel_claims(
     connection: DbConnection, owner: str, operation_ids: Sequence[str], now: float
 ) -> None:
     """Cancels claimed operations that were never sent (their batch was canceled or stopped)."""
+    canceled = await _end_unsent(connection, owner, operation_ids, now, OperationStatus.CANCELED)
+    await refresh_batches(connection, now, canceled)
+
+
+async def _end_unsent(
+    connection: DbConnection,
+    owner: str,
+    operation_ids: Sequence[str],
+    now: float,
+    status: OperationStatus,
+) -> set[str]:
+    """Ends `owner`'s claims of operations it never sent; their batches."""
     if not operation_ids:
-        return
-    canceled = await connection.execute(
+        return set()
+    ended = await connection.execute(
         update(operations)
         .where(*_held_by(owner, operation_ids))
-        .values(
-            status=OperationStatus.CANCELED, lease_owner=None, lease_expires_at=None, updated_at=now
-        )
+        .values(status=status, lease_owner=None, lease_expires_at=None, updated_at=now)
         .returning(operations.c.batch_id)
     )
-    await refresh_batches(connection, now, set(canceled.scalars()))
+    return set(ended.scalars())
 
 
 async def requeue(
