@@ -24,6 +24,8 @@ log = logging.getLogger(__name__)
 WORK_CHANNEL = "batchd_work"
 CHANGES_CHANNEL = "batchd_changes"
 RECONNECT_CAP_SECONDS = 5.0
+# How often every waiter looks again by itself, signalled or not.
+POLL_SECONDS = 0.5
 
 
 class Signals:

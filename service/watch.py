@@ -1,9 +1,8 @@
 """WatchBatch: a batch's state, then its changes, read from the database.
 
 Reading the database (rather than this process's memory) lets any replica
-serve a watch, whichever replica runs the batch. A watcher sleeps until this
-fleet signals "batch changed" (signals.py) or a short poll passes,
-which covers batches executed by other replicas.
+serve a watch, whichever replica runs the batch. A watcher sleeps until some
+replica signals "batch changed" (signals.py), or a poll's time passes.
 """
 
 from __future__ import annotations
@@ -15,9 +14,7 @@ from service import convert, store
 from service.database import Database
 from service.errors import not_found
 from service.models import FINISHED_BATCH_STATUSES
-from service.signals import Signals
-
-POLL_SECONDS = 0.5
+from service.signals import POLL_SECONDS, Signals
 
 
 async def watch_batch(

@@ -28,9 +28,9 @@ from service.engine.scheduler import Scheduler
 from service.engine.urls import Upstream
 from service.models import OperationStatus
 from service.settings import ServiceSettings
+from service.signals import POLL_SECONDS
 
 log = logging.getLogger(__name__)
-POLL_SECONDS = 0.5
 MAX_CANDIDATE_BATCHES = 256
 MAX_CACHED_AUTHORIZATIONS = 10_000
 
