@@ -66,6 +66,7 @@ class Engine:
             **(extra_side_tasks or {}),
         }
         self._tasks: dict[str, asyncio.Task[None]] = {}
+        self._stopping = False
         # Set when the engine stopped of its own accord: a task of it died.
         self.died: asyncio.Future[BaseException] = asyncio.get_running_loop().create_future()
 
@@ -85,6 +86,7 @@ class Engine:
 
     async def stop(self, grace: float) -> None:
         """Stops claiming, gives in-flight work `grace` seconds, releases the rest."""
+        self._stopping = True
         tasks = list(self._tasks.values())
         for task in tasks:
             task.remove_done_callback(self._task_done)
@@ -113,7 +115,8 @@ class Engine:
             return
         log.critical("%s died; stopping the service", name, exc_info=error)
         self.died.set_result(error)
-        self._on_death()
+        if not self._stopping:  # else the stop under way ends as a death
+            self._on_death()
 
 
 async def _cancelled(task: asyncio.Task[None]) -> None:
