@@ -22,6 +22,7 @@ from service import claims, metrics
 from service.claims import ActiveBatch, Claim, Recorded, Result
 from service.credentials import Sealer
 from service.database import Database
+from service.engine.authorizations import Authorizations
 from service.engine.executor import Executor
 from service.engine.retrying import until_done
 from service.engine.scheduler import Scheduler
@@ -32,7 +33,6 @@ from service.signals import POLL_SECONDS
 
 log = logging.getLogger(__name__)
 MAX_CANDIDATE_BATCHES = 256
-MAX_CACHED_AUTHORIZATIONS = 10_000
 
 
 @dataclass(frozen=True)
@@ -58,7 +58,6 @@ class Dispatcher:
     ) -> None:
         self.database = database
         self.settings = settings
-        self.sealer = sealer
         self.upstream = upstream
         self.owner = owner
         self.results: asyncio.Queue[Result] = asyncio.Queue()
@@ -71,7 +70,7 @@ class Dispatcher:
         self._running: dict[str, asyncio.Task[None]] = {}
         # Claimed and not yet recorded: their leases must stay renewed.
         self._held: set[str] = set()
-        self._authorizations: dict[str, str | None] = {}
+        self._authorizations = Authorizations(sealer)
         # Batches that stop on failure and just failed, until that is stored.
         self._failed_batches: set[str] = set()
         self._background: set[asyncio.Task[int]] = set()
@@ -148,7 +147,7 @@ class Dispatcher:
         # Their pending operations are canceled in the database now.
         self._failed_batches.difference_update(recorded.stopped_batches)
         for batch_id in recorded.finished_batches:
-            self._authorizations.pop(batch_id, None)
+            self._authorizations.forget(batch_id)
         self._cancel_unsent(recorded.stopped_batches)
 
     async def _claim(self) -> int:
@@ -171,7 +170,7 @@ class Dispatcher:
         by_id = {batch.id: batch for batch in candidates}
         for claim in claimed:
             batch = by_id[claim.batch_id]
-            authorization = self._authorization(batch.id, batch.sealed_authorization)
+            authorization = self._authorizations.of(batch.id, batch.sealed_authorization)
             self._held.add(claim.id)
             job = Job(claim, authorization, batch.correlation_id, batch.stop_on_failure)
             self._scheduler.add(batch.id, job)
@@ -182,15 +181,6 @@ class Dispatcher:
         if batch.sequential:
             return 1
         return batch.max_concurrency or self.settings.max_in_flight_per_batch
-
-    def _authorization(self, batch_id: str, sealed: bytes | None) -> str | None:
-        """The batch's Authorization value; "" when it was sealed under another key."""
-        if batch_id not in self._authorizations:
-            if len(self._authorizations) > MAX_CACHED_AUTHORIZATIONS:
-                self._authorizations.clear()
-            unsealed = self.sealer.unseal(sealed) if sealed else None
-            self._authorizations[batch_id] = "" if sealed and unsealed is None else unsealed
-        return self._authorizations[batch_id]
 
     def _cancel_unsent(self, batch_ids: list[str]) -> None:
         unsent = [job.claim.id for job in self._scheduler.take_unstarted(batch_ids)]
