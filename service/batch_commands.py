@@ -1,4 +1,4 @@
-"""The commands that change batches: create (idempotent by request id) and cancel."""
+"""The commands that change batches: create (idempotent by its key) and cancel."""
 
 from __future__ import annotations
 
@@ -16,16 +16,13 @@ from sqlalchemy.exc import IntegrityError
 
 from batchd.logs import REQUEST_ID
 from batchd.v1 import batch_pb2
-from service import store, validation
+from service import batch_progress, idempotency_keys, store, validation
 from service.auth import Caller
 from service.credentials import Sealer
 from service.database import Database, DbConnection
-from service.engine import queue
 from service.errors import ApiError, not_found
-from service.models import FINISHED_BATCH_STATUSES, BatchStatus, OperationStatus
-
-# How long a create request id is remembered.
-REQUEST_ID_TTL_SECONDS = 24 * 3600
+from service.idempotency_keys import IDEMPOTENCY_KEY_TTL_SECONDS
+from service.models import FINISHED_BATCH_STATUSES, Batch, BatchOperation, new_row
 
 
 @dataclass(frozen=True)
@@ -33,7 +30,7 @@ class Created:
     # Rows, or namespaces with the same attributes for what was just inserted.
     batch: Any
     operations: list[Any]
-    # True when a repeated request id returned the batch created the first time.
+    # True when a repeated idempotency key returned the batch created the first time.
     replayed: bool = False
 
 
@@ -46,47 +43,46 @@ async def create_batch(
 ) -> Created:
     new_operations = validation.new_operations(request.batch, limits)
     options = validation.execution_options(request.batch.execution_options)
-    validation.request_id(request.request_id)
+    # The proto's AIP-155 request_id is CreateBatch's idempotency key.
+    idempotency_key = validation.idempotency_key(request.request_id)
     fingerprint = hashlib.sha256(request.batch.SerializeToString(deterministic=True)).hexdigest()
     now = time.time()
     # One read of randomness and one millisecond for the batch and its operations.
     batch_id, *operation_ids = new_ids(1 + len(new_operations))
-    batch: dict[str, Any] = {
-        "id": batch_id,
-        "tenant": caller.tenant,
-        "status": BatchStatus.PENDING,
-        "operations_count": len(new_operations),
-        "finished_count": 0,
-        "sealed_authorization": sealer.seal(caller.authorization),
-        "sequential": options.sequential,
-        "stop_on_failure": options.stop_on_failure,
-        "max_concurrency": options.max_concurrency,
-        "canceled_at": None,
-        "correlation_id": REQUEST_ID.get(),
-        "created_at": now,
-        "updated_at": now,
-    }
+    batch = new_row(
+        Batch,
+        id=batch_id,
+        tenant=caller.tenant,
+        operations_count=len(new_operations),
+        sealed_authorization=sealer.seal(caller.authorization),
+        sequential=options.sequential,
+        stop_on_failure=options.stop_on_failure,
+        max_concurrency=options.max_concurrency,
+        correlation_id=REQUEST_ID.get(),
+        created_at=now,
+        updated_at=now,
+    )
     operations = [
         _operation_row(operation_ids[position], batch_id, caller.tenant, position, new, now)
         for position, new in enumerate(new_operations)
     ]
     try:
         async with database.write() as connection:
-            if request.request_id:
+            if idempotency_key:
                 earlier = await _earlier_batch(
-                    connection, caller, request.request_id, fingerprint, now
+                    connection, caller, idempotency_key, fingerprint, now
                 )
                 if earlier is not None:
                     return Created(earlier, [], replayed=True)
             await store.insert_batch(connection, batch, operations)
-            if request.request_id:
-                await store.insert_create_request(
-                    connection, caller.tenant, request.request_id, fingerprint, batch_id, now
+            if idempotency_key:
+                await idempotency_keys.remember(
+                    connection, caller.tenant, idempotency_key, fingerprint, batch_id, now
                 )
     except IntegrityError:
-        # Another replica stored the same request id first: answer as it did.
+        # Another replica stored the same key first: answer as it did.
         async with database.write() as connection:
-            earlier = await _earlier_batch(connection, caller, request.request_id, fingerprint, now)
+            earlier = await _earlier_batch(connection, caller, idempotency_key, fingerprint, now)
         if earlier is None:
             raise
         return Created(earlier, [], replayed=True)
@@ -94,13 +90,13 @@ async def create_batch(
 
 
 async def _earlier_batch(
-    connection: DbConnection, caller: Caller, request_id: str, fingerprint: str, now: float
+    connection: DbConnection, caller: Caller, idempotency_key: str, fingerprint: str, now: float
 ) -> Row[Any] | None:
-    earlier = await store.get_create_request(connection, caller.tenant, request_id)
+    earlier = await idempotency_keys.get(connection, caller.tenant, idempotency_key)
     if earlier is None:
         return None
-    if earlier.created_at < now - REQUEST_ID_TTL_SECONDS:
-        await store.delete_create_request(connection, caller.tenant, request_id)
+    if earlier.created_at < now - IDEMPOTENCY_KEY_TTL_SECONDS:
+        await idempotency_keys.forget(connection, caller.tenant, idempotency_key)
         return None
     if earlier.fingerprint != fingerprint:
         raise ApiError(
@@ -142,26 +138,19 @@ def _operation_row(
     new: validation.NewOperation,
     now: float,
 ) -> dict[str, Any]:
-    return {
-        "id": operation_id,
-        "batch_id": batch_id,
-        "tenant": tenant,
-        "position": position,
-        "http_method": new.http_method,
-        "path": new.path,
-        "query_params": new.query_params,
-        "body": new.body,
-        "status": OperationStatus.PENDING,
-        "response_status": None,
-        "response_body": None,
-        "failure_reason": None,
-        "attempts": 0,
-        "lease_owner": None,
-        "lease_expires_at": None,
-        "lease_generation": 0,
-        "created_at": now,
-        "updated_at": now,
-    }
+    return new_row(
+        BatchOperation,
+        id=operation_id,
+        batch_id=batch_id,
+        tenant=tenant,
+        position=position,
+        http_method=new.http_method,
+        path=new.path,
+        query_params=new.query_params,
+        body=new.body,
+        created_at=now,
+        updated_at=now,
+    )
 
 
 async def cancel_batch(database: Database, caller: Caller, batch_id: str) -> Row[Any]:
@@ -177,9 +166,7 @@ async def cancel_batch(database: Database, caller: Caller, batch_id: str) -> Row
                 "batch.not_cancelable",
                 f"Batch {batch_id} has already finished ({batch.status}) and cannot be canceled",
             )
-        await store.mark_canceled(connection, batch_id, now)
-        await queue.cancel_pending(connection, now, [batch_id])
-        await queue.refresh_batches(connection, now, [batch_id])
+        await batch_progress.cancel(connection, batch_id, now)
         canceled = await store.get_batch(connection, caller.tenant, batch_id)
     assert canceled is not None
     return canceled

@@ -32,10 +32,14 @@ class Sealer:
         return self._fernet.encrypt(secret.encode())
 
     def unseal(self, sealed: bytes) -> str | None:
-        """The secret, or None when it was sealed under another key."""
+        """The secret, or None when it was sealed under another key or is not text.
+
+        A stored value that cannot be read is that batch's problem: it fails as
+        `credentials_unavailable` rather than stopping every replica that claims it.
+        """
         try:
             return self._fernet.decrypt(sealed).decode()
-        except InvalidToken:
+        except (InvalidToken, UnicodeDecodeError):
             return None
 
 

@@ -12,7 +12,9 @@ from typing import Any
 
 from sqlalchemy import JSON, Column, Index, LargeBinary
 from sqlalchemy.dialects.postgresql import JSONB
-from sqlmodel import Field, SQLModel
+from sqlmodel import AutoString, Field, SQLModel
+
+from batchd.logs import MAX_REQUEST_ID_LENGTH
 
 # JSONB on PostgreSQL; SQL NULL (not JSON 'null') for a Python None.
 JsonColumn = JSON(none_as_null=True).with_variant(JSONB(none_as_null=True), "postgresql")
@@ -45,6 +47,8 @@ class BatchStatus(StrEnum):
 
 
 FINISHED_BATCH_STATUSES = (BatchStatus.COMPLETED, BatchStatus.CANCELED)
+# CreateBatch's idempotency key (the proto's request_id, REST's Idempotency-Key).
+MAX_IDEMPOTENCY_KEY_LENGTH = 200
 
 
 class Batch(SQLModel, table=True):
@@ -71,19 +75,27 @@ class Batch(SQLModel, table=True):
     # Set by a cancel request: the batch ends as canceled, not completed.
     canceled_at: float | None = None
     # The create call's request id, sent upstream with every operation.
-    correlation_id: str | None = Field(default=None, max_length=128)
+    correlation_id: str | None = Field(default=None, max_length=MAX_REQUEST_ID_LENGTH)
     created_at: float
     updated_at: float
 
 
 class CreateRequest(SQLModel, table=True):
-    """A create call's request id (Idempotency-Key), per tenant, for safe retries."""
+    """A create call's idempotency key, per tenant, for safe retries."""
 
     __tablename__ = "create_requests"
     __table_args__ = (Index("ix_create_requests_created", "created_at"),)
 
     tenant: str = Field(primary_key=True, max_length=200)
-    request_id: str = Field(primary_key=True, max_length=200)
+    # Stored in the column `request_id`, after the proto's field.
+    idempotency_key: str = Field(
+        sa_column=Column(
+            "request_id",
+            AutoString(MAX_IDEMPOTENCY_KEY_LENGTH),
+            key="idempotency_key",
+            primary_key=True,
+        )
+    )
     # SHA-256 of the request's canonical form: a repeat must carry the same batch.
     fingerprint: str = Field(max_length=64)
     batch_id: str = Field(foreign_key="batches.id", max_length=36)
@@ -121,3 +133,12 @@ class BatchOperation(SQLModel, table=True):
     lease_generation: int = 0
     created_at: float
     updated_at: float
+
+
+def new_row(model: type[SQLModel], **values: Any) -> dict[str, Any]:
+    """A new row of the model's table: the given values, and the model's defaults
+    for the rest, so that a column added to the model needs no other change."""
+    defaults = {
+        name: field.default for name, field in model.model_fields.items() if not field.is_required()
+    }
+    return {**defaults, **values}

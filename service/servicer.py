@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from typing import Any
 
 from sqlalchemy import Select
@@ -19,7 +19,8 @@ from service.database import Database
 from service.errors import not_found
 from service.rate_limit import CreateRateLimiter
 from service.rpc_scope import Context, current_caller
-from service.watch import Changes, watch_batch
+from service.signals import Signals
+from service.watch import watch_batch
 
 
 class BatchServicer(batch_pb2_grpc.BatchServiceServicer):
@@ -34,18 +35,14 @@ class BatchServicer(batch_pb2_grpc.BatchServiceServicer):
         tenants: Tenants,
         sealer: Sealer,
         limits: validation.BatchLimits,
-        changes: Changes,
+        signals: Signals,
         create_rate_limiter: CreateRateLimiter,
-        on_batch_created: Callable[[], None] = lambda: None,
-        on_batch_canceled: Callable[[str], None] = lambda batch_id: None,
     ) -> None:
         self.database = database
         self.tenants = tenants
         self.sealer = sealer
         self.limits = limits
-        self.on_batch_created = on_batch_created
-        self.on_batch_canceled = on_batch_canceled
-        self.changes = changes
+        self.signals = signals
         self.create_rate_limiter = create_rate_limiter
 
     async def CreateBatch(
@@ -60,7 +57,7 @@ class BatchServicer(batch_pb2_grpc.BatchServiceServicer):
                     connection, caller.tenant, [created.batch], request.view
                 )
             return batch_pb2.CreateBatchResponse(batch=message)
-        self.on_batch_created()
+        self.signals.work_available()
         message = convert.batch_message(created.batch)
         if request.view == batch_pb2.BATCH_VIEW_FULL:
             Budget().inline(message, created.operations)
@@ -72,8 +69,7 @@ class BatchServicer(batch_pb2_grpc.BatchServiceServicer):
         caller = current_caller()
         batch_id = validation.object_id("batch", request.id)
         batch = await cancel_batch(self.database, caller, batch_id)
-        self.on_batch_canceled(batch_id)
-        self.changes.notify()
+        self.signals.batch_canceled(batch_id)
         return batch_pb2.CancelBatchResponse(batch=convert.batch_message(batch))
 
     async def WatchBatch(
@@ -83,7 +79,7 @@ class BatchServicer(batch_pb2_grpc.BatchServiceServicer):
         batch_id = validation.object_id("batch", request.id)
         metrics.WATCH_STREAMS.inc()
         try:
-            async for event in watch_batch(self.database, self.changes, caller.tenant, batch_id):
+            async for event in watch_batch(self.database, self.signals, caller.tenant, batch_id):
                 yield event
         finally:
             metrics.WATCH_STREAMS.dec()

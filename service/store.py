@@ -2,19 +2,29 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
-from sqlalchemy import Row, bindparam, delete, func, insert, select, update
+from sqlalchemy import Column, Row, Table, bindparam, func, insert, select
 
 from service.bulk import BulkStatement, json_text
 from service.database import DbConnection
-from service.models import TERMINAL_STATUSES, Batch, BatchOperation, CreateRequest
+from service.models import TERMINAL_STATUSES, Batch, BatchOperation
 
 batches = Batch.__table__  # type: ignore[attr-defined]
 operations = BatchOperation.__table__  # type: ignore[attr-defined]
-create_requests = CreateRequest.__table__  # type: ignore[attr-defined]
+
+if TYPE_CHECKING:
+    from _typeshed import DataclassInstance
+
+
+def columns_of(table: Table, row_type: type[DataclassInstance]) -> list[Column[Any]]:
+    """The table's columns a row dataclass names, in its fields' order, so that the
+    dataclass alone states the row's shape: select them, read back with
+    `row_type(**row_mapping)`."""
+    return [table.c[field.name] for field in dataclasses.fields(row_type)]
 
 
 @dataclass(frozen=True)
@@ -53,54 +63,6 @@ async def insert_batch(
             }
             for operation in batch_operations
         ],
-    )
-
-
-async def mark_canceled(connection: DbConnection, batch_id: str, now: float) -> None:
-    await connection.execute(
-        update(batches).where(batches.c.id == batch_id).values(canceled_at=now, updated_at=now)
-    )
-
-
-async def get_create_request(
-    connection: DbConnection, tenant: str, request_id: str
-) -> Row[Any] | None:
-    query = select(create_requests).where(
-        create_requests.c.tenant == tenant, create_requests.c.request_id == request_id
-    )
-    return (await connection.execute(query)).first()
-
-
-async def insert_create_request(
-    connection: DbConnection,
-    tenant: str,
-    request_id: str,
-    fingerprint: str,
-    batch_id: str,
-    now: float,
-) -> None:
-    await connection.execute(
-        insert(create_requests).values(
-            tenant=tenant,
-            request_id=request_id,
-            fingerprint=fingerprint,
-            batch_id=batch_id,
-            created_at=now,
-        )
-    )
-
-
-async def delete_create_request(connection: DbConnection, tenant: str, request_id: str) -> None:
-    await connection.execute(
-        delete(create_requests).where(
-            create_requests.c.tenant == tenant, create_requests.c.request_id == request_id
-        )
-    )
-
-
-async def purge_create_requests(connection: DbConnection, older_than: float) -> None:
-    await connection.execute(
-        delete(create_requests).where(create_requests.c.created_at < older_than)
     )
 
 

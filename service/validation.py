@@ -13,9 +13,8 @@ from batchd.v1 import batch_pb2
 from batchd.vocabulary import HTTP_METHODS, METHOD_NAMES
 from service.engine.urls import path_problem
 from service.errors import ApiError, Violation, invalid, not_found
+from service.models import MAX_IDEMPOTENCY_KEY_LENGTH
 from service.store import Ordering, PageRequest
-
-MAX_REQUEST_ID_LENGTH = 200
 
 
 @dataclass(frozen=True)
@@ -147,12 +146,14 @@ def execution_options(options: batch_pb2.ExecutionOptions) -> batch_pb2.Executio
     return options
 
 
-def request_id(raw: str) -> str:
-    """A create's request id (REST: Idempotency-Key): at most 200 printable ASCII
-    characters, as the gateway takes them; "" means none."""
-    if len(raw) > MAX_REQUEST_ID_LENGTH:
+def idempotency_key(raw: str) -> str:
+    """A create's idempotency key (its request_id; REST: Idempotency-Key): at most
+    200 printable ASCII characters, as the gateway takes them; "" means none."""
+    if len(raw) > MAX_IDEMPOTENCY_KEY_LENGTH:
         code = "too_long"
-        message = f"request_id (Idempotency-Key) must be at most {MAX_REQUEST_ID_LENGTH} characters"
+        message = (
+            f"request_id (Idempotency-Key) must be at most {MAX_IDEMPOTENCY_KEY_LENGTH} characters"
+        )
     elif not (raw.isascii() and raw.isprintable()):
         code, message = "invalid", "request_id (Idempotency-Key) must be printable ASCII"
     else:

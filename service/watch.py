@@ -1,15 +1,12 @@
 """WatchBatch: a batch's state, then its changes, read from the database.
 
 Reading the database (rather than this process's memory) lets any replica
-serve a watch, whichever replica runs the batch. A watcher sleeps until this
-process records results (a `Changes` notification) or a short poll passes,
-which covers batches executed by other replicas.
+serve a watch, whichever replica runs the batch. A watcher sleeps until some
+replica signals "batch changed" (signals.py), or a poll's time passes.
 """
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 from collections.abc import AsyncIterator
 
 from batchd.v1 import batch_pb2
@@ -17,26 +14,12 @@ from service import convert, store
 from service.database import Database
 from service.errors import not_found
 from service.models import FINISHED_BATCH_STATUSES
+from service.signals import Signals
 from service.waiting import POLL_SECONDS
 
 
-class Changes:
-    """Wakes watchers when this process stores something they may want to see."""
-
-    def __init__(self) -> None:
-        self._event = asyncio.Event()
-
-    def notify(self) -> None:
-        self._event.set()
-        self._event = asyncio.Event()
-
-    async def wait(self, timeout: float) -> None:
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._event.wait(), timeout)
-
-
 async def watch_batch(
-    database: Database, changes: Changes, tenant: str, batch_id: str
+    database: Database, signals: Signals, tenant: str, batch_id: str
 ) -> AsyncIterator[batch_pb2.WatchBatchResponse]:
     async with database.read() as connection:
         batch = await store.get_batch(connection, tenant, batch_id)
@@ -48,7 +31,7 @@ async def watch_batch(
     since = batch.updated_at
     status = batch.status
     while status not in FINISHED_BATCH_STATUSES:
-        await changes.wait(POLL_SECONDS)
+        await signals.wait_for_change(POLL_SECONDS)
         async with database.read() as connection:
             finished = await store.finished_operations_since(connection, tenant, batch_id, since)
             batch = await store.get_batch(connection, tenant, batch_id)

@@ -8,8 +8,8 @@ from typing import Any
 from sqlalchemy import func, select, text
 from sqlalchemy.dialects import postgresql
 
+from service import claims
 from service.database import DbConnection, open_database
-from service.engine import queue
 from service.models import OperationStatus
 from service.store import batches, operations
 from tests import postgres
@@ -61,7 +61,7 @@ async def test_claims_lists_and_recovery_use_indexes_at_100k_operations(
             "claim": await plan_of(
                 connection,
                 with_values(
-                    queue.CLAIM_NEXT,
+                    claims.CLAIM_NEXT,
                     claim_batch="b50",
                     count=32,
                     owner="me",
@@ -70,7 +70,7 @@ async def test_claims_lists_and_recovery_use_indexes_at_100k_operations(
                 ),
             ),
             "pending batches": await plan_of(
-                connection, with_values(queue.BATCHES_WITH_PENDING_WORK, limit=256)
+                connection, with_values(claims.BATCHES_WITH_PENDING_WORK, limit=256)
             ),
             "recovery": await plan_of(
                 connection,

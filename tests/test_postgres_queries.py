@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
 
-from service import store
+from service import claims, store
 from service.database import Database, open_database
-from service.engine import queue
 from service.migrate import upgrade
 from service.models import BatchStatus, OperationStatus
 
@@ -126,44 +126,47 @@ async def test_store_lists_filter_order_and_page(database: Database) -> None:
     assert operations_total == 2 and [row.id for row in operations] == ["b4-op0", "b2-op0"]
 
 
-async def claim(database: Database, owner: str, wanted: dict[str, int]) -> list[queue.Claim]:
+async def claim(database: Database, owner: str, wanted: dict[str, int]) -> list[claims.Claim]:
     async with database.write() as connection:
-        return await queue.claim(connection, owner, CREATED + 1, CREATED + 31, wanted)
+        return await claims.claim(connection, owner, CREATED + 1, CREATED + 31, wanted)
 
 
-def result(claimed: queue.Claim, status: OperationStatus, body: Any) -> queue.Result:
-    return queue.Result(
-        claimed.id, claimed.batch_id, claimed.generation, status, 200, body, None, 1
-    )
+def result(claimed: claims.Claim, status: OperationStatus, body: Any) -> claims.Result:
+    return claims.Result(claimed, status, 200, body, None, attempts=1)
 
 
 async def test_queue_claims_records_and_completes_a_batch(database: Database) -> None:
     await insert(database, "b1", CREATED, ["GET", "POST", "GET"])
     async with database.read() as connection:
-        [active] = await queue.batches_with_pending_work(connection, 10)
+        [active] = await claims.batches_with_pending_work(connection, 10)
     assert (active.id, active.sealed_authorization) == ("b1", SEALED)
 
     first, second = await claim(database, "me", {"b1": 2})
     assert [first.id, second.id] == ["b1-op0", "b1-op1"]
-    assert (first.generation, first.http_method, first.attempts) == (1, "GET", 0)
+    assert (first.lease_generation, first.http_method, first.attempts) == (1, "GET", 0)
     assert first.query_params == {"ids": ["b", "a"], "f": {"x": True}}
     assert second.body == {"name": "é", "n": 1.5, "nested": [1, None]}
     async with database.write() as connection:
-        await queue.renew_leases(connection, "me", [first.id, second.id], CREATED + 60)
-        completed = await queue.record_results(
+        await claims.renew_leases(connection, "me", [first.id, second.id], CREATED + 60)
+        completed = await claims.record_results(
             connection,
             "me",
             CREATED + 2,
             [
                 result(first, OperationStatus.COMPLETED, [{"id": 1}, None]),
                 # A zombie's write: its generation was taken over, so it changes nothing.
-                queue.Result(second.id, "b1", 0, OperationStatus.FAILED, None, None, "x", 1),
+                claims.Result(
+                    dataclasses.replace(second, lease_generation=0),
+                    OperationStatus.FAILED,
+                    failure_reason="x",
+                    attempts=1,
+                ),
             ],
         )
     assert completed.finished_batches == []
     [third] = await claim(database, "me", {"b1": 5})
     async with database.write() as connection:
-        completed = await queue.record_results(
+        completed = await claims.record_results(
             connection,
             "me",
             CREATED + 3,
@@ -174,7 +177,7 @@ async def test_queue_claims_records_and_completes_a_batch(database: Database) ->
         )
         batch = await store.get_batch(connection, TENANT, "b1")
         operations = await store.operations_page(connection, TENANT, "b1", -1, 100)
-        pending = await queue.batches_with_pending_work(connection, 10)
+        pending = await claims.batches_with_pending_work(connection, 10)
     assert completed.finished_batches == ["b1"] and pending == []
     assert batch is not None
     assert (batch.status, batch.finished_count, batch.sealed_authorization) == (
@@ -190,8 +193,8 @@ async def test_queue_requeues_expired_leases(database: Database) -> None:
     await insert(database, "b1", CREATED, ["GET", "POST"])
     await claim(database, "gone", {"b1": 2})
     async with database.write() as connection:
-        assert await queue.requeue(connection, CREATED + 5, False, expired_before=CREATED) == 0
-        recovered = await queue.requeue(
+        assert await claims.requeue(connection, CREATED + 5, False, expired_before=CREATED) == 0
+        recovered = await claims.requeue(
             connection, CREATED + 40, False, expired_before=CREATED + 40
         )
         operations = await store.operations_page(connection, TENANT, "b1", -1, 100)
@@ -201,20 +204,26 @@ async def test_queue_requeues_expired_leases(database: Database) -> None:
         ("failed", "interrupted"),
     ]
     [again] = await claim(database, "me", {"b1": 2})
-    assert (again.id, again.generation) == ("b1-op0", 2)
+    assert (again.id, again.lease_generation) == ("b1-op0", 2)
     # The first owner comes back: neither its generation nor its name holds the claim now.
     zombie_writes = [
-        queue.Result(again.id, "b1", 1, OperationStatus.COMPLETED, 200, "late", None, 1),
-        queue.Result(again.id, "b1", 2, OperationStatus.COMPLETED, 200, "late", None, 1),
+        claims.Result(
+            dataclasses.replace(again, lease_generation=generation),
+            OperationStatus.COMPLETED,
+            200,
+            "late",
+            attempts=1,
+        )
+        for generation in (1, 2)
     ]
     async with database.write() as connection:
         for zombie_write in zombie_writes:
-            recorded = await queue.record_results(connection, "gone", CREATED + 41, [zombie_write])
+            recorded = await claims.record_results(connection, "gone", CREATED + 41, [zombie_write])
             assert recorded.finished_batches == []
         batch = await store.get_batch(connection, TENANT, "b1")
     assert batch is not None and (batch.status, batch.finished_count) == ("in_progress", 1)
     async with database.write() as connection:
-        recorded = await queue.record_results(
+        recorded = await claims.record_results(
             connection, "me", CREATED + 42, [result(again, OperationStatus.COMPLETED, "on time")]
         )
         batch = await store.get_batch(connection, TENANT, "b1")
@@ -240,7 +249,7 @@ async def test_concurrent_claims_skip_rows_another_transaction_holds(
     # The batch's first claim marks it in progress; later claims leave its row alone.
     [started] = await claim(database, "one", {"b1": 1})
     async with database.write() as holding:
-        held = await queue.claim(holding, "one", CREATED, CREATED + 30, {"b1": 2})
+        held = await claims.claim(holding, "one", CREATED, CREATED + 30, {"b1": 2})
         # Without SKIP LOCKED this waits for `holding` to commit, which never comes.
         other = await asyncio.wait_for(claim(database, "two", {"b1": 2}), 30)
     assert started.id == "b1-op0"
@@ -253,7 +262,7 @@ async def test_primary_key_lookups_read_like_every_other_query(database: Databas
     first, _ = await claim(database, "me", {"b1": 2})
     async with database.write() as connection:
         body = {"ok": [True, None, 2.5], "text": "é"}
-        await queue.record_results(
+        await claims.record_results(
             connection, "me", CREATED + 1, [result(first, OperationStatus.COMPLETED, body)]
         )
     for query, key in ((store.OPERATION_BY_ID, "b1-op0"), (store.BATCH_BY_ID, "b1")):

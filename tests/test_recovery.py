@@ -4,14 +4,29 @@ from __future__ import annotations
 
 import asyncio
 import signal
+import time
+import uuid
 from collections import Counter
 from pathlib import Path
 
 import grpc
+from cryptography.fernet import Fernet
 
 from batchd.v1 import batch_pb2, batch_pb2_grpc
-from tests.grpc_client import GET, POST, bearer, operation, wait_completed, wait_finished_at_least
-from tests.processes import service_env, start_service
+from service import store
+from service.database import open_database
+from service.migrate import upgrade
+from service.models import Batch, BatchOperation, new_row
+from tests.grpc_client import (
+    GET,
+    POST,
+    bearer,
+    operation,
+    run_batch,
+    wait_completed,
+    wait_finished_at_least,
+)
+from tests.processes import SECRET_KEY, service_env, start_service
 from tests.upstream import UpstreamLog
 
 OPERATIONS = 400
@@ -129,3 +144,53 @@ async def test_operations_fail_rather_than_run_without_credentials_after_a_key_c
         await second.stop()
     assert [op.failure_reason for op in batch.batch_operations] == ["credentials_unavailable"] * 2
     assert [r.path for r in upstream_server[1].requests] == ["/slow/5/first"]
+
+
+async def test_credentials_that_are_not_text_fail_their_batch_not_the_process(
+    database_url: str, upstream_server: tuple[str, UpstreamLog], tmp_path: Path
+) -> None:
+    """Credentials sealed under the service's key that are not UTF-8 once made
+    unsealing raise in the dispatcher: one such row must fail its own operations,
+    and every other batch must still run."""
+    database = open_database(database_url)
+    await upgrade(database)
+    sealed = Fernet(SECRET_KEY).encrypt(b"\xff\xfe not UTF-8")
+    batch_id, operation_id = str(uuid.uuid4()), str(uuid.uuid4())
+    batch = new_row(
+        Batch,
+        id=batch_id,
+        tenant="tenant-a",
+        operations_count=1,
+        sealed_authorization=sealed,
+        created_at=time.time(),
+        updated_at=time.time(),
+    )
+    operation_row = new_row(
+        BatchOperation,
+        id=operation_id,
+        batch_id=batch_id,
+        tenant="tenant-a",
+        position=0,
+        http_method="GET",
+        path="/echo/x",
+        created_at=time.time(),
+        updated_at=time.time(),
+    )
+    async with database.write() as connection:
+        await store.insert_batch(connection, batch, [operation_row])
+    await database.dispose()
+
+    env = service_env(database_url, upstream_server[0])
+    service = await start_service(env, tmp_path / "log")
+    try:
+        async with grpc.aio.insecure_channel(env["BATCH_GRPC_ADDRESS"]) as channel:
+            stub = batch_pb2_grpc.BatchServiceStub(channel)
+            poisoned = await wait_completed(stub, batch_id)
+            healthy = await run_batch(stub, [operation(GET, "/echo/healthy")])
+    finally:
+        await service.stop()
+    assert [op.failure_reason for op in poisoned.batch_operations] == ["credentials_unavailable"]
+    assert [op.status for op in healthy.batch_operations] == [
+        batch_pb2.BATCH_OPERATION_STATUS_COMPLETED
+    ]
+    assert [request.path for request in upstream_server[1].requests] == ["/echo/healthy"]

@@ -18,8 +18,9 @@ from google.rpc import error_details_pb2
 from grpc_status import rpc_status
 
 from batchd.v1 import batch_pb2, batch_pb2_grpc
-from tests.conftest import bearer, running_upstream
+from tests.grpc_client import bearer
 from tests.processes import Process, free_port, service_env, serving
+from tests.upstream import running_upstream
 
 
 def error_reason(error: grpc.aio.AioRpcError) -> str:

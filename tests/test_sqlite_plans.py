@@ -12,8 +12,8 @@ from typing import Any
 from sqlalchemy import event, select
 from sqlalchemy.dialects import sqlite
 
+from service import claims
 from service.database import Database, open_database
-from service.engine import queue
 from service.migrate import upgrade
 from service.models import OperationStatus
 from service.store import (
@@ -110,12 +110,12 @@ TENANT_WIDE: list[Call] = [
 async def engine_plans(database: Database, now: float) -> list[str]:
     """A claim, the engine's look for work and its recovery, on the writer's connection."""
     claim = with_values(
-        queue.CLAIM_NEXT, claim_batch="b50", count=32, owner="me", now=now, lease_until=now
+        claims.CLAIM_NEXT, claim_batch="b50", count=32, owner="me", now=now, lease_until=now
     )
     recovery = select(operations.c.id).where(
         operations.c.status == OperationStatus.IN_PROGRESS, operations.c.lease_expires_at < now
     )
-    looking = with_values(queue.BATCHES_WITH_PENDING_WORK, limit=9)
+    looking = with_values(claims.BATCHES_WITH_PENDING_WORK, limit=9)
     async with database.write() as connection:
         return [await plan_of(connection, literal(query)) for query in (claim, looking, recovery)]
 

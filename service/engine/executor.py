@@ -1,4 +1,4 @@
-"""Sends one operation to the upstream, with retries, and describes the outcome."""
+"""Sends one operation to the upstream, with retries, and describes its result."""
 
 from __future__ import annotations
 
@@ -21,8 +21,8 @@ from batchd.json_values import (
 )
 from batchd.logs import REQUEST_ID_HEADER
 from service.bulk import JsonText
+from service.claims import IDEMPOTENT_METHODS, Claim, Result
 from service.engine.deadlines import Deadlines
-from service.engine.queue import IDEMPOTENT_METHODS, Claim, is_failure
 from service.engine.urls import Upstream
 from service.models import OperationStatus
 
@@ -38,19 +38,6 @@ PREVIEW_CHARACTERS = 4096
 # skip letters, half its time on a typical body (it runs on every response).
 _UNWIELDY_NUMBER = re.compile(r"[0-9](?:[eE][-+]?[0-9]{4}|[0-9]{999})")
 USER_AGENT = "batchd/0.1"
-
-
-@dataclass(frozen=True)
-class Outcome:
-    status: OperationStatus
-    response_status: int | None = None
-    response_body: Any = None
-    failure_reason: str | None = None
-    attempts: int = 0
-
-    @property
-    def is_failure(self) -> bool:
-        return is_failure(self.status, self.response_status)
 
 
 @dataclass(frozen=True)
@@ -84,14 +71,14 @@ class Executor:
         self.deadlines = Deadlines()
 
     async def execute(
-        self, claim: Claim, authorization: str | None, request_id: str | None = None
-    ) -> Outcome:
+        self, claim: Claim, authorization: str | None, correlation_id: str | None = None
+    ) -> Result:
         attempts = 0
         deadline = time.monotonic() + self.timeout
         idempotent = claim.http_method in IDEMPOTENT_METHODS
         # The same request on every attempt.
         url = self.upstream.url_for(claim.path, claim.query_params)
-        headers = _headers(claim.id, authorization, request_id)
+        headers = _headers(claim.id, authorization, correlation_id)
         try:
             with self.deadlines.bound(self.timeout):
                 while True:
@@ -102,7 +89,8 @@ class Executor:
                         retryable = idempotent or failure.never_sent
                         delay = self._retry_delay(attempts, None, deadline) if retryable else None
                         if delay is None:
-                            return Outcome(
+                            return Result(
+                                claim,
                                 OperationStatus.FAILED,
                                 failure_reason=failure.reason,
                                 attempts=attempts,
@@ -115,7 +103,8 @@ class Executor:
                             else None
                         )
                         if delay is None:
-                            return Outcome(
+                            return Result(
+                                claim,
                                 OperationStatus.COMPLETED,
                                 response.status,
                                 response.body,
@@ -123,8 +112,11 @@ class Executor:
                             )
                     await asyncio.sleep(delay)
         except TimeoutError:
-            return Outcome(
-                OperationStatus.TIMED_OUT, failure_reason="deadline_exceeded", attempts=attempts
+            return Result(
+                claim,
+                OperationStatus.TIMED_OUT,
+                failure_reason="deadline_exceeded",
+                attempts=attempts,
             )
 
     def _retry_delay(
@@ -204,7 +196,7 @@ class Executor:
 
 
 def _headers(
-    operation_id: str, authorization: str | None, request_id: str | None
+    operation_id: str, authorization: str | None, correlation_id: str | None
 ) -> dict[str, str]:
     headers = {
         "Idempotency-Key": operation_id,
@@ -213,8 +205,8 @@ def _headers(
     }
     if authorization:
         headers["Authorization"] = authorization
-    if request_id:
-        headers[REQUEST_ID_HEADER] = request_id
+    if correlation_id:
+        headers[REQUEST_ID_HEADER] = correlation_id
     return headers
 
 

@@ -2,10 +2,9 @@
 
 Every claim stamps the operation with an owner, a lease expiry and a new
 generation; a result is written only while owner and generation still match,
-so a worker whose lease was taken over (a zombie) changes nothing. Batch
-counters move in the same transaction as the results, by the number of
-results written or recounted from the operations' own statuses, so a read
-never sees them disagree.
+so a worker whose lease was taken over (a zombie) changes nothing. The
+batches' counts move with the results, in the same transaction
+(batch_progress.py).
 On PostgreSQL the claim skips rows other replicas hold (FOR UPDATE SKIP
 LOCKED); SQLite ignores that clause, its writes being serialised anyway.
 """
@@ -13,7 +12,7 @@ LOCKED); SQLite ignores that clause, its writes being serialised anyway.
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -23,7 +22,6 @@ from sqlalchemy import (
     String,
     Text,
     bindparam,
-    case,
     cast,
     exists,
     func,
@@ -32,23 +30,22 @@ from sqlalchemy import (
     update,
 )
 from sqlalchemy.dialects.postgresql import ARRAY, JSONB
-from sqlalchemy.sql import ColumnElement
+from sqlalchemy.sql import ColumnElement, Select
+from sqlalchemy.sql.dml import ReturningUpdate
 
+from service.batch_progress import refresh_batches, stop_after_failures
 from service.bulk import BulkStatement, json_text
 from service.database import DbConnection
-from service.models import (
-    FINISHED_BATCH_STATUSES,
-    TERMINAL_STATUSES,
-    BatchStatus,
-    OperationStatus,
-)
-from service.store import batches, operations
+from service.models import BatchStatus, OperationStatus
+from service.store import batches, columns_of, operations
 
 IDEMPOTENT_METHODS = ("GET", "PUT", "DELETE")
 
 
 @dataclass(frozen=True)
 class ActiveBatch:
+    """An unfinished batch with pending operations: what its claims need of it."""
+
     id: str
     sealed_authorization: bytes | None
     sequential: bool
@@ -59,9 +56,11 @@ class ActiveBatch:
 
 @dataclass(frozen=True)
 class Claim:
+    """A claimed operation: what sending it needs, and the generation that fences it."""
+
     id: str
     batch_id: str
-    generation: int
+    lease_generation: int
     http_method: str
     path: str
     query_params: dict[str, Any] | None
@@ -71,41 +70,39 @@ class Claim:
 
 @dataclass(frozen=True)
 class Result:
-    id: str
-    batch_id: str
-    generation: int
+    """How a claim ended: what the executor (or the engine, refusing to send) decided."""
+
+    claim: Claim
     status: OperationStatus
-    response_status: int | None
-    response_body: Any
-    failure_reason: str | None
-    attempts: int
+    response_status: int | None = None
+    response_body: Any = None
+    failure_reason: str | None = None
+    # Attempts made under this claim; the stored count adds those of earlier claims.
+    attempts: int = 0
+
+    @property
+    def batch_id(self) -> str:
+        return self.claim.batch_id
+
+    @property
+    def total_attempts(self) -> int:
+        return self.claim.attempts + self.attempts
 
     @property
     def is_failure(self) -> bool:
-        return is_failure(self.status, self.response_status)
+        """What stops a batch that stops on failure."""
+        if self.status in (OperationStatus.FAILED, OperationStatus.TIMED_OUT):
+            return True
+        return self.response_status is not None and self.response_status >= 400
 
 
-def is_failure(status: OperationStatus, response_status: int | None) -> bool:
-    """What stops a batch that stops on failure."""
-    if status in (OperationStatus.FAILED, OperationStatus.TIMED_OUT):
-        return True
-    return response_status is not None and response_status >= 400
-
-
-def _batches_with_pending_work_query() -> Any:
+def _batches_with_pending_work_query() -> Select[*tuple[Any, ...]]:
     """Unfinished batches that still have pending operations, oldest first."""
     has_pending = exists().where(
         operations.c.batch_id == batches.c.id, operations.c.status == OperationStatus.PENDING
     )
     return (
-        select(
-            batches.c.id,
-            batches.c.sealed_authorization,
-            batches.c.sequential,
-            batches.c.max_concurrency,
-            batches.c.correlation_id,
-            batches.c.stop_on_failure,
-        )
+        select(*columns_of(batches, ActiveBatch))
         .where(batches.c.status.in_((BatchStatus.PENDING, BatchStatus.IN_PROGRESS)), has_pending)
         .order_by(batches.c.created_at, batches.c.id)
         .limit(bindparam("limit", type_=Integer))
@@ -117,7 +114,7 @@ BATCHES_WITH_PENDING_WORK = _batches_with_pending_work_query()
 
 async def batches_with_pending_work(connection: DbConnection, limit: int) -> list[ActiveBatch]:
     rows = await connection.execute(BATCHES_WITH_PENDING_WORK, {"limit": limit})
-    return [ActiveBatch(*row) for row in rows.all()]
+    return [ActiveBatch(**row) for row in rows.mappings()]
 
 
 async def count_pending(connection: DbConnection) -> int:
@@ -129,7 +126,7 @@ async def count_pending(connection: DbConnection) -> int:
     return int((await connection.execute(query)).scalar_one())
 
 
-def _claim_statement() -> Any:
+def _claim_statement() -> ReturningUpdate[*tuple[Any, ...]]:
     """Marks a batch's next `count` pending operations as `owner`'s, returning them."""
     next_pending = (
         select(operations.c.id)
@@ -158,16 +155,7 @@ def _claim_statement() -> Any:
             lease_generation=operations.c.lease_generation + 1,
             updated_at=bindparam("now"),
         )
-        .returning(
-            operations.c.id,
-            operations.c.batch_id,
-            operations.c.lease_generation,
-            operations.c.http_method,
-            operations.c.path,
-            operations.c.query_params,
-            operations.c.body,
-            operations.c.attempts,
-        )
+        .returning(*columns_of(operations, Claim))
     )
 
 
@@ -196,7 +184,7 @@ async def claim(
         rows = await connection.execute(
             CLAIM_NEXT, {"claim_batch": batch_id, "count": count, **lease}
         )
-        claims.extend(Claim(*row) for row in rows.all())
+        claims.extend(Claim(**row) for row in rows.mappings())
     started = {claim.batch_id for claim in claims}
     if started:
         await connection.execute(_START_BATCHES, {"batch_ids": sorted(started), "now": now})
@@ -290,7 +278,7 @@ async def record_results(
     cancels the operations not yet started.
     """
     written = await _write_results(connection, owner, now, results)
-    stopped = await _stop_after_failures(
+    stopped = await stop_after_failures(
         connection, now, {r.batch_id for r in results if r.is_failure}
     )
     if written is None:
@@ -313,13 +301,13 @@ async def _write_results(
         changed = await connection.execute(
             _RECORD_RESULT_ARRAYS,
             {
-                "ids": [result.id for result in results],
-                "generations": [result.generation for result in results],
+                "ids": [result.claim.id for result in results],
+                "generations": [result.claim.lease_generation for result in results],
                 "statuses": [result.status for result in results],
                 "response_statuses": [result.response_status for result in results],
                 "response_bodies": [json_text(result.response_body) for result in results],
                 "failure_reasons": [result.failure_reason for result in results],
-                "attempt_counts": [result.attempts for result in results],
+                "attempt_counts": [result.total_attempts for result in results],
                 "owner": owner,
                 "now": now,
             },
@@ -329,14 +317,14 @@ async def _write_results(
         connection,
         [
             {
-                "result_id": result.id,
-                "generation": result.generation,
+                "result_id": result.claim.id,
+                "generation": result.claim.lease_generation,
                 "owner": owner,
                 "status": result.status,
                 "response_status": result.response_status,
                 "response_body": json_text(result.response_body),
                 "failure_reason": result.failure_reason,
-                "attempts": result.attempts,
+                "attempts": result.total_attempts,
                 "now": now,
             }
             for result in results
@@ -346,105 +334,6 @@ async def _write_results(
     if written.rowcount != len(results):
         return None
     return Counter(result.batch_id for result in results)
-
-
-async def _stop_after_failures(
-    connection: DbConnection, now: float, batch_ids: set[str]
-) -> list[str]:
-    if not batch_ids:
-        return []
-    stopping = select(batches.c.id).where(batches.c.id.in_(batch_ids), batches.c.stop_on_failure)
-    stopped = list((await connection.execute(stopping)).scalars())
-    await cancel_pending(connection, now, stopped)
-    return stopped
-
-
-async def cancel_pending(connection: DbConnection, now: float, batch_ids: Any) -> None:
-    """Cancels the pending operations of these batches (ids, or a query of ids)."""
-    await connection.execute(
-        update(operations)
-        .where(operations.c.batch_id.in_(batch_ids), operations.c.status == OperationStatus.PENDING)
-        .values(status=OperationStatus.CANCELED, updated_at=now)
-    )
-
-
-_LOCK_BATCHES = (
-    select(batches.c.id)
-    .where(batches.c.id.in_(_batch_ids))
-    .order_by(batches.c.id)
-    .with_for_update()
-)
-_ADD_FINISHED = BulkStatement(
-    update(batches)
-    .where(batches.c.id == bindparam("batch_id"))
-    .values(
-        finished_count=batches.c.finished_count + bindparam("added"), updated_at=bindparam("now")
-    )
-)
-_RECOUNT_FINISHED = (
-    update(batches)
-    .where(batches.c.id.in_(_batch_ids))
-    .values(
-        finished_count=select(func.count())
-        .select_from(operations)
-        .where(operations.c.batch_id == batches.c.id, operations.c.status.in_(TERMINAL_STATUSES))
-        .scalar_subquery(),
-        updated_at=bindparam("now"),
-    )
-)
-# A batch with every operation finished ends, and its credentials are erased.
-_FINISH_BATCHES = (
-    update(batches)
-    .where(
-        batches.c.id.in_(_batch_ids),
-        batches.c.finished_count == batches.c.operations_count,
-        batches.c.status.not_in(FINISHED_BATCH_STATUSES),
-    )
-    .values(
-        status=case(
-            (batches.c.canceled_at.is_not(None), BatchStatus.CANCELED),
-            else_=BatchStatus.COMPLETED,
-        ),
-        sealed_authorization=None,
-    )
-    .returning(batches.c.id)
-)
-
-
-async def refresh_batches(
-    connection: DbConnection,
-    now: float,
-    recount: Iterable[str],
-    added: Mapping[str, int] | None = None,
-) -> list[str]:
-    """Moves finished counts: recounted from the statuses, or raised by a known number.
-
-    Finishes batches with no operation left, erasing their credentials.
-    """
-    added = added or {}
-    recounted = sorted(recount)
-    ids = sorted({*recounted, *added})
-    if not ids:
-        return []
-    # Before a recount, lock the batches, in a stable order. Under READ
-    # COMMITTED the recount then takes its snapshot after any other replica
-    # that was recounting the same batch has committed, so no count misses
-    # results. An increment needs no such lock: an UPDATE adds to the latest
-    # committed count. SQLite's writers take turns for whole transactions.
-    if recounted and connection.dialect.name != "sqlite":
-        await connection.execute(_LOCK_BATCHES, {"batch_ids": ids})
-    if added:
-        await _ADD_FINISHED.execute_many(
-            connection,
-            [
-                {"batch_id": batch_id, "added": added[batch_id], "now": now}
-                for batch_id in sorted(added)
-            ],
-        )
-    if recounted:
-        await connection.execute(_RECOUNT_FINISHED, {"batch_ids": recounted, "now": now})
-    finished_batches = await connection.execute(_FINISH_BATCHES, {"batch_ids": ids})
-    return list(finished_batches.scalars())
 
 
 def _held_by(owner: str, operation_ids: Sequence[str]) -> list[ColumnElement[bool]]:
@@ -472,32 +361,34 @@ async def unclaim(
     connection: DbConnection, owner: str, operation_ids: Sequence[str], now: float
 ) -> None:
     """Returns claimed operations that were never sent to pending, whatever their method."""
-    if not operation_ids:
-        return
-    await connection.execute(
-        update(operations)
-        .where(*_held_by(owner, operation_ids))
-        .values(
-            status=OperationStatus.PENDING, lease_owner=None, lease_expires_at=None, updated_at=now
-        )
-    )
+    await _end_unsent(connection, owner, operation_ids, now, OperationStatus.PENDING)
 
 
 async def cancel_claims(
     connection: DbConnection, owner: str, operation_ids: Sequence[str], now: float
 ) -> None:
     """Cancels claimed operations that were never sent (their batch was canceled or stopped)."""
+    canceled = await _end_unsent(connection, owner, operation_ids, now, OperationStatus.CANCELED)
+    await refresh_batches(connection, now, canceled)
+
+
+async def _end_unsent(
+    connection: DbConnection,
+    owner: str,
+    operation_ids: Sequence[str],
+    now: float,
+    status: OperationStatus,
+) -> set[str]:
+    """Ends `owner`'s claims of operations it never sent; their batches."""
     if not operation_ids:
-        return
-    canceled = await connection.execute(
+        return set()
+    ended = await connection.execute(
         update(operations)
         .where(*_held_by(owner, operation_ids))
-        .values(
-            status=OperationStatus.CANCELED, lease_owner=None, lease_expires_at=None, updated_at=now
-        )
+        .values(status=status, lease_owner=None, lease_expires_at=None, updated_at=now)
         .returning(operations.c.batch_id)
     )
-    await refresh_batches(connection, now, set(canceled.scalars()))
+    return set(ended.scalars())
 
 
 async def requeue(

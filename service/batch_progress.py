@@ -1,0 +1,134 @@
+"""A batch's progress: its finished count, its end, and what stops or cancels it.
+
+Counts move in the same transaction as the operations they count, raised by
+the number of results just written or recounted from the operations' own
+statuses, so a read never sees them disagree. A batch whose every operation
+has finished ends (canceled if a cancel asked for it), and its credentials are
+erased. The engine's results and the API's cancel both move batches here.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+
+from sqlalchemy import BindParameter, bindparam, case, func, select, update
+
+from service.bulk import BulkStatement
+from service.database import DbConnection
+from service.models import (
+    FINISHED_BATCH_STATUSES,
+    TERMINAL_STATUSES,
+    BatchStatus,
+    OperationStatus,
+)
+from service.store import batches, operations
+
+_batch_ids: BindParameter[str] = bindparam("batch_ids", expanding=True)
+
+
+async def cancel(connection: DbConnection, batch_id: str, now: float) -> None:
+    """Cancels the batch's pending operations; it ends as canceled once running ones finish."""
+    await connection.execute(
+        update(batches).where(batches.c.id == batch_id).values(canceled_at=now, updated_at=now)
+    )
+    await _cancel_pending(connection, now, [batch_id])
+    await refresh_batches(connection, now, [batch_id])
+
+
+async def stop_after_failures(
+    connection: DbConnection, now: float, batch_ids: set[str]
+) -> list[str]:
+    """Of these batches, those that stop on failure: their pending operations are canceled."""
+    if not batch_ids:
+        return []
+    stopping = select(batches.c.id).where(batches.c.id.in_(batch_ids), batches.c.stop_on_failure)
+    stopped = list((await connection.execute(stopping)).scalars())
+    await _cancel_pending(connection, now, stopped)
+    return stopped
+
+
+async def _cancel_pending(connection: DbConnection, now: float, batch_ids: list[str]) -> None:
+    await connection.execute(
+        update(operations)
+        .where(operations.c.batch_id.in_(batch_ids), operations.c.status == OperationStatus.PENDING)
+        .values(status=OperationStatus.CANCELED, updated_at=now)
+    )
+
+
+_LOCK_BATCHES = (
+    select(batches.c.id)
+    .where(batches.c.id.in_(_batch_ids))
+    .order_by(batches.c.id)
+    .with_for_update()
+)
+_ADD_FINISHED = BulkStatement(
+    update(batches)
+    .where(batches.c.id == bindparam("batch_id"))
+    .values(
+        finished_count=batches.c.finished_count + bindparam("added"), updated_at=bindparam("now")
+    )
+)
+_RECOUNT_FINISHED = (
+    update(batches)
+    .where(batches.c.id.in_(_batch_ids))
+    .values(
+        finished_count=select(func.count())
+        .select_from(operations)
+        .where(operations.c.batch_id == batches.c.id, operations.c.status.in_(TERMINAL_STATUSES))
+        .scalar_subquery(),
+        updated_at=bindparam("now"),
+    )
+)
+# A batch with every operation finished ends, and its credentials are erased.
+_FINISH_BATCHES = (
+    update(batches)
+    .where(
+        batches.c.id.in_(_batch_ids),
+        batches.c.finished_count == batches.c.operations_count,
+        batches.c.status.not_in(FINISHED_BATCH_STATUSES),
+    )
+    .values(
+        status=case(
+            (batches.c.canceled_at.is_not(None), BatchStatus.CANCELED),
+            else_=BatchStatus.COMPLETED,
+        ),
+        sealed_authorization=None,
+    )
+    .returning(batches.c.id)
+)
+
+
+async def refresh_batches(
+    connection: DbConnection,
+    now: float,
+    recount: Iterable[str],
+    added: Mapping[str, int] | None = None,
+) -> list[str]:
+    """Moves finished counts: recounted from the statuses, or raised by a known number.
+
+    Finishes batches with no operation left, erasing their credentials.
+    """
+    added = added or {}
+    recounted = sorted(recount)
+    ids = sorted({*recounted, *added})
+    if not ids:
+        return []
+    # Before a recount, lock the batches, in a stable order. Under READ
+    # COMMITTED the recount then takes its snapshot after any other replica
+    # that was recounting the same batch has committed, so no count misses
+    # results. An increment needs no such lock: an UPDATE adds to the latest
+    # committed count. SQLite's writers take turns for whole transactions.
+    if recounted and connection.dialect.name != "sqlite":
+        await connection.execute(_LOCK_BATCHES, {"batch_ids": ids})
+    if added:
+        await _ADD_FINISHED.execute_many(
+            connection,
+            [
+                {"batch_id": batch_id, "added": added[batch_id], "now": now}
+                for batch_id in sorted(added)
+            ],
+        )
+    if recounted:
+        await connection.execute(_RECOUNT_FINISHED, {"batch_ids": recounted, "now": now})
+    finished_batches = await connection.execute(_FINISH_BATCHES, {"batch_ids": ids})
+    return list(finished_batches.scalars())
