@@ -7,6 +7,7 @@ from aiohttp import web
 from gateway import handlers, observability
 from gateway.backend import grpc_backend
 from gateway.batch_events import batch_events
+from gateway.connections import GatewayRunner
 from gateway.middleware import contract_errors
 from gateway.openapi import load_document, openapi_document
 from gateway.settings import SETTINGS_KEY, GatewaySettings
@@ -40,10 +41,7 @@ def create_app(settings: GatewaySettings) -> web.Application:
 
 async def start_gateway(settings: GatewaySettings) -> web.AppRunner:
     """Serves the gateway until the returned runner is cleaned up."""
-    # observability.observe logs each request once, as JSON: no access log besides.
-    # A client that disconnects cancels its handler, and so its gRPC calls: an
-    # abandoned event stream must not keep a WatchBatch open.
-    runner = web.AppRunner(create_app(settings), access_log=None, handler_cancellation=True)
+    runner = GatewayRunner(create_app(settings), settings)
     await runner.setup()
     try:
         await web.TCPSite(runner, settings.host, settings.port).start()
