@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
+
 from aiohttp import web
 
 from gateway import handlers, observability
 from gateway.backend import grpc_backend
-from gateway.batch_events import batch_events
+from gateway.batch_events import STOPPING_KEY, batch_events, end_event_streams
 from gateway.connections import GatewayRunner
 from gateway.middleware import contract_errors
 from gateway.openapi import load_document, openapi_document
@@ -19,6 +21,8 @@ def create_app(settings: GatewaySettings) -> web.Application:
         middlewares=[observability.observe, contract_errors],
     )
     app[SETTINGS_KEY] = settings
+    app[STOPPING_KEY] = asyncio.Event()
+    app.on_shutdown.append(end_event_streams)
     load_document(app)
     app.on_response_prepare.append(observability.send_request_id)
     app.cleanup_ctx.append(grpc_backend)

@@ -394,12 +394,15 @@ async def test_sigterm_with_open_event_streams_stops_within_the_grace(tmp_path: 
             streams = [await open_stream(http, batch["id"]) for _ in range(3)]
             started = time.monotonic()
             process.process.send_signal(signal.SIGTERM)
-            # Each stream ends (the read returns) rather than hanging until the kill.
+            # Each stream ends at once, saying why, rather than hanging until the kill.
             for stream in streams:
-                await asyncio.wait_for(stream.content.read(), STOP_BOUND)
+                rest = await asyncio.wait_for(stream.content.read(), STOP_BOUND)
+                assert rest.startswith(b"id: 2\nevent: error\n"), rest
+                assert json.loads(rest.split(b"data: ", 1)[1])["code"] == "service_unavailable"
             code = await asyncio.wait_for(process.process.wait(), STOP_BOUND)
             stopped_after = time.monotonic() - started
         await process.stop()
     assert code == 0, process.log()
     assert stopped_after < STOP_BOUND, process.log()
+    print(f"stopped {stopped_after:.2f} s after SIGTERM")
     assert problems(process, 0) == [], process.log()
