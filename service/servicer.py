@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 import functools
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
 import grpc
+from grpc._cython.cygrpc import ExecuteBatchError  # type: ignore[import-not-found]
 
 from batchd.messages import MAX_MESSAGE_BYTES
 from batchd.v1 import batch_pb2, batch_pb2_grpc
@@ -93,7 +95,10 @@ class BatchServicer(batch_pb2_grpc.BatchServiceServicer):
 
     async def WatchBatch(
         self, request: batch_pb2.WatchBatchRequest, context: grpc.aio.ServicerContext[Any, Any]
-    ) -> AsyncIterator[batch_pb2.WatchBatchResponse]:
+    ) -> None:
+        # Written, not yielded: grpc abandons a generator handler cancelled at its `yield`,
+        # and the garbage collector closes it later in another context, where
+        # rpc_scope's REQUEST_ID.reset fails (and the watch gauge waits for that).
         async with rpc_scope("WatchBatch", context):
             caller = self.tenants.authenticate(context)
             batch_id = validation.object_id("batch", request.id)
@@ -102,7 +107,7 @@ class BatchServicer(batch_pb2_grpc.BatchServiceServicer):
                 async for event in watch_batch(
                     self.database, self.changes, caller.tenant, batch_id
                 ):
-                    yield event
+                    await _write(context, event)
             finally:
                 metrics.WATCH_STREAMS.dec()
 
@@ -164,3 +169,12 @@ class BatchServicer(batch_pb2_grpc.BatchServiceServicer):
             # gRPC would fail the send itself, as RESOURCE_EXHAUSTED: "try later".
             raise validation.page_too_large()
         return reply
+
+
+async def _write(context: grpc.aio.ServicerContext[Any, Any], message: Any) -> None:
+    """context.write, where a send that fails (the client went away, before grpc says it is
+    cancelled) is a cancellation: grpc's own generator path ignores that error too."""
+    try:
+        await context.write(message)
+    except ExecuteBatchError:
+        raise asyncio.CancelledError from None
