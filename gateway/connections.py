@@ -72,6 +72,8 @@ def is_the_clients_fault(error: BaseException | None) -> bool:
 
 
 class ContractRequestHandler(RequestHandler):
+    """aiohttp's connection protocol, answering what its parser refuses as the contract does."""
+
     def data_received(self, data: bytes) -> None:
         reading = self._current_request
         queued = len(self._messages)
