@@ -28,7 +28,9 @@ def env(name: str, help: str) -> dict[str, str]:
 def host_port(address: str, name: str) -> tuple[str, int]:
     """`host:port` (or `[v6]:port`) split for binding a listening socket."""
     host, separator, port = address.rpartition(":")
-    if not separator or not host or not port.isdigit() or not 0 < int(port) < 65536:
+    # isdigit alone takes "²", which int() refuses, and "٣", which it reads as 3.
+    ascii_number = port.isascii() and port.isdigit()
+    if not separator or not host or not ascii_number or not 0 < int(port) < 65536:
         raise ConfigError(f"{name}={address!r} is not host:port")
     return host.removeprefix("[").removesuffix("]"), int(port)
 

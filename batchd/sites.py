@@ -11,7 +11,11 @@ async def start_site(app: web.Application, host: str, port: int, **options: Any)
     """Serves `app` until the returned runner is cleaned up; `options` go to the runner.
 
     A port that cannot be bound raises OSError, with nothing left running."""
-    runner = web.AppRunner(app, access_log=None, **options)
+    return await start_runner(web.AppRunner(app, access_log=None, **options), host, port)
+
+
+async def start_runner(runner: web.AppRunner, host: str, port: int) -> web.AppRunner:
+    """Serves a runner made elsewhere (one with its own request handling) on host:port."""
     await runner.setup()
     try:
         await web.TCPSite(runner, host, port).start()

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
+
 from aiohttp import web
 
+from batchd.sites import start_runner
 from gateway import handlers, observability
 from gateway.backend import grpc_backend
-from gateway.batch_events import batch_events
+from gateway.batch_events import STOPPING_KEY, batch_events, end_event_streams
+from gateway.connections import GatewayRunner
 from gateway.middleware import contract_errors
 from gateway.openapi import load_document, openapi_document
 from gateway.settings import SETTINGS_KEY, GatewaySettings
@@ -18,6 +22,8 @@ def create_app(settings: GatewaySettings) -> web.Application:
         middlewares=[observability.observe, contract_errors],
     )
     app[SETTINGS_KEY] = settings
+    app[STOPPING_KEY] = asyncio.Event()
+    app.on_shutdown.append(end_event_streams)
     load_document(app)
     app.on_response_prepare.append(observability.send_request_id)
     app.cleanup_ctx.append(grpc_backend)
@@ -40,14 +46,5 @@ def create_app(settings: GatewaySettings) -> web.Application:
 
 async def start_gateway(settings: GatewaySettings) -> web.AppRunner:
     """Serves the gateway until the returned runner is cleaned up."""
-    # observability.observe logs each request once, as JSON: no access log besides.
-    # A client that disconnects cancels its handler, and so its gRPC calls: an
-    # abandoned event stream must not keep a WatchBatch open.
-    runner = web.AppRunner(create_app(settings), access_log=None, handler_cancellation=True)
-    await runner.setup()
-    try:
-        await web.TCPSite(runner, settings.host, settings.port).start()
-    except OSError:
-        await runner.cleanup()
-        raise
-    return runner
+    runner = GatewayRunner(create_app(settings), settings)
+    return await start_runner(runner, settings.host, settings.port)

@@ -14,8 +14,9 @@ The stream, one event per WatchBatch message, each with an increasing `id:`:
 - `batch_operation`: an operation just finished; `batch` is the batch after it
   (its counts include that operation).
 - `batch`: the batch itself changed status (the last one is `completed` or `canceled`).
-- `error`: the service failed mid-stream; `data` is the contract's error JSON, and
-  the stream ends. Errors before the first event (401, 404) are plain JSON responses.
+- `error`: the service failed mid-stream, or the gateway is stopping (a 503); `data`
+  is the contract's error JSON, and the stream ends. Errors before the first event
+  (401, 404) are plain JSON responses.
 - A `: keep-alive` comment line after each quiet spell of the keep-alive interval.
 
 The stream ends when the batch has finished. Ids only number the events of one
@@ -26,6 +27,10 @@ Flow control: the next gRPC message is read only after the previous event was
 written (and drained), so a slow client slows the gRPC stream rather than
 growing a buffer here. A client that goes away cancels the handler (the runner
 cancels handlers on disconnect), which cancels the gRPC call.
+
+Shutdown: a stream lasts as long as its batch runs, so the gateway's stop would wait
+for it (aiohttp's shutdown timeout, 60 s). The application's on_shutdown ends every
+stream at once instead, and a stream asked for after that is a 503.
 """
 
 from __future__ import annotations
@@ -41,7 +46,7 @@ from aiohttp import web
 
 from batchd.v1 import batch_pb2
 from gateway.backend import batch_service, call_metadata
-from gateway.errors import from_rpc_error, internal
+from gateway.errors import ApiProblem, from_rpc_error, internal, unavailable
 from gateway.presenters import batch_object, operation_object
 from gateway.settings import SETTINGS_KEY
 
@@ -54,11 +59,25 @@ _HEADERS = {
     "X-Accel-Buffering": "no",
 }
 
+# Set once the application shuts down: every stream ends.
+STOPPING_KEY = web.AppKey("event_streams_stopping", asyncio.Event)
+
 WatchCall = grpc.aio.UnaryStreamCall[batch_pb2.WatchBatchRequest, batch_pb2.WatchBatchResponse]
 Messages = AsyncIterator[batch_pb2.WatchBatchResponse]
 
 
+class _Stopping(Exception):
+    """The gateway is stopping: the stream ends now."""
+
+
+async def end_event_streams(app: web.Application) -> None:
+    """on_shutdown: every open stream ends at once, so the stop does not wait for them."""
+    app[STOPPING_KEY].set()
+
+
 async def batch_events(request: web.Request) -> web.StreamResponse:
+    if request.app[STOPPING_KEY].is_set():
+        raise unavailable()
     watch = batch_pb2.WatchBatchRequest(id=request.match_info["id"])
     # No deadline: a watch lasts as long as the batch runs.
     call: WatchCall = batch_service(request).WatchBatch(watch, metadata=call_metadata(request))
@@ -87,29 +106,50 @@ async def _stream(
     first: batch_pb2.WatchBatchResponse,
 ) -> None:
     keep_alive = request.app[SETTINGS_KEY].sse_keep_alive
+    stopping = asyncio.ensure_future(request.app[STOPPING_KEY].wait())
     message: batch_pb2.WatchBatchResponse | None = first
     number = 1
-    while message is not None:
-        await response.write(event_text(number, message))
-        number += 1
-        try:
-            message = await _next(messages, response, keep_alive)
-        except grpc.aio.AioRpcError as error:
-            problem = from_rpc_error(error)
-            await response.write(_event(number, "error", problem.as_json()))
-            return
+    try:
+        while message is not None:
+            await response.write(event_text(number, message))
+            number += 1
+            try:
+                message = await _next(messages, response, keep_alive, stopping)
+            except grpc.aio.AioRpcError as error:
+                await _end_with(response, number, from_rpc_error(error))
+                return
+            except _Stopping:
+                await _end_with(response, number, unavailable())
+                return
+    finally:
+        stopping.cancel()
+
+
+async def _end_with(response: web.StreamResponse, number: int, problem: ApiProblem) -> None:
+    await response.write(_event(number, "error", problem.as_json()))
 
 
 async def _next(
-    messages: Messages, response: web.StreamResponse, keep_alive: float
+    messages: Messages,
+    response: web.StreamResponse,
+    keep_alive: float,
+    stopping: asyncio.Future[Any],
 ) -> batch_pb2.WatchBatchResponse | None:
-    """The next message or None at the end, with a keep-alive comment after each quiet spell."""
+    """The next message or None at the end, with a keep-alive comment after each quiet spell;
+    raises _Stopping once the gateway stops."""
     # One read for the whole wait: a read cancelled by a timeout would end the stream.
     read = asyncio.ensure_future(anext(messages, None))
+    waits: set[asyncio.Future[Any]] = {read, stopping}
     try:
-        while not (await asyncio.wait({read}, timeout=keep_alive))[0]:
+        while True:
+            done, _ = await asyncio.wait(
+                waits, timeout=keep_alive, return_when=asyncio.FIRST_COMPLETED
+            )
+            if read in done:
+                return read.result()
+            if stopping in done:
+                raise _Stopping
             await response.write(KEEP_ALIVE)
-        return read.result()
     finally:
         read.cancel()
 

@@ -20,6 +20,8 @@ import grpc
 from google.rpc import error_details_pb2
 from grpc_status import rpc_status
 
+from batchd.error_summary import summary
+
 log = logging.getLogger(__name__)
 
 STATUS_NAMES = {
@@ -101,8 +103,7 @@ def unprocessable(code: str, errors: Sequence[ValidationError]) -> ApiProblem:
 
 
 def _summary(errors: Sequence[ValidationError]) -> str:
-    shown = "; ".join(f"{error.attribute}: {error.message}" for error in errors[:5])
-    return shown + (f"; and {len(errors) - 5} more" if len(errors) > 5 else "")
+    return summary([(error.attribute, error.message) for error in errors])
 
 
 def unavailable() -> ApiProblem:

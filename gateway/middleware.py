@@ -7,8 +7,9 @@ from collections.abc import Awaitable, Callable
 
 import grpc
 from aiohttp import web
+from aiohttp.http_exceptions import ContentEncodingError, DecompressSizeError
 
-from gateway.errors import ApiProblem, from_rpc_error, internal
+from gateway.errors import ApiProblem, bad_request, from_rpc_error, internal
 from gateway.settings import SETTINGS_KEY
 
 log = logging.getLogger(__name__)
@@ -23,6 +24,11 @@ async def contract_errors(request: web.Request, handler: Handler) -> web.StreamR
         return problem_response(problem)
     except grpc.aio.AioRpcError as error:
         return problem_response(from_rpc_error(error))
+    except web.RequestPayloadError as error:
+        response = problem_response(_from_payload_error(request, error))
+        # Where the next request would start is lost with the body's framing.
+        response.force_close()
+        return response
     except web.HTTPException as exception:
         if exception.status < 400:
             raise
@@ -34,6 +40,18 @@ async def contract_errors(request: web.Request, handler: Handler) -> web.StreamR
 
 def problem_response(problem: ApiProblem) -> web.Response:
     return web.json_response(problem.as_json(), status=problem.status, headers=problem.headers)
+
+
+def _from_payload_error(request: web.Request, error: web.RequestPayloadError) -> ApiProblem:
+    """A body the parser could not read: its framing or its Content-Encoding is broken."""
+    if isinstance(error.__cause__, DecompressSizeError):
+        limit = request.app[SETTINGS_KEY].max_body_bytes
+        return ApiProblem(
+            413, "payload_too_large", f"The request body decompresses to over {limit} bytes"
+        )
+    if isinstance(error.__cause__, ContentEncodingError):
+        return bad_request("The request body does not decode as its Content-Encoding says")
+    return bad_request("The request body's framing (Content-Length or chunked) is broken")
 
 
 def _from_http_exception(request: web.Request, exception: web.HTTPException) -> ApiProblem:

@@ -27,6 +27,13 @@ class GatewaySettings:
         default=10.0,
         metadata=env("BATCH_RPC_TIMEOUT", "seconds the gateway waits for one gRPC call"),
     )
+    keepalive_timeout: float = field(
+        default=75.0,
+        metadata=env(
+            "BATCH_HTTP_KEEPALIVE_TIMEOUT",
+            "seconds a connection may take to send a request's headers, idle time included",
+        ),
+    )
     sse_keep_alive: float = field(
         default=15.0,
         metadata=env("BATCH_SSE_KEEP_ALIVE", "seconds of silence before an event stream's ping"),
@@ -34,9 +41,11 @@ class GatewaySettings:
 
     def __post_init__(self) -> None:
         host_port(self.http_address, "BATCH_HTTP_ADDRESS")
-        if self.max_body_bytes < 1 or self.rpc_timeout <= 0 or self.sse_keep_alive <= 0:
+        durations = (self.rpc_timeout, self.keepalive_timeout, self.sse_keep_alive)
+        if self.max_body_bytes < 1 or not all(duration > 0 for duration in durations):
             raise ConfigError(
-                "BATCH_MAX_BODY_BYTES, BATCH_RPC_TIMEOUT and BATCH_SSE_KEEP_ALIVE must be positive"
+                "BATCH_MAX_BODY_BYTES, BATCH_RPC_TIMEOUT, BATCH_HTTP_KEEPALIVE_TIMEOUT and "
+                "BATCH_SSE_KEEP_ALIVE must be positive"
             )
 
     @property

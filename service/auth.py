@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import hashlib
+import logging
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -10,6 +12,12 @@ from typing import Any
 import grpc
 
 from service.errors import unauthenticated
+
+# `Bearer` (any case), one space, then visible ASCII only: a value with anything else
+# is refused as it is, never trimmed into a token (a `\xa0` or a second space once was).
+_BEARER = re.compile(r"bearer ([\x21-\x7e]+)", re.IGNORECASE)
+# grpc logs a metadata value that is not UTF-8 with its bytes: an Authorization header.
+_GRPC_LOGGER = "grpc._cython.cygrpc"
 
 
 def _digest(token: str) -> bytes:
@@ -32,15 +40,33 @@ class Caller:
     authorization: str = field(repr=False)
 
 
+class _UndecodableMetadataFilter(logging.Filter):
+    """grpc's "Invalid encoding on <bytes>": the event stays, the bytes go."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if isinstance(record.msg, str) and record.msg.startswith("Invalid encoding"):
+            record.msg = "Invalid encoding of a metadata value (value not logged)"
+            record.args = ()
+            # The traceback's exception quotes the bytes too.
+            record.exc_info = None
+            record.exc_text = None
+        return True
+
+
+_METADATA_FILTER = _UndecodableMetadataFilter()
+
+
 class Tenants:
     def __init__(self, tenants_by_token: Mapping[str, str]) -> None:
         self._by_digest = {_digest(token): tenant for token, tenant in tenants_by_token.items()}
+        # Whoever holds the tokens keeps grpc from logging them; adding it twice is a no-op.
+        logging.getLogger(_GRPC_LOGGER).addFilter(_METADATA_FILTER)
 
     def authenticate(self, context: grpc.aio.ServicerContext[Any, Any]) -> Caller:
         """The caller, from `authorization: Bearer <token>` metadata."""
         header = metadata_value(context, "authorization") or ""
-        scheme, _, token = header.partition(" ")
-        tenant = self._by_digest.get(_digest(token.strip())) if scheme.lower() == "bearer" else None
+        match = _BEARER.fullmatch(header)
+        tenant = self._by_digest.get(_digest(match.group(1))) if match else None
         if tenant is None:
             raise unauthenticated()
         return Caller(tenant, header)

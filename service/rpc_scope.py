@@ -11,14 +11,16 @@ client), counts the call in the metrics and logs one event for it.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from contextvars import ContextVar
 from typing import TYPE_CHECKING, Any, NoReturn, TypeAlias
 
 import grpc
+from grpc._cython.cygrpc import ExecuteBatchError  # type: ignore[import-not-found]
 from sqlalchemy.exc import StatementError
 
 from batchd.logs import REQUEST_ID, REQUEST_ID_METADATA, clean_request_id
@@ -96,18 +98,31 @@ class RpcScopeInterceptor(ServerInterceptor):
         return unary
 
     def _unary_stream(self, name: str, behavior: Callable[..., Any]) -> Callable[..., Any]:
-        async def unary_stream(request: Any, context: Context) -> AsyncIterator[Any]:
+        # Written, not yielded: grpc abandons a generator handler cancelled at its
+        # `yield`, and the garbage collector closes it later in another task, so the
+        # stream's own cleanup (its gauge, its database reads) would wait for that.
+        async def unary_stream(request: Any, context: Context) -> None:
             scope = _Scope(name, context)
             try:
                 scope.authenticate(self.tenants)
-                async for response in behavior(request, context):
-                    yield response
+                async with contextlib.aclosing(behavior(request, context)) as responses:
+                    async for response in responses:
+                        await _write(context, response)
             except BaseException as error:
                 await scope.fail(error)
             finally:
                 scope.close()
 
         return unary_stream
+
+
+async def _write(context: Context, message: Any) -> None:
+    """context.write, where a send that fails (the client went away, before grpc says it
+    is cancelled) is a cancellation: grpc's own generator path ignores that error too."""
+    try:
+        await context.write(message)
+    except ExecuteBatchError:
+        raise asyncio.CancelledError from None
 
 
 class _Scope:
@@ -129,8 +144,7 @@ class _Scope:
 
     async def fail(self, error: BaseException) -> NoReturn:
         """Ends the call with the status the error stands for; never with its trace."""
-        # A stream whose call ended first is closed at its `yield` (GeneratorExit).
-        if isinstance(error, asyncio.CancelledError | GeneratorExit):
+        if isinstance(error, asyncio.CancelledError):
             self.code = grpc.StatusCode.CANCELLED
         if isinstance(error, grpc.aio.AbortError) or not isinstance(error, Exception):
             raise error

@@ -2,27 +2,10 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
-import sys
-from pathlib import Path
 
+from tests.grpcurl import grpcurl
 from tests.shared_stack import SharedStack, fresh_token
-
-GRPCURL = Path(sys.executable).parent / "grpcurl"
-
-
-async def grpcurl(*args: str) -> tuple[int, str, str]:
-    process = await asyncio.create_subprocess_exec(
-        str(GRPCURL),
-        "-plaintext",
-        *args,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-    )
-    stdout, stderr = await asyncio.wait_for(process.communicate(), 60)
-    assert process.returncode is not None
-    return process.returncode, stdout.decode(), stderr.decode()
 
 
 async def test_list_shows_the_services(shared_stack: SharedStack) -> None:
