@@ -25,7 +25,7 @@ from batchd.config import ConfigError, host_port
     ],
 )
 def test_a_malformed_address_is_a_config_error(address: str) -> None:
-    with pytest.raises(ConfigError, match="BATCH_X=.* is not host:port"):
+    with pytest.raises(ConfigError, match=r"^BATCH_X=.* is not host:port$"):
         host_port(address, "BATCH_X")
 
 
