@@ -25,6 +25,8 @@ from urllib.parse import quote
 
 from yarl import URL
 
+from batchd.json_values import as_exact
+
 MAX_PATH_LENGTH = 2048
 # RFC 3986 pchar plus '/': unreserved, sub-delims, ':', '@', and %XX escapes.
 _PATH_CHARACTERS = re.compile(r"(?:[A-Za-z0-9\-._~!$&'()*+,;=:@/]|%[0-9A-Fa-f]{2})*")
@@ -177,8 +179,8 @@ def _scalar(value: Any) -> str:
         return ""
     if isinstance(value, bool):
         return "true" if value else "false"
-    if isinstance(value, float) and value.is_integer() and abs(value) < 2**53:
-        return str(int(value))
+    if isinstance(value, float):
+        return str(as_exact(value))
     return str(value)
 
 
