@@ -235,6 +235,25 @@ async def test_a_response_with_broken_framing_is_a_failure_with_its_reason(
         assert recorded.failure_reason == "invalid_response", recorded
 
 
+async def test_a_dropped_connection_costs_one_attempt_of_the_retries(
+    http: aiohttp.ClientSession, stack: Stack
+) -> None:
+    # aiohttp sends an idempotent request again, silently, when its connection
+    # closes unanswered: each of our attempts reached the upstream twice.
+    operations = [
+        {"http_method": method, "path": f"/drop/{method.lower()}"}
+        for method in ("GET", "PUT", "DELETE", "POST")
+    ] + [{"http_method": "GET", "path": "/drop-once/get"}]
+    done = await run(http, operations)
+    seen = Counter(r.target.removeprefix(PREFIX) for r in stack.log.requests)
+    for method in ("get", "put", "delete"):
+        assert seen[f"/drop/{method}"] == 1 + MAX_RETRIES
+    assert seen["/drop/post"] == 1  # never sent twice
+    assert [op["status"] for op in done[:4]] == ["failed"] * 4
+    assert done[4]["status"] == "completed" and done[4]["response_status"] == 200
+    assert seen["/drop-once/get"] == 2
+
+
 async def test_connections_closed_after_each_answer_cost_no_extra_requests(
     http: aiohttp.ClientSession, stack: Stack
 ) -> None:

@@ -69,6 +69,24 @@ class _Failure(Exception):
         self.never_sent = never_sent
 
 
+class _SendOnce:
+    """Lets one attempt reach the upstream once. aiohttp silently sends an
+    idempotent request again when its connection closes before the answer, so
+    an upstream that drops connections saw each attempt twice; refused here,
+    the failure goes back to the retry loop, which counts it as an attempt."""
+
+    def __init__(self) -> None:
+        self.sent = False
+
+    async def __call__(
+        self, request: aiohttp.ClientRequest, handler: aiohttp.ClientHandlerType
+    ) -> aiohttp.ClientResponse:
+        if self.sent:
+            raise aiohttp.ServerDisconnectedError()
+        self.sent = True
+        return await handler(request)
+
+
 class Executor:
     def __init__(
         self,
@@ -152,6 +170,7 @@ class Executor:
                 json=body,
                 headers=headers,
                 allow_redirects=False,
+                middlewares=(_SendOnce(),),
             ) as response:
                 raw, size = await self._read_bounded(response)
                 return _Response(
