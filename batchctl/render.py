@@ -17,7 +17,7 @@ from rich.table import Table
 from rich.text import Text
 
 from batchctl.outcome import batch_status_name, operation_status_name, succeeded, tally
-from batchd.json_values import whole
+from batchd.json_values import as_exact
 from batchd.v1 import batch_pb2
 from batchd.vocabulary import METHOD_NAMES
 
@@ -43,7 +43,7 @@ def _whole_numbers(data: Any) -> Any:
     if isinstance(data, list):
         return [_whole_numbers(item) for item in data]
     if isinstance(data, float):
-        return whole(data)
+        return as_exact(data)
     return data
 
 

@@ -1,7 +1,10 @@
 """Conversions between JSON-like Python values and protobuf Struct/Value.
 
 Struct numbers are doubles; whole numbers come back as ints so that a `1`
-sent in a body is shown as `1`, not `1.0` (exact up to 2**53).
+sent in a body is shown as `1`, not `1.0`, at any magnitude: every integral
+double is an exact integer, so `2**60` comes back as itself. What clients
+send is read with load_client_json, which marks every number whose double
+would not come back with the value as written.
 """
 
 from __future__ import annotations
@@ -10,13 +13,13 @@ import functools
 import json
 import math
 import sys
+from dataclasses import dataclass
+from decimal import Decimal
 from typing import Any
 
 from google.protobuf import struct_pb2
 
 JSON = Any
-# Every integer below it is exact as a double.
-MAX_EXACT_INTEGER = 2**53
 # Integers beyond this are refused in what callers send: a Struct number is a double.
 MAX_INTEGER = 2**63
 # Beyond this no double holds an integer even roughly: what an upstream answers
@@ -25,11 +28,6 @@ MAX_DOUBLE_INTEGER = int(sys.float_info.max) + 1
 # Each JSON level costs protobuf about three levels of nesting (Struct, map
 # entry, Value), and protobuf refuses to decode messages nested over 100 deep.
 MAX_DEPTH = 32
-
-
-def whole(number: float) -> int | float:
-    """A double as an int when it holds a whole number exactly, so `1` shows as `1`."""
-    return int(number) if number.is_integer() and abs(number) < MAX_EXACT_INTEGER else number
 
 
 class TooDeep(ValueError):
@@ -51,12 +49,19 @@ def from_value(value: struct_pb2.Value, max_depth: int = 100) -> JSON:
             raise TooDeep
         return [from_value(item, max_depth - 1) for item in value.list_value.values]
     if kind == "number_value":
-        return whole(value.number_value)
+        return as_exact(value.number_value)
     if kind == "string_value":
         return value.string_value
     if kind == "bool_value":
         return value.bool_value
     return None
+
+
+def as_exact(number: float) -> int | float:
+    """A double as JSON writes its value: integral ones as integers (exact, of any
+    size: `float` would write 2**60 as 1.152921504606847e+18), others as floats,
+    whose shortest repr reads back as the same double."""
+    return int(number) if number.is_integer() else number
 
 
 def to_struct(data: dict[str, JSON]) -> struct_pb2.Struct:
@@ -140,6 +145,51 @@ def _decoder(max_integer: int) -> json.JSONDecoder:
     return json.JSONDecoder(
         parse_constant=_refuse_constant, parse_float=_finite_float, parse_int=bounded_int
     )
+
+
+@dataclass(frozen=True)
+class InexactNumber:
+    """A number a client wrote that no double carries exactly as written, such
+    as 9007199254740993 (it would arrive as 9007199254740992) or 1e400."""
+
+    text: str
+
+
+# The most digits the integer part of a double can have (sys.float_info.max).
+_MAX_DOUBLE_DIGITS = len(str(int(sys.float_info.max)))
+
+
+def _client_int(text: str) -> int | InexactNumber:
+    # Checked before int(), which refuses over 4,300 digits.
+    if len(text.lstrip("-")) > _MAX_DOUBLE_DIGITS:
+        return InexactNumber(text)
+    number = int(text)
+    try:
+        exact = int(float(number)) == number
+    except OverflowError:
+        exact = False
+    return number if exact else InexactNumber(text)
+
+
+def _client_float(text: str) -> float | InexactNumber:
+    number = float(text)
+    if math.isfinite(number) and Decimal(str(as_exact(number))) == Decimal(text):
+        return number
+    return InexactNumber(text)
+
+
+_CLIENT_DECODER = json.JSONDecoder(
+    parse_constant=_refuse_constant, parse_float=_client_float, parse_int=_client_int
+)
+
+
+def load_client_json(raw: bytes) -> Any:
+    """JSON a client sends: numbers as int and float where a double carries them
+    as written (read back with as_exact, they write the same value), and as
+    InexactNumber where not, for the caller to refuse by name. NaN and Infinity
+    raise ValueError, as in load_json (absurd nesting raises RecursionError)."""
+    text, _ = decode_json_bytes(raw)
+    return _CLIENT_DECODER.decode(text)
 
 
 def storable(value: Any) -> bool:

@@ -11,11 +11,20 @@ rest of its checks.
 
 from __future__ import annotations
 
+import itertools
+from collections.abc import Iterator
 from typing import Any
 
 from google.protobuf import struct_pb2
 
-from batchd.json_values import MAX_DEPTH, depth, has_surrogate, load_json, to_struct
+from batchd.json_values import (
+    MAX_DEPTH,
+    InexactNumber,
+    depth,
+    has_surrogate,
+    load_client_json,
+    to_struct,
+)
 from batchd.messages import MAX_MESSAGE_BYTES
 from batchd.v1 import batch_pb2
 from batchd.vocabulary import HTTP_METHODS
@@ -23,6 +32,8 @@ from gateway.errors import ApiProblem, ValidationError, bad_request, unprocessab
 from gateway.params import INT32_MAX, INT32_MIN
 
 UNSPECIFIED = batch_pb2.HTTP_METHOD_UNSPECIFIED
+# Named one by one up to this many per value; one is enough to correct the rest.
+MAX_NUMBER_ERRORS = 10
 _OPTION_TYPES = {"sequential": bool, "stop_on_failure": bool, "max_concurrency": int}
 
 
@@ -42,7 +53,7 @@ def create_request(
 
 def parse_json(raw: bytes) -> Any:
     try:
-        return load_json(raw)
+        return load_client_json(raw)
     except (ValueError, RecursionError):
         raise bad_request("The request body is not valid JSON") from None
 
@@ -125,9 +136,39 @@ def _operation(index: int, raw: Any, errors: list[ValidationError]) -> batch_pb2
                     f"{name} must nest at most {MAX_DEPTH} levels",
                 )
             )
+        elif value is not None and (inexact := _inexact_numbers(f"{prefix}.{name}", value)):
+            errors.extend(inexact)
         elif value is not None:
             getattr(message, name).CopyFrom(_struct(f"{prefix}.{name}", value))
     return message
+
+
+def _inexact_numbers(attribute: str, value: Any) -> list[ValidationError]:
+    """A Struct number is a double: a number it would change is refused by name,
+    never sent as another value."""
+    found = itertools.islice(_inexact_in(attribute, value), MAX_NUMBER_ERRORS)
+    return [
+        ValidationError(
+            path,
+            "batch_operation.number.inexact",
+            f"{number.text[:40]} cannot be sent exactly: a number must be one a double "
+            "holds as written (integers up to 2**53 always are); send others as strings",
+        )
+        for path, number in found
+    ]
+
+
+def _inexact_in(attribute: str, value: Any) -> Iterator[tuple[str, InexactNumber]]:
+    pending = [(attribute, value)]
+    while pending:
+        path, item = pending.pop()
+        if isinstance(item, InexactNumber):
+            yield path, item
+        elif isinstance(item, dict):
+            pending.extend((f"{path}.{key}", child) for key, child in reversed(item.items()))
+        elif isinstance(item, list):
+            indexed = [(f"{path}[{index}]", child) for index, child in enumerate(item)]
+            pending.extend(reversed(indexed))
 
 
 def _unicode(attribute: str, text: str) -> str:

@@ -13,9 +13,22 @@ from batchd.vocabulary import SERVICE_NAME
 from service.rpc_scope import RpcScopeInterceptor
 from service.servicer import BatchServicer
 
+# Limits against a client that abuses HTTP/2 itself (CVE-2023-44487, rapid
+# reset: streams opened and reset at once, no token needed). grpc core counts a
+# stream against the limit until the server has let go of it, and refuses the
+# ones beyond; every reset it receives asks for a ping, and a connection whose
+# peer leaves a ping unanswered this long is closed.
+MAX_CONCURRENT_STREAMS = 100
+PING_TIMEOUT_MS = 10_000
+ABUSE_LIMITS = [
+    ("grpc.max_concurrent_streams", MAX_CONCURRENT_STREAMS),
+    ("grpc.http2.ping_on_rst_stream_percent", 100),
+    ("grpc.http2.ping_timeout_ms", PING_TIMEOUT_MS),
+]
+
 
 def build_server(servicer: BatchServicer, address: str) -> tuple[grpc.aio.Server, HealthServicer]:
-    options = [*MESSAGE_SIZE_OPTIONS, ("grpc.so_reuseport", 0)]
+    options = [*MESSAGE_SIZE_OPTIONS, *ABUSE_LIMITS, ("grpc.so_reuseport", 0)]
     server = grpc.aio.server(interceptors=[RpcScopeInterceptor(servicer.tenants)], options=options)
     batch_pb2_grpc.add_BatchServiceServicer_to_server(servicer, server)
     health_servicer = HealthServicer()

@@ -1,15 +1,23 @@
 """The shortcut that decides from a document's text whether its JSON is storable agrees
-with the full walk, whatever the document and however it is encoded."""
+with the full walk, whatever the document and however it is encoded; and every
+number a client writes reaches the upstream as written, or is refused by name."""
 
 from __future__ import annotations
 
 import json
+import re
+from decimal import Decimal
 from typing import Any
+from urllib.parse import unquote
 
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
-from batchd.json_values import MAX_DEPTH, load_json, storable, storable_document
+from batchd.json_values import MAX_DEPTH, from_struct, load_json, storable, storable_document
+from batchd.v1 import batch_pb2
+from gateway.batch_body import create_request
+from gateway.errors import ApiProblem
+from service.engine.urls import encode_query
 
 texts = st.text(alphabet=st.characters(codec=None, exclude_categories=()), max_size=8)
 json_values = st.recursive(
@@ -51,3 +59,69 @@ def test_the_text_shortcut_agrees_with_the_full_walk(
 @given(st.sampled_from([float("nan"), float("inf"), float("-inf")]))
 def test_numbers_json_cannot_spell_are_not_storable(number: float) -> None:
     assert not storable({"nested": [number]})
+
+
+def _around(*centres: int) -> st.SearchStrategy[int]:
+    return st.sampled_from(centres).flatmap(lambda c: st.integers(c - 3, c + 3))
+
+
+# Numbers as clients write them, where doubles stop being exact: integers about
+# 2**53, 2**63 and 2**64, negative too; floats; and mantissas with exponents.
+integer_texts = st.one_of(
+    _around(2**53, 2**63, 2**64, 10**21, 10**23, 0), st.integers(), st.integers(-(2**70), 2**70)
+).flatmap(lambda n: st.sampled_from([str(n), str(-n)]))
+float_texts = st.floats(allow_nan=False, allow_infinity=False).map(repr)
+exponent_texts = st.builds(
+    lambda mantissa, fraction, exponent: f"{mantissa}{fraction}e{exponent}",
+    st.integers(-(10**17), 10**17),
+    st.sampled_from(["", ".0", ".5", ".25", ".1000000000000000055511151231257827"]),
+    st.integers(-400, 400),
+)
+number_texts = st.one_of(integer_texts, float_texts, exponent_texts)
+
+
+def _create_body(number: str) -> bytes:
+    """A create request whose second operation holds `number` in its body and query."""
+    operation = (
+        '{"http_method": "POST", "path": "/orders", "body": {"order": {"id": NUMBER}},'
+        ' "query_params": {"ids": ["a", NUMBER]}}'
+    ).replace("NUMBER", number)
+    first = '{"http_method": "GET", "path": "/x"}'
+    return f'{{"batch": {{"batch_operations": [{first}, {operation}]}}}}'.encode()
+
+
+@settings(max_examples=400, deadline=None)
+@given(number_texts)
+@example("9007199254740993")
+@example("9007199254740992")
+@example("-9223372036854775809")
+@example("18446744073709551616")
+@example("5")
+@example("5.0")
+@example("-0")
+@example("1e21")
+@example("1e23")
+@example("1e400")
+@example("0.1")
+@example("1" + "0" * 5000)
+def test_a_number_reaches_the_upstream_as_written_or_is_refused_by_name(number: str) -> None:
+    """What the gateway accepts, the service sends with the value written: the body as
+    JSON (aiohttp's json.dumps), query parameters as text; an integer stays an integer."""
+    try:
+        request = create_request(_create_body(number), batch_pb2.BATCH_VIEW_BASIC)
+    except ApiProblem as problem:
+        assert problem.status == 422
+        assert [e.attribute for e in problem.validation_errors] == [
+            "batch_operations[1].body.order.id",
+            "batch_operations[1].query_params.ids[1]",
+        ]
+        return
+    operation = request.batch.batch_operations[1]
+    body_text = json.dumps(from_struct(operation.body))
+    query = encode_query(from_struct(operation.query_params))
+    sent = json.loads(body_text, parse_float=str, parse_int=str)["order"]["id"]
+    in_query = unquote(query.split("&")[1].split("=", 1)[1])
+    for written in (sent, in_query):
+        assert Decimal(written) == Decimal(number)
+        if re.fullmatch(r"-?[0-9]+", number):
+            assert written == str(int(number))

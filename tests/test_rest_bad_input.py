@@ -39,8 +39,6 @@ async def post_raw(api: aiohttp.ClientSession, data: bytes, status: int) -> Any:
         b"not json",
         b"\xff\xfe{}",
         OPERATION_WITH_BODY % b"NaN",
-        OPERATION_WITH_BODY % b'{"n": 1e999}',
-        OPERATION_WITH_BODY % (b'{"n": 1' + b"0" * 30 + b"}"),
         b"[" * 100_000 + b"]" * 100_000,
         OPERATION_WITH_BODY % '{"text": "\ud800"}'.encode("utf-8", "surrogatepass"),
     ],
@@ -50,8 +48,6 @@ async def post_raw(api: aiohttp.ClientSession, data: bytes, status: int) -> Any:
         "not-json",
         "not-utf8",
         "nan",
-        "infinite",
-        "huge-int",
         "deep",
         "encoded-surrogate",
     ],
@@ -59,6 +55,15 @@ async def post_raw(api: aiohttp.ClientSession, data: bytes, status: int) -> Any:
 async def test_malformed_json_is_a_400(api: aiohttp.ClientSession, data: bytes) -> None:
     body = await post_raw(api, data, 400)
     assert_error(body, "bad_request", "bad_request")
+
+
+@pytest.mark.parametrize("number", [b"1e999", b"1" + b"0" * 30, b"1" + b"0" * 5000])
+async def test_a_number_a_double_cannot_carry_is_a_422_naming_it(
+    api: aiohttp.ClientSession, number: bytes
+) -> None:
+    body = await post_raw(api, OPERATION_WITH_BODY % (b'{"n": ' + number + b"}"), 422)
+    assert_error(body, "unprocessable_entity", "batch.invalid")
+    assert attributes(body) == ["batch_operations[0].body.n"]
 
 
 @pytest.mark.parametrize(

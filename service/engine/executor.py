@@ -38,6 +38,8 @@ PREVIEW_CHARACTERS = 4096
 # skip letters, half its time on a typical body (it runs on every response).
 _UNWIELDY_NUMBER = re.compile(r"[0-9](?:[eE][-+]?[0-9]{4}|[0-9]{999})")
 USER_AGENT = "batchd/0.1"
+_DELAY_SECONDS = re.compile(r"[0-9]+")
+MAX_HEADER_CHARACTERS = 200
 
 
 @dataclass(frozen=True)
@@ -52,6 +54,24 @@ class _Failure(Exception):
         super().__init__(reason)
         self.reason = reason
         self.never_sent = never_sent
+
+
+class _SendOnce:
+    """Lets one attempt reach the upstream once. aiohttp silently sends an
+    idempotent request again when its connection closes before the answer, so
+    an upstream that drops connections saw each attempt twice; refused here,
+    the failure goes back to the retry loop, which counts it as an attempt."""
+
+    def __init__(self) -> None:
+        self.sent = False
+
+    async def __call__(
+        self, request: aiohttp.ClientRequest, handler: aiohttp.ClientHandlerType
+    ) -> aiohttp.ClientResponse:
+        if self.sent:
+            raise aiohttp.ServerDisconnectedError()
+        self.sent = True
+        return await handler(request)
 
 
 class Executor:
@@ -142,6 +162,7 @@ class Executor:
                 json=body,
                 headers=headers,
                 allow_redirects=False,
+                middlewares=(_SendOnce(),),
             ) as response:
                 raw, size = await self._read_bounded(response)
                 return _Response(
@@ -157,6 +178,9 @@ class Executor:
             raise _Failure("server_disconnected", never_sent=False) from None
         except aiohttp.ClientPayloadError:
             raise _Failure("response_cut_off", never_sent=False) from None
+        except aiohttp.ClientResponseError:
+            # A status line or headers no HTTP parser reads (a duplicated Content-Length).
+            raise _Failure("invalid_response", never_sent=False) from None
         except aiohttp.ClientError:
             raise _Failure("connection_error", never_sent=False) from None
 
@@ -189,7 +213,7 @@ class Executor:
             kind = "too_large"
         return {
             "batchd_unparsed_body": kind,
-            "content_type": content_type,
+            "content_type": _printable(content_type),
             "size_bytes": size,
             "preview": _preview(raw),
         }
@@ -235,12 +259,22 @@ def _connector_reason(error: aiohttp.ClientConnectorError) -> str:
 
 
 def _retry_after(value: str | None) -> float | None:
-    """Retry-After in seconds, from either its seconds or its HTTP-date form."""
+    """Retry-After in seconds, from either its seconds or its HTTP-date form;
+    None for anything else. Total: an upstream's header must never lose the
+    response it came with. Seconds are ASCII digits only (str.isdigit takes
+    '²', which float() refuses); a run too long for a float reads as forever."""
     if not value:
         return None
-    if value.strip().isdigit():
-        return float(value.strip())
+    value = value.strip()
+    if _DELAY_SECONDS.fullmatch(value):
+        return float(value)
     try:
         return max(0.0, parsedate_to_datetime(value).timestamp() - time.time())
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):
         return None
+
+
+def _printable(header: str) -> str:
+    """A header value as visible ASCII, bounded: it is stored and shown as it is,
+    and an upstream may send any bytes (undecodable ones arrive as surrogates)."""
+    return "".join(c if " " <= c <= "~" else "?" for c in header[:MAX_HEADER_CHARACTERS])
