@@ -1,0 +1,101 @@
+"""No caller can make the service fail another: large refusals, floods of streams and bytes.
+
+One service and gateway for the module, with a batch limit high enough to send
+10,000 invalid operations and stream caps low enough to reach in a test.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import aiohttp
+import grpc
+import pytest
+
+from batchd.v1 import batch_pb2, batch_pb2_grpc
+from tests.grpc_client import bearer, details
+from tests.processes import (
+    Process,
+    gateway_env,
+    service_env,
+    start_gateway,
+    start_service,
+)
+from tests.rest import AUTH, assert_error
+from tests.upstream import running_upstream
+
+MAX_OPERATIONS = 10_000
+MORE_VIOLATIONS = "violations.more"
+
+
+class Stack:
+    def __init__(self, service: Process, env: dict[str, str], base_url: str) -> None:
+        self.service = service
+        self.env = env
+        self.base_url = base_url
+        self.grpc_target = env["BATCH_GRPC_ADDRESS"]
+
+
+@pytest.fixture(scope="module")
+async def stack(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Stack]:
+    directory = tmp_path_factory.mktemp("abuse")
+    async with running_upstream() as (upstream_url, _):
+        env = service_env(
+            f"sqlite+aiosqlite:///{directory / 'batchd.db'}",
+            upstream_url,
+            BATCH_MAX_OPERATIONS=str(MAX_OPERATIONS),
+        )
+        service = await start_service(env, directory / "service.log")
+        gateway, base_url = await start_gateway(
+            gateway_env(env["BATCH_GRPC_ADDRESS"]), directory / "gateway.log"
+        )
+        yield Stack(service, env, base_url)
+        await gateway.stop()
+        await service.stop()
+
+
+@pytest.fixture
+async def stub(stack: Stack) -> AsyncIterator[batch_pb2_grpc.BatchServiceStub]:
+    async with grpc.aio.insecure_channel(stack.grpc_target) as channel:
+        yield batch_pb2_grpc.BatchServiceStub(channel)
+
+
+def invalid_operations(count: int, path_length: int) -> list[batch_pb2.BatchOperation]:
+    """Operations with two problems each: no method, and a long path with a backslash."""
+    path = "/" + "p" * (path_length - 2) + "\\"
+    return [batch_pb2.BatchOperation(path=path) for _ in range(count)]
+
+
+@pytest.mark.parametrize(("count", "path_length"), [(100, 2048), (1000, 1000), (10_000, 200)])
+async def test_a_batch_of_many_invalid_operations_is_invalid_not_exhausted(
+    stub: batch_pb2_grpc.BatchServiceStub, count: int, path_length: int
+) -> None:
+    batch = batch_pb2.Batch(batch_operations=invalid_operations(count, path_length))
+    with pytest.raises(grpc.aio.AioRpcError) as raised:
+        await stub.CreateBatch(batch_pb2.CreateBatchRequest(batch=batch), metadata=bearer())
+    assert raised.value.code() == grpc.StatusCode.INVALID_ARGUMENT, raised.value.details()
+    reason, violations = details(raised.value)
+    assert reason == "batch.invalid"
+    assert violations[:2] == [
+        ("batch_operations[0].http_method", "batch_operation.http_method.invalid"),
+        ("batch_operations[0].path", "batch_operation.path.invalid"),
+    ]
+    assert violations[-1][1] == MORE_VIOLATIONS
+    assert len(violations) < 2 * count
+    assert f"and {2 * count - 5} more" in (raised.value.details() or "")
+
+
+async def test_a_batch_of_many_invalid_operations_is_a_422(stack: Stack) -> None:
+    operations = [{"http_method": "FETCH", "path": "/" + "p" * 2000 + "\\"}] * 100
+    document = {"batch": {"batch_operations": operations}}
+    async with (
+        aiohttp.ClientSession(base_url=stack.base_url, headers=AUTH) as http,
+        http.post("/v1/batches", json=document) as response,
+    ):
+        body = await response.json()
+        assert response.status == 422, body
+    assert_error(body, "unprocessable_entity", "batch.invalid")
+    errors = body["validation_errors"]
+    assert errors[0]["attribute"] == "batch_operations[0].http_method"
+    assert errors[-1]["code"] == MORE_VIOLATIONS
+    assert "more problems" in errors[-1]["message"]
