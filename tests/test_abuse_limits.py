@@ -99,3 +99,69 @@ async def test_a_batch_of_many_invalid_operations_is_a_422(stack: Stack) -> None
     assert errors[0]["attribute"] == "batch_operations[0].http_method"
     assert errors[-1]["code"] == MORE_VIOLATIONS
     assert "more problems" in errors[-1]["message"]
+
+
+def nested_struct(levels: int) -> bytes:
+    """A Struct `{"a": {"a": ...}}` this many levels deep, encoded by hand (protobuf
+    itself refuses to build one this deep)."""
+    struct = b""
+    for _ in range(levels):
+        value = field(5, struct)  # Value.struct_value
+        struct = field(1, field(1, b"a") + field(2, value))  # Struct.fields entry
+    return struct
+
+
+def field(number: int, payload: bytes) -> bytes:
+    """A length-delimited protobuf field."""
+    return bytes([number << 3 | 2]) + varint(len(payload)) + payload
+
+
+def varint(value: int) -> bytes:
+    out = bytearray()
+    while True:
+        low, value = value & 0x7F, value >> 7
+        out.append(low | (0x80 if value else 0))
+        if not value:
+            return bytes(out)
+
+
+def deep_create_request(levels: int) -> bytes:
+    operation = field(4, b"/x") + field(6, nested_struct(levels))  # path, body
+    return field(1, field(5, operation))  # CreateBatchRequest.batch.batch_operations
+
+
+@pytest.mark.parametrize(
+    ("method", "payload"),
+    [
+        ("CreateBatch", b"\xff\xff\xff\xff"),
+        ("CreateBatch", field(1, b"\x0a\xff")),  # a batch whose field runs past its end
+        ("GetBatch", b"\x0a\x05ab"),  # a string longer than the message
+        ("ListBatches", b"\x08"),  # a varint cut short
+        ("WatchBatch", b"\x0a\x7f"),
+        ("CreateBatch", deep_create_request(200)),
+        ("CreateBatch", deep_create_request(5000)),
+    ],
+)
+async def test_malformed_requests_are_invalid_arguments(
+    stack: Stack, method: str, payload: bytes
+) -> None:
+    async with grpc.aio.insecure_channel(stack.grpc_target) as channel:
+        path = f"/batchd.v1.BatchService/{method}"
+        if method == "WatchBatch":
+            stream = channel.unary_stream(path)(payload, metadata=bearer())
+            with pytest.raises(grpc.aio.AioRpcError) as raised:
+                async for _ in stream:
+                    pass
+        else:
+            with pytest.raises(grpc.aio.AioRpcError) as raised:
+                await channel.unary_unary(path)(payload, metadata=bearer())
+    assert raised.value.code() == grpc.StatusCode.INVALID_ARGUMENT, raised.value.details()
+    assert details(raised.value) == ("request.malformed", [])
+    assert "Error" not in (raised.value.details() or "")
+
+
+async def test_a_malformed_request_without_a_token_is_unauthenticated(stack: Stack) -> None:
+    async with grpc.aio.insecure_channel(stack.grpc_target) as channel:
+        with pytest.raises(grpc.aio.AioRpcError) as raised:
+            await channel.unary_unary("/batchd.v1.BatchService/CreateBatch")(b"\xff\xff")
+    assert raised.value.code() == grpc.StatusCode.UNAUTHENTICATED
