@@ -17,7 +17,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import grpc
-from google.protobuf import any_pb2
+from google.protobuf import any_pb2, duration_pb2
 from google.rpc import code_pb2, error_details_pb2, status_pb2
 from grpc_status import rpc_status
 
@@ -57,6 +57,19 @@ class ApiError(Exception):
             code=getattr(code_pb2, self.status.name), message=self.message, details=details
         )
         return rpc_status.to_status(status)
+
+
+class RetryLater(ApiError):
+    """RESOURCE_EXHAUSTED with a RetryInfo detail: the gateway's 429 and Retry-After."""
+
+    def __init__(self, code: str, message: str, retry_after: float) -> None:
+        super().__init__(grpc.StatusCode.RESOURCE_EXHAUSTED, code, message)
+        self.retry_after = retry_after
+
+    def extra_details(self) -> list[object]:
+        delay = duration_pb2.Duration()
+        delay.FromMilliseconds(max(1, int(self.retry_after * 1000)))
+        return [error_details_pb2.RetryInfo(retry_delay=delay)]
 
 
 def _carried(violations: list[Violation]) -> list[error_details_pb2.BadRequest.FieldViolation]:

@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any, NoReturn, TypeAlias
 import grpc
 from google.protobuf.message import DecodeError
 from sqlalchemy.exc import StatementError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 
 from batchd.logs import REQUEST_ID, REQUEST_ID_METADATA, clean_request_id
 from batchd.vocabulary import SERVICE_NAME
@@ -177,14 +178,15 @@ class _Scope:
             abort_with_status: Callable[[grpc.Status], Awaitable[NoReturn]]
             abort_with_status = self.context.abort_with_status  # type: ignore[attr-defined]
             await abort_with_status(error.to_status())
-        if isinstance(error, StatementError):
+        if isinstance(error, StatementError | PoolTimeout):
             await self._database_failed(error)
         self.code = grpc.StatusCode.INTERNAL
         log.error("%s failed", self.name, exc_info=error)
         await self.context.abort(self.code, INTERNAL_ERROR)
 
-    async def _database_failed(self, error: StatementError) -> NoReturn:
-        if statement_refused(error):
+    async def _database_failed(self, error: StatementError | PoolTimeout) -> NoReturn:
+        # A pool with no connection free in time is a busy database: retry later.
+        if isinstance(error, StatementError) and statement_refused(error):
             self.code = grpc.StatusCode.INTERNAL
             log.error("%s: the database refused a statement", self.name, exc_info=error)
             await self.context.abort(self.code, INTERNAL_ERROR)

@@ -20,7 +20,7 @@ from service.errors import not_found
 from service.rate_limit import CreateRateLimiter
 from service.rpc_scope import Context, current_caller
 from service.signals import Signals
-from service.watch import watch_batch
+from service.watch import WatchFeed, WatchLimits
 
 
 class BatchServicer(batch_pb2_grpc.BatchServiceServicer):
@@ -37,6 +37,7 @@ class BatchServicer(batch_pb2_grpc.BatchServiceServicer):
         limits: validation.BatchLimits,
         signals: Signals,
         create_rate_limiter: CreateRateLimiter,
+        watch_limits: WatchLimits,
     ) -> None:
         self.database = database
         self.tenants = tenants
@@ -44,6 +45,7 @@ class BatchServicer(batch_pb2_grpc.BatchServiceServicer):
         self.limits = limits
         self.signals = signals
         self.create_rate_limiter = create_rate_limiter
+        self.watches = WatchFeed(database, signals, watch_limits)
 
     async def CreateBatch(
         self, request: batch_pb2.CreateBatchRequest, context: Context
@@ -79,7 +81,7 @@ class BatchServicer(batch_pb2_grpc.BatchServiceServicer):
         batch_id = validation.object_id("batch", request.id)
         metrics.WATCH_STREAMS.inc()
         try:
-            async for event in watch_batch(self.database, self.signals, caller.tenant, batch_id):
+            async for event in self.watches.watch(caller.tenant, batch_id):
                 yield event
         finally:
             metrics.WATCH_STREAMS.dec()

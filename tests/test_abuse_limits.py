@@ -6,26 +6,32 @@ One service and gateway for the module, with a batch limit high enough to send
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
+from typing import Any
 
 import aiohttp
 import grpc
 import pytest
 
 from batchd.v1 import batch_pb2, batch_pb2_grpc
-from tests.grpc_client import bearer, details
+from tests.grpc_client import GET, bearer, details
 from tests.processes import (
+    OTHER_TOKEN,
+    TOKEN,
     Process,
     gateway_env,
     service_env,
     start_gateway,
     start_service,
 )
-from tests.rest import AUTH, assert_error
+from tests.rest import AUTH, OTHER_AUTH, assert_error
 from tests.upstream import running_upstream
 
 MAX_OPERATIONS = 10_000
 MORE_VIOLATIONS = "violations.more"
+WATCHES_PER_TENANT = 20
+WATCHES = 30
 
 
 class Stack:
@@ -44,6 +50,8 @@ async def stack(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Stack
             f"sqlite+aiosqlite:///{directory / 'batchd.db'}",
             upstream_url,
             BATCH_MAX_OPERATIONS=str(MAX_OPERATIONS),
+            BATCH_MAX_WATCHES_PER_TENANT=str(WATCHES_PER_TENANT),
+            BATCH_MAX_WATCHES=str(WATCHES),
         )
         service = await start_service(env, directory / "service.log")
         gateway, base_url = await start_gateway(
@@ -165,3 +173,59 @@ async def test_a_malformed_request_without_a_token_is_unauthenticated(stack: Sta
         with pytest.raises(grpc.aio.AioRpcError) as raised:
             await channel.unary_unary("/batchd.v1.BatchService/CreateBatch")(b"\xff\xff")
     assert raised.value.code() == grpc.StatusCode.UNAUTHENTICATED
+
+
+async def idle_batch(stub: batch_pb2_grpc.BatchServiceStub, token: str) -> str:
+    operation = batch_pb2.BatchOperation(http_method=GET, path="/slow/10")
+    request = batch_pb2.CreateBatchRequest(batch=batch_pb2.Batch(batch_operations=[operation]))
+    return (await stub.CreateBatch(request, metadata=bearer(token))).batch.id
+
+
+async def open_watch(
+    stub: batch_pb2_grpc.BatchServiceStub, batch_id: str, token: str
+) -> grpc.aio.UnaryStreamCall[Any, Any]:
+    """A watch whose first event arrived: it holds one of the tenant's streams."""
+    call = stub.WatchBatch(batch_pb2.WatchBatchRequest(id=batch_id), metadata=bearer(token))
+    await call.read()
+    return call
+
+
+async def test_event_streams_are_capped_per_tenant_and_in_all(
+    stack: Stack, stub: batch_pb2_grpc.BatchServiceStub
+) -> None:
+    batch_id = await idle_batch(stub, TOKEN)
+    other_batch = await idle_batch(stub, OTHER_TOKEN)
+    held = [await open_watch(stub, batch_id, TOKEN) for _ in range(WATCHES_PER_TENANT)]
+    try:
+        with pytest.raises(grpc.aio.AioRpcError) as raised:
+            await open_watch(stub, batch_id, TOKEN)
+        assert raised.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+        assert details(raised.value)[0] == "watch.too_many"
+        async with (
+            aiohttp.ClientSession(base_url=stack.base_url, headers=AUTH) as http,
+            http.get(f"/v1/batches/{batch_id}/events") as response,
+        ):
+            assert response.status == 429
+            assert int(response.headers["Retry-After"]) >= 1
+            assert_error(await response.json(), "too_many_requests", "watch.too_many")
+        # Another tenant is served, reads and streams, up to what the process holds.
+        async with (
+            aiohttp.ClientSession(base_url=stack.base_url, headers=OTHER_AUTH) as http,
+            http.get(f"/v1/batches/{other_batch}") as response,
+        ):
+            assert response.status == 200
+        held += [
+            await open_watch(stub, other_batch, OTHER_TOKEN)
+            for _ in range(WATCHES - WATCHES_PER_TENANT)
+        ]
+        with pytest.raises(grpc.aio.AioRpcError) as raised:
+            await open_watch(stub, other_batch, OTHER_TOKEN)
+        assert raised.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+        # A stream that ends gives its place back.
+        held.pop().cancel()
+        await asyncio.sleep(0.2)
+        held.append(await open_watch(stub, other_batch, OTHER_TOKEN))
+    finally:
+        for call in held:
+            call.cancel()
+        await asyncio.sleep(0.2)
