@@ -7,13 +7,12 @@ from typing import Any
 
 from sqlalchemy import Select
 
-from batchd.messages import MAX_MESSAGE_BYTES
 from batchd.v1 import batch_pb2, batch_pb2_grpc
 from batchd.vocabulary import BATCH_STATUS_NAMES, OPERATION_STATUS_NAMES
 from service import convert, metrics, store, validation
 from service.auth import Tenants
 from service.batch_commands import cancel_batch, create_batch
-from service.batch_view import Budget, batch_messages
+from service.batch_view import Budget, batch_messages, operations_reply
 from service.credentials import Sealer
 from service.database import Database
 from service.errors import not_found
@@ -121,16 +120,15 @@ class BatchServicer(batch_pb2_grpc.BatchServiceServicer):
         caller = current_caller()
         query = validation.list_query(request, "batch_ids", OPERATION_STATUS_NAMES)
         async with self.database.read() as connection:
-            rows, total = await store.list_operations(
-                connection, caller.tenant, query.ids, query.statuses, query.page
+            keys, total = await store.list_operations(
+                connection,
+                caller.tenant,
+                query.ids,
+                query.statuses,
+                query.page,
+                columns=[store.operations.c.id],
             )
-        reply = batch_pb2.ListBatchOperationsResponse(
-            batch_operations=[convert.operation_message(row) for row in rows], total_size=total
-        )
-        if reply.ByteSize() > MAX_MESSAGE_BYTES:
-            # gRPC would fail the send itself, as RESOURCE_EXHAUSTED: "try later".
-            raise validation.page_too_large()
-        return reply
+            return await operations_reply(connection, [key.id for key in keys], total)
 
     async def _owned(self, kind: str, lookup: Select[Any], raw_id: str) -> Any:
         """The caller's `kind` with this id, by a prepared lookup; else NOT_FOUND."""

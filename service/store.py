@@ -139,7 +139,9 @@ class Listing:
         ids: Sequence[str],
         statuses: Sequence[str],
         page: PageRequest,
+        columns: Sequence[Any] = (),
     ) -> tuple[Sequence[Row[Any]], int]:
+        """The page's rows, or only these `columns` of them."""
         table = self.table
         filters = [table.c.tenant == tenant]
         if ids:
@@ -156,9 +158,18 @@ class Listing:
             (column.desc(), table.c.id.desc()) if page.ordering.descending else (column, table.c.id)
         )
         rows = await connection.execute(
-            select(table).where(*filters).order_by(*order).limit(page.limit).offset(page.offset)
+            select(*(columns or [table]))
+            .where(*filters)
+            .order_by(*order)
+            .limit(page.limit)
+            .offset(page.offset)
         )
         return rows.all(), total
+
+
+async def operations_by_id(connection: DbConnection, ids: Sequence[str]) -> dict[str, Row[Any]]:
+    rows = await connection.execute(select(operations).where(operations.c.id.in_(ids)))
+    return {row.id: row for row in rows}
 
 
 list_batches = Listing(batches, "id").page

@@ -7,13 +7,16 @@ One service and gateway for the module, with a batch limit high enough to send
 from __future__ import annotations
 
 import asyncio
+import uuid
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import aiohttp
 import grpc
 import pytest
 
+from batchd.json_values import to_struct
 from batchd.v1 import batch_pb2, batch_pb2_grpc
 from tests.grpc_client import GET, bearer, details
 from tests.processes import (
@@ -229,3 +232,86 @@ async def test_event_streams_are_capped_per_tenant_and_in_all(
         for call in held:
             call.cancel()
         await asyncio.sleep(0.2)
+
+
+@pytest.mark.parametrize("count", [1001, 40_000, 400_000])
+async def test_lists_filter_by_at_most_1000_ids(
+    stub: batch_pb2_grpc.BatchServiceStub, count: int
+) -> None:
+    ids = [str(uuid.UUID(int=n)) for n in range(count)]
+    for call, field in (
+        (stub.ListBatches(batch_pb2.ListBatchesRequest(ids=ids), metadata=bearer()), "ids"),
+        (
+            stub.ListBatchOperations(
+                batch_pb2.ListBatchOperationsRequest(batch_ids=ids), metadata=bearer()
+            ),
+            "batch_ids",
+        ),
+    ):
+        with pytest.raises(grpc.aio.AioRpcError) as raised:
+            await call
+        assert raised.value.code() == grpc.StatusCode.INVALID_ARGUMENT, raised.value.details()
+        assert details(raised.value) == ("list.invalid", [(field, f"{field}.too_long")])
+
+
+async def test_a_list_filtered_by_1000_ids_is_answered(
+    stub: batch_pb2_grpc.BatchServiceStub,
+) -> None:
+    batch_id = await idle_batch(stub, TOKEN)
+    ids = [batch_id] + [str(uuid.UUID(int=n)) for n in range(999)]
+    reply = await stub.ListBatches(batch_pb2.ListBatchesRequest(ids=ids), metadata=bearer())
+    assert [batch.id for batch in reply.batches] == [batch_id]
+    request = batch_pb2.ListBatchOperationsRequest(batch_ids=ids)
+    reply = await stub.ListBatchOperations(request, metadata=bearer())
+    assert reply.total_size == 1
+
+
+def peak_memory(process: Process) -> int:
+    """The process's resident memory at its highest so far, in bytes (VmHWM)."""
+    assert process.process is not None
+    status = Path(f"/proc/{process.process.pid}/status").read_text()
+    [line] = [line for line in status.splitlines() if line.startswith("VmHWM:")]
+    return int(line.split()[1]) * 1024
+
+
+async def test_a_refused_page_is_refused_before_it_is_built(tmp_path: Path) -> None:
+    """100 operations with 1 MB responses: far more than one reply carries."""
+    async with running_upstream() as (upstream_url, _):
+        env = service_env(f"sqlite+aiosqlite:///{tmp_path / 'batchd.db'}", upstream_url)
+        service = await start_service(env, tmp_path / "service.log")
+        try:
+            async with grpc.aio.insecure_channel(env["BATCH_GRPC_ADDRESS"]) as channel:
+                stub = batch_pb2_grpc.BatchServiceStub(channel)
+                operation = batch_pb2.BatchOperation(
+                    http_method=GET, path="/huge", query_params=to_struct({"bytes": "1000000"})
+                )
+                batch = batch_pb2.Batch(batch_operations=[operation] * 100)
+                created = await stub.CreateBatch(
+                    batch_pb2.CreateBatchRequest(batch=batch), metadata=bearer()
+                )
+                await finished(stub, created.batch.id)
+                before = peak_memory(service)
+                request = batch_pb2.ListBatchOperationsRequest(page_size=100)
+                for _ in range(3):
+                    with pytest.raises(grpc.aio.AioRpcError) as raised:
+                        await stub.ListBatchOperations(request, metadata=bearer())
+                    assert details(raised.value) == (
+                        "list.invalid",
+                        [("page_size", "list.limit.too_large")],
+                    )
+                grown = peak_memory(service) - before
+        finally:
+            await service.stop()
+    # Built whole, the refused reply alone would take 100 MB (main grew 950 MB over
+    # these three calls); read a few rows at a time, it stops at one message.
+    assert grown < 100 * 1_000_000, grown
+
+
+async def finished(stub: batch_pb2_grpc.BatchServiceStub, batch_id: str) -> None:
+    """Waits for the batch in its basic view: the full one would read its responses."""
+    for _ in range(600):
+        reply = await stub.GetBatch(batch_pb2.GetBatchRequest(id=batch_id), metadata=bearer())
+        if reply.batch.status == batch_pb2.BATCH_STATUS_COMPLETED:
+            return
+        await asyncio.sleep(0.05)
+    raise TimeoutError(batch_id)
