@@ -50,7 +50,9 @@ class Service:
             CreateRateLimiter(settings.create_rate, settings.create_burst),
             WatchLimits(settings.max_watches_per_tenant, settings.max_watches),
         )
-        server, health_servicer = build_server(servicer, settings.grpc_address)
+        server, health_servicer = build_server(
+            servicer, settings.grpc_address, settings.max_watches
+        )
         # A dead engine drains and stops the process the way SIGTERM does; stop()
         # then makes its exit status say so.
         await engine.start(on_death=lambda: signal.raise_signal(signal.SIGTERM))

@@ -28,6 +28,7 @@ from tests.processes import (
     start_gateway,
     start_service,
 )
+from tests.rapid_reset import rapid_reset
 from tests.rest import AUTH, OTHER_AUTH, assert_error
 from tests.upstream import running_upstream
 
@@ -315,3 +316,20 @@ async def finished(stub: batch_pb2_grpc.BatchServiceStub, batch_id: str) -> None
             return
         await asyncio.sleep(0.05)
     raise TimeoutError(batch_id)
+
+
+async def test_a_rapid_reset_client_is_cut_off_while_others_are_served(stack: Stack) -> None:
+    port = int(stack.grpc_target.rsplit(":", 1)[1])
+    # grpc's default would cut it off after a minute (1% of resets ping, a minute to
+    # answer): with the service's limits, within PING_TIMEOUT_MS.
+    attack = asyncio.create_task(asyncio.to_thread(rapid_reset, port, 3_000_000, 30))
+    answered = []
+    async with aiohttp.ClientSession(base_url=stack.base_url, headers=OTHER_AUTH) as http:
+        while not attack.done():
+            async with http.get("/v1/batches") as response:
+                answered.append(response.status)
+            await asyncio.sleep(0.05)
+    outcome = await attack
+    assert outcome.cut_off, f"{outcome.streams} streams in {outcome.seconds:.1f}s, never cut off"
+    assert answered and set(answered) == {200}, answered
+    print(f"cut off after {outcome.streams} streams in {outcome.seconds:.1f}s: {outcome.cut_off}")
