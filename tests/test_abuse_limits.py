@@ -160,13 +160,13 @@ async def test_malformed_requests_are_invalid_arguments(
     async with grpc.aio.insecure_channel(stack.grpc_target) as channel:
         path = f"/batchd.v1.BatchService/{method}"
         if method == "WatchBatch":
-            stream = channel.unary_stream(path)(payload, metadata=bearer())
+            stream = channel.unary_stream(path, None, None)(payload, metadata=bearer())
             with pytest.raises(grpc.aio.AioRpcError) as raised:
                 async for _ in stream:
                     pass
         else:
             with pytest.raises(grpc.aio.AioRpcError) as raised:
-                await channel.unary_unary(path)(payload, metadata=bearer())
+                await channel.unary_unary(path, None, None)(payload, metadata=bearer())
     assert raised.value.code() == grpc.StatusCode.INVALID_ARGUMENT, raised.value.details()
     assert details(raised.value) == ("request.malformed", [])
     assert "Error" not in (raised.value.details() or "")
@@ -175,20 +175,24 @@ async def test_malformed_requests_are_invalid_arguments(
 async def test_a_malformed_request_without_a_token_is_unauthenticated(stack: Stack) -> None:
     async with grpc.aio.insecure_channel(stack.grpc_target) as channel:
         with pytest.raises(grpc.aio.AioRpcError) as raised:
-            await channel.unary_unary("/batchd.v1.BatchService/CreateBatch")(b"\xff\xff")
+            await channel.unary_unary("/batchd.v1.BatchService/CreateBatch", None, None)(
+                b"\xff\xff"
+            )
     assert raised.value.code() == grpc.StatusCode.UNAUTHENTICATED
 
 
 async def idle_batch(stub: batch_pb2_grpc.BatchServiceStub, token: str) -> str:
     operation = batch_pb2.BatchOperation(http_method=GET, path="/slow/10")
     request = batch_pb2.CreateBatchRequest(batch=batch_pb2.Batch(batch_operations=[operation]))
-    return (await stub.CreateBatch(request, metadata=bearer(token))).batch.id
+    reply = await stub.CreateBatch(request, metadata=bearer(token))
+    return str(reply.batch.id)
 
 
 async def open_watch(
     stub: batch_pb2_grpc.BatchServiceStub, batch_id: str, token: str
 ) -> grpc.aio.UnaryStreamCall[Any, Any]:
     """A watch whose first event arrived: it holds one of the tenant's streams."""
+    call: grpc.aio.UnaryStreamCall[Any, Any]
     call = stub.WatchBatch(batch_pb2.WatchBatchRequest(id=batch_id), metadata=bearer(token))
     await call.read()
     return call
