@@ -21,6 +21,7 @@ from service.servicer import BatchServicer
 from service.settings import ServiceSettings
 from service.signals import Signals
 from service.validation import BatchLimits
+from service.watch import WatchLimits
 
 log = logging.getLogger(__name__)
 
@@ -47,8 +48,11 @@ class Service:
             BatchLimits(settings.max_operations, settings.max_operation_bytes),
             signals,
             CreateRateLimiter(settings.create_rate, settings.create_burst),
+            WatchLimits(settings.max_watches_per_tenant, settings.max_watches),
         )
-        server, health_servicer = build_server(servicer, settings.grpc_address)
+        server, health_servicer = build_server(
+            servicer, settings.grpc_address, settings.max_watches
+        )
         # A dead engine drains and stops the process the way SIGTERM does; stop()
         # then makes its exit status say so.
         await engine.start(on_death=lambda: signal.raise_signal(signal.SIGTERM))

@@ -10,13 +10,15 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-from batchd.messages import FULL_VIEW_BUDGET_BYTES
+from batchd.messages import FULL_VIEW_BUDGET_BYTES, MAX_MESSAGE_BYTES
 from batchd.v1 import batch_pb2
-from service import convert, store
+from service import convert, store, validation
 from service.database import DbConnection
 
 # Operations read per query: memory stays bounded however large the batch.
 PAGE_SIZE = 200
+# Operations of a list page read per query: a few stored responses at a time.
+LIST_ROWS_PER_READ = 8
 
 
 class Budget:
@@ -59,3 +61,25 @@ async def _inline_stored(
         if not budget.inline(batch, rows) or len(rows) < PAGE_SIZE:
             return
         after = rows[-1].position
+
+
+async def operations_reply(
+    connection: DbConnection, ids: Sequence[str], total: int
+) -> batch_pb2.ListBatchOperationsResponse:
+    """A page of these operations, read a few at a time, refused as soon as it grows
+    past one message: a refused page never holds more than that in memory."""
+    reply = batch_pb2.ListBatchOperationsResponse(total_size=total)
+    left = MAX_MESSAGE_BYTES - reply.ByteSize()
+    for start in range(0, len(ids), LIST_ROWS_PER_READ):
+        chunk = ids[start : start + LIST_ROWS_PER_READ]
+        rows = await store.operations_by_id(connection, chunk)
+        for operation_id in chunk:
+            if operation_id not in rows:  # deleted since the page was listed
+                continue
+            message = convert.operation_message(rows.pop(operation_id))
+            left -= message.ByteSize() + 6  # its tag and length
+            if left < 0:
+                # gRPC would fail the send itself, as RESOURCE_EXHAUSTED: "try later".
+                raise validation.page_too_large()
+            reply.batch_operations.append(message)
+    return reply

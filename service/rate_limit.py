@@ -8,26 +8,16 @@ from __future__ import annotations
 
 import time
 
-import grpc
-from google.protobuf import duration_pb2
-from google.rpc import error_details_pb2
-
-from service.errors import ApiError
+from service.errors import RetryLater
 
 
-class RateLimited(ApiError):
+class RateLimited(RetryLater):
     def __init__(self, retry_after: float) -> None:
         super().__init__(
-            grpc.StatusCode.RESOURCE_EXHAUSTED,
             "batch.rate_limited",
             f"Too many batches created; retry in {retry_after:.1f}s",
+            retry_after,
         )
-        self.retry_after = retry_after
-
-    def extra_details(self) -> list[object]:
-        delay = duration_pb2.Duration()
-        delay.FromMilliseconds(max(1, int(self.retry_after * 1000)))
-        return [error_details_pb2.RetryInfo(retry_delay=delay)]
 
 
 class CreateRateLimiter:

@@ -6,6 +6,12 @@ which every log line carries) and the authenticated caller (`current_caller()`).
 Around the handler it maps errors (an ApiError becomes its rich status, a database
 error UNAVAILABLE or INTERNAL, anything else INTERNAL; no trace ever reaches the
 client), counts the call in the metrics and logs one event for it.
+
+grpc decodes a request before any handler or interceptor runs, and answers a
+decoding failure UNKNOWN with the exception's class name. So the interceptor
+installs a request deserializer of its own that turns bytes that are no valid
+message (or nest deeper than protobuf parses) into an `Undecodable`, which the
+wrapped handler answers INVALID_ARGUMENT.
 """
 
 from __future__ import annotations
@@ -20,8 +26,10 @@ from contextvars import ContextVar
 from typing import TYPE_CHECKING, Any, NoReturn, TypeAlias
 
 import grpc
+from google.protobuf.message import DecodeError
 from grpc._cython.cygrpc import ExecuteBatchError  # type: ignore[import-not-found]
 from sqlalchemy.exc import StatementError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 
 from batchd.logs import REQUEST_ID, REQUEST_ID_METADATA, clean_request_id
 from batchd.vocabulary import SERVICE_NAME
@@ -49,6 +57,31 @@ def current_caller() -> Caller:
     return _CALLER.get()
 
 
+class Undecodable:
+    """What the request deserializer returns for bytes that are no valid request."""
+
+
+def malformed_request(name: str) -> ApiError:
+    return ApiError(
+        grpc.StatusCode.INVALID_ARGUMENT,
+        "request.malformed",
+        f"the request is not a valid {name} request message (or nests too deep)",
+    )
+
+
+def _decoding(deserializer: Callable[[bytes], Any] | None) -> Callable[[bytes], Any] | None:
+    if deserializer is None:
+        return None
+
+    def deserialize(data: bytes) -> Any:
+        try:
+            return deserializer(data)
+        except (DecodeError, RecursionError):
+            return Undecodable()
+
+    return deserialize
+
+
 class RpcScopeInterceptor(ServerInterceptor):
     """Wraps every BatchService method; health and reflection pass untouched."""
 
@@ -73,13 +106,13 @@ class RpcScopeInterceptor(ServerInterceptor):
         if handler.unary_unary is not None:
             return grpc.unary_unary_rpc_method_handler(
                 self._unary(name, handler.unary_unary),
-                handler.request_deserializer,
+                _decoding(handler.request_deserializer),
                 handler.response_serializer,
             )
         if handler.unary_stream is not None:
             return grpc.unary_stream_rpc_method_handler(
                 self._unary_stream(name, handler.unary_stream),
-                handler.request_deserializer,
+                _decoding(handler.request_deserializer),
                 handler.response_serializer,
             )
         raise TypeError(f"{name}: BatchService has no client-streaming methods")
@@ -89,6 +122,7 @@ class RpcScopeInterceptor(ServerInterceptor):
             scope = _Scope(name, context)
             try:
                 scope.authenticate(self.tenants)
+                scope.check_decoded(request)
                 return await behavior(request, context)
             except BaseException as error:
                 await scope.fail(error)
@@ -105,6 +139,7 @@ class RpcScopeInterceptor(ServerInterceptor):
             scope = _Scope(name, context)
             try:
                 scope.authenticate(self.tenants)
+                scope.check_decoded(request)
                 async with contextlib.aclosing(behavior(request, context)) as responses:
                     async for response in responses:
                         await _write(context, response)
@@ -142,6 +177,10 @@ class _Scope:
     def authenticate(self, tenants: Tenants) -> None:
         _CALLER.set(tenants.authenticate(self.context))
 
+    def check_decoded(self, request: Any) -> None:
+        if isinstance(request, Undecodable):
+            raise malformed_request(self.name)
+
     async def fail(self, error: BaseException) -> NoReturn:
         """Ends the call with the status the error stands for; never with its trace."""
         if isinstance(error, asyncio.CancelledError):
@@ -153,14 +192,15 @@ class _Scope:
             abort_with_status: Callable[[grpc.Status], Awaitable[NoReturn]]
             abort_with_status = self.context.abort_with_status  # type: ignore[attr-defined]
             await abort_with_status(error.to_status())
-        if isinstance(error, StatementError):
+        if isinstance(error, StatementError | PoolTimeout):
             await self._database_failed(error)
         self.code = grpc.StatusCode.INTERNAL
         log.error("%s failed", self.name, exc_info=error)
         await self.context.abort(self.code, INTERNAL_ERROR)
 
-    async def _database_failed(self, error: StatementError) -> NoReturn:
-        if statement_refused(error):
+    async def _database_failed(self, error: StatementError | PoolTimeout) -> NoReturn:
+        # A pool with no connection free in time is a busy database: retry later.
+        if isinstance(error, StatementError) and statement_refused(error):
             self.code = grpc.StatusCode.INTERNAL
             log.error("%s: the database refused a statement", self.name, exc_info=error)
             await self.context.abort(self.code, INTERNAL_ERROR)

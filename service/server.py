@@ -1,4 +1,14 @@
-"""The grpc.aio server: BatchService, health checking and reflection."""
+"""The grpc.aio server: BatchService, health checking and reflection.
+
+The port answers anyone, token or not, so grpc core's HTTP/2 abuse limits are set
+rather than left to defaults. Rapid reset (CVE-2023-44487: HEADERS then RST_STREAM,
+endlessly) is answered as grpc core offers it: each reset makes the server send a
+PING, and a client that does not answer one within PING_TIMEOUT_MS is sent GOAWAY
+and cut off; streams past the concurrent limit are refused. The limit leaves room
+for every event stream the process allows (the gateway multiplexes them all on one
+connection). Clients that ping too often are cut off after two strikes, and idle
+connections are pinged so that dead peers' are closed.
+"""
 
 from __future__ import annotations
 
@@ -17,18 +27,28 @@ from service.servicer import BatchServicer
 # reset: streams opened and reset at once, no token needed). grpc core counts a
 # stream against the limit until the server has let go of it, and refuses the
 # ones beyond; every reset it receives asks for a ping, and a connection whose
-# peer leaves a ping unanswered this long is closed.
-MAX_CONCURRENT_STREAMS = 100
+# peer leaves a ping unanswered this long is closed. The stream limit leaves room
+# for every event stream: the gateway carries all of its streams on one connection.
 PING_TIMEOUT_MS = 10_000
-ABUSE_LIMITS = [
-    ("grpc.max_concurrent_streams", MAX_CONCURRENT_STREAMS),
-    ("grpc.http2.ping_on_rst_stream_percent", 100),
-    ("grpc.http2.ping_timeout_ms", PING_TIMEOUT_MS),
-]
+# Streams besides the event streams: unary calls in flight on one connection.
+UNARY_STREAMS = 256
 
 
-def build_server(servicer: BatchServicer, address: str) -> tuple[grpc.aio.Server, HealthServicer]:
-    options = [*MESSAGE_SIZE_OPTIONS, *ABUSE_LIMITS, ("grpc.so_reuseport", 0)]
+def abuse_limits(max_watches: int) -> list[tuple[str, int]]:
+    return [
+        ("grpc.max_concurrent_streams", max_watches + UNARY_STREAMS),
+        ("grpc.http2.ping_on_rst_stream_percent", 100),
+        ("grpc.http2.ping_timeout_ms", PING_TIMEOUT_MS),
+        ("grpc.http2.max_ping_strikes", 2),
+        ("grpc.keepalive_time_ms", 60_000),
+        ("grpc.keepalive_timeout_ms", 20_000),
+    ]
+
+
+def build_server(
+    servicer: BatchServicer, address: str, max_watches: int
+) -> tuple[grpc.aio.Server, HealthServicer]:
+    options = [*MESSAGE_SIZE_OPTIONS, ("grpc.so_reuseport", 0), *abuse_limits(max_watches)]
     server = grpc.aio.server(interceptors=[RpcScopeInterceptor(servicer.tenants)], options=options)
     batch_pb2_grpc.add_BatchServiceServicer_to_server(servicer, server)
     health_servicer = HealthServicer()

@@ -7,20 +7,19 @@ from typing import Any
 
 from sqlalchemy import Select
 
-from batchd.messages import MAX_MESSAGE_BYTES
 from batchd.v1 import batch_pb2, batch_pb2_grpc
 from batchd.vocabulary import BATCH_STATUS_NAMES, OPERATION_STATUS_NAMES
 from service import convert, metrics, store, validation
 from service.auth import Tenants
 from service.batch_commands import cancel_batch, create_batch
-from service.batch_view import Budget, batch_messages
+from service.batch_view import Budget, batch_messages, operations_reply
 from service.credentials import Sealer
 from service.database import Database
 from service.errors import not_found
 from service.rate_limit import CreateRateLimiter
 from service.rpc_scope import Context, current_caller
 from service.signals import Signals
-from service.watch import watch_batch
+from service.watch import WatchFeed, WatchLimits
 
 
 class BatchServicer(batch_pb2_grpc.BatchServiceServicer):
@@ -37,6 +36,7 @@ class BatchServicer(batch_pb2_grpc.BatchServiceServicer):
         limits: validation.BatchLimits,
         signals: Signals,
         create_rate_limiter: CreateRateLimiter,
+        watch_limits: WatchLimits,
     ) -> None:
         self.database = database
         self.tenants = tenants
@@ -44,6 +44,7 @@ class BatchServicer(batch_pb2_grpc.BatchServiceServicer):
         self.limits = limits
         self.signals = signals
         self.create_rate_limiter = create_rate_limiter
+        self.watches = WatchFeed(database, signals, watch_limits)
 
     async def CreateBatch(
         self, request: batch_pb2.CreateBatchRequest, context: Context
@@ -79,7 +80,7 @@ class BatchServicer(batch_pb2_grpc.BatchServiceServicer):
         batch_id = validation.object_id("batch", request.id)
         metrics.WATCH_STREAMS.inc()
         try:
-            async for event in watch_batch(self.database, self.signals, caller.tenant, batch_id):
+            async for event in self.watches.watch(caller.tenant, batch_id):
                 yield event
         finally:
             metrics.WATCH_STREAMS.dec()
@@ -119,16 +120,15 @@ class BatchServicer(batch_pb2_grpc.BatchServiceServicer):
         caller = current_caller()
         query = validation.list_query(request, "batch_ids", OPERATION_STATUS_NAMES)
         async with self.database.read() as connection:
-            rows, total = await store.list_operations(
-                connection, caller.tenant, query.ids, query.statuses, query.page
+            keys, total = await store.list_operations(
+                connection,
+                caller.tenant,
+                query.ids,
+                query.statuses,
+                query.page,
+                columns=[store.operations.c.id],
             )
-        reply = batch_pb2.ListBatchOperationsResponse(
-            batch_operations=[convert.operation_message(row) for row in rows], total_size=total
-        )
-        if reply.ByteSize() > MAX_MESSAGE_BYTES:
-            # gRPC would fail the send itself, as RESOURCE_EXHAUSTED: "try later".
-            raise validation.page_too_large()
-        return reply
+            return await operations_reply(connection, [key.id for key in keys], total)
 
     async def _owned(self, kind: str, lookup: Select[Any], raw_id: str) -> Any:
         """The caller's `kind` with this id, by a prepared lookup; else NOT_FOUND."""

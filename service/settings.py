@@ -98,6 +98,16 @@ class ServiceSettings:
     create_burst: int = field(
         default=100, metadata=env("BATCH_CREATE_BURST", "batches a tenant may create at once")
     )
+    max_watches_per_tenant: int = field(
+        default=100,
+        metadata=env(
+            "BATCH_MAX_WATCHES_PER_TENANT", "most event streams (WatchBatch) one tenant holds open"
+        ),
+    )
+    max_watches: int = field(
+        default=2000,
+        metadata=env("BATCH_MAX_WATCHES", "most event streams this process holds open"),
+    )
     metrics_address: str = field(
         default="",
         metadata=env(
@@ -117,6 +127,10 @@ class ServiceSettings:
             )
         if self.max_operations < 1 or self.max_in_flight < 1 or self.max_in_flight_per_batch < 1:
             raise ConfigError("BATCH_MAX_OPERATIONS and the in-flight limits must be at least 1")
+        if self.max_watches_per_tenant < 1 or self.max_watches < 1:
+            raise ConfigError(
+                "BATCH_MAX_WATCHES_PER_TENANT and BATCH_MAX_WATCHES must be at least 1"
+            )
         if self.operation_timeout <= 0 or self.lease_seconds <= 0:
             raise ConfigError("BATCH_OPERATION_TIMEOUT and BATCH_LEASE_SECONDS must be positive")
         if not 1 <= self.max_response_bytes <= MAX_RESPONSE_BYTES_LIMIT:

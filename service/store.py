@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
-from sqlalchemy import Column, Row, Table, bindparam, func, insert, select
+from sqlalchemy import Column, Row, Table, and_, bindparam, func, insert, or_, select
 
 from service.bulk import BulkStatement, json_text
 from service.database import DbConnection
@@ -98,21 +98,30 @@ async def operations_page(
     return (await connection.execute(query)).all()
 
 
-async def finished_operations_since(
-    connection: DbConnection, tenant: str, batch_id: str, since: float
+async def finished_operations_of(
+    connection: DbConnection, since_by_batch: Mapping[str, float]
 ) -> Sequence[Row[Any]]:
-    """The batch's operations that reached a terminal state at or after `since`."""
+    """The operations of these batches that reached a terminal state at or after each
+    batch's time, in one statement (the watch feed reads every watched batch so)."""
     query = (
         select(operations)
         .where(
-            operations.c.tenant == tenant,
-            operations.c.batch_id == batch_id,
             operations.c.status.in_(TERMINAL_STATUSES),
-            operations.c.updated_at >= since,
+            or_(
+                *(
+                    and_(operations.c.batch_id == batch_id, operations.c.updated_at >= since)
+                    for batch_id, since in since_by_batch.items()
+                )
+            ),
         )
         .order_by(operations.c.updated_at, operations.c.position)
     )
     return (await connection.execute(query)).all()
+
+
+async def batches_by_id(connection: DbConnection, batch_ids: Sequence[str]) -> dict[str, Row[Any]]:
+    rows = await connection.execute(select(batches).where(batches.c.id.in_(batch_ids)))
+    return {row.id: row for row in rows}
 
 
 @dataclass(frozen=True)
@@ -130,7 +139,9 @@ class Listing:
         ids: Sequence[str],
         statuses: Sequence[str],
         page: PageRequest,
+        columns: Sequence[Any] = (),
     ) -> tuple[Sequence[Row[Any]], int]:
+        """The page's rows, or only these `columns` of them."""
         table = self.table
         filters = [table.c.tenant == tenant]
         if ids:
@@ -147,9 +158,18 @@ class Listing:
             (column.desc(), table.c.id.desc()) if page.ordering.descending else (column, table.c.id)
         )
         rows = await connection.execute(
-            select(table).where(*filters).order_by(*order).limit(page.limit).offset(page.offset)
+            select(*(columns or [table]))
+            .where(*filters)
+            .order_by(*order)
+            .limit(page.limit)
+            .offset(page.offset)
         )
         return rows.all(), total
+
+
+async def operations_by_id(connection: DbConnection, ids: Sequence[str]) -> dict[str, Row[Any]]:
+    rows = await connection.execute(select(operations).where(operations.c.id.in_(ids)))
+    return {row.id: row for row in rows}
 
 
 list_batches = Listing(batches, "id").page

@@ -1,49 +1,189 @@
 """WatchBatch: a batch's state, then its changes, read from the database.
 
 Reading the database (rather than this process's memory) lets any replica
-serve a watch, whichever replica runs the batch. A watcher sleeps until some
-replica signals "batch changed" (signals.py), or a poll's time passes.
+serve a watch, whichever replica runs the batch. One reader (WatchFeed) serves
+every watch of the process: it sleeps until some replica signals "batch
+changed" (signals.py), or a poll's time passes, then reads what changed in all
+watched batches in a few statements and hands each watcher its events. So idle
+streams cost no queries of their own, however many there are; and a tenant, and
+the process, may hold only so many (WatchLimits), so that one tenant's streams
+cannot take what the others' calls need.
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import asyncio
+import contextlib
+import logging
+from collections import Counter
+from collections.abc import AsyncIterator, Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any
 
 from batchd.v1 import batch_pb2
 from service import convert, store
 from service.database import Database
-from service.errors import not_found
+from service.errors import RetryLater, not_found
 from service.models import FINISHED_BATCH_STATUSES
 from service.signals import Signals
 from service.waiting import POLL_SECONDS
 
+log = logging.getLogger(__name__)
+# Batches read per statement: the statement binds two values per batch, well
+# under SQLite's limit of variables.
+BATCHES_PER_READ = 200
+# Streams end when their batches finish: a refused client may look again soon.
+RETRY_AFTER_SECONDS = 5.0
+Event = batch_pb2.WatchBatchResponse
 
-async def watch_batch(
-    database: Database, signals: Signals, tenant: str, batch_id: str
-) -> AsyncIterator[batch_pb2.WatchBatchResponse]:
-    async with database.read() as connection:
-        batch = await store.get_batch(connection, tenant, batch_id)
-    if batch is None:
-        raise not_found("batch", batch_id)
-    yield batch_pb2.WatchBatchResponse(batch=convert.batch_message(batch))
-    sent: set[str] = set()
+
+@dataclass(frozen=True)
+class WatchLimits:
+    per_tenant: int
+    total: int
+
+
+@dataclass(eq=False)
+class _Watcher:
+    batch_id: str
     # Times come from the writer's clock, so no replica's clock skew hides an event.
-    since = batch.updated_at
-    status = batch.status
-    while status not in FINISHED_BATCH_STATUSES:
-        await signals.wait_for_change(POLL_SECONDS)
-        async with database.read() as connection:
-            finished = await store.finished_operations_since(connection, tenant, batch_id, since)
-            batch = await store.get_batch(connection, tenant, batch_id)
-        assert batch is not None
-        fresh = [operation for operation in finished if operation.id not in sent]
-        for operation in fresh:
-            sent.add(operation.id)
-            since = max(since, operation.updated_at)
-            yield batch_pb2.WatchBatchResponse(
-                batch=convert.batch_message(batch),
-                batch_operation=convert.operation_message(operation),
-            )
-        if batch.status != status:
-            status = batch.status
-            yield batch_pb2.WatchBatchResponse(batch=convert.batch_message(batch))
+    since: float
+    status: str
+    sent: set[str] = field(default_factory=set)
+    # Lists of events; None once the batch finished (or is gone); an error the read hit.
+    inbox: asyncio.Queue[list[Event] | BaseException | None] = field(default_factory=asyncio.Queue)
+
+
+class WatchFeed:
+    def __init__(self, database: Database, signals: Signals, limits: WatchLimits) -> None:
+        self.database = database
+        self.signals = signals
+        self.limits = limits
+        self._watchers: set[_Watcher] = set()
+        self._by_tenant: Counter[str] = Counter()
+        self._reader: asyncio.Task[None] | None = None
+
+    async def watch(self, tenant: str, batch_id: str) -> AsyncIterator[Event]:
+        """The batch as it is now, then an event for each change, until it finishes."""
+        with self._slot(tenant):
+            async with self.database.read() as connection:
+                batch = await store.get_batch(connection, tenant, batch_id)
+            if batch is None:
+                raise not_found("batch", batch_id)
+            yield Event(batch=convert.batch_message(batch))
+            if batch.status in FINISHED_BATCH_STATUSES:
+                return
+            watcher = _Watcher(batch_id, batch.updated_at, batch.status)
+            self._watchers.add(watcher)
+            self._start_reading()
+            try:
+                while (events := await watcher.inbox.get()) is not None:
+                    if isinstance(events, BaseException):
+                        raise events
+                    for event in events:
+                        yield event
+            finally:
+                self._watchers.discard(watcher)
+                if not self._watchers and self._reader is not None:
+                    self._reader.cancel()  # nothing to read for: no task outlives the streams
+
+    @contextlib.contextmanager
+    def _slot(self, tenant: str) -> Iterator[None]:
+        """Holds one of the tenant's streams, or refuses the watch."""
+        if self._by_tenant.total() >= self.limits.total:
+            raise _too_many("this server holds as many event streams as it may")
+        if self._by_tenant[tenant] >= self.limits.per_tenant:
+            raise _too_many(f"at most {self.limits.per_tenant} event streams per account")
+        self._by_tenant[tenant] += 1
+        try:
+            yield
+        finally:
+            self._by_tenant[tenant] -= 1
+            if not self._by_tenant[tenant]:
+                del self._by_tenant[tenant]
+
+    def _start_reading(self) -> None:
+        if self._reader is None or self._reader.done():
+            self._reader = asyncio.create_task(self._read_while_watched(), name="watch-feed")
+
+    async def _read_while_watched(self) -> None:
+        while self._watchers:
+            await self.signals.wait_for_change(POLL_SECONDS)
+            watchers = list(self._watchers)
+            try:
+                await self._read_for(watchers)
+            except Exception as error:
+                # Each stream ends with it, as the client's own read would have.
+                for watcher in watchers:
+                    self._watchers.discard(watcher)
+                    watcher.inbox.put_nowait(error)
+
+    async def _read_for(self, watchers: Sequence[_Watcher]) -> None:
+        since_by_batch: dict[str, float] = {}
+        for watcher in watchers:
+            since = since_by_batch.get(watcher.batch_id, watcher.since)
+            since_by_batch[watcher.batch_id] = min(since, watcher.since)
+        batch_ids = list(since_by_batch)
+        batches: dict[str, Any] = {}
+        finished: dict[str, list[Any]] = {batch_id: [] for batch_id in batch_ids}
+        async with self.database.read() as connection:
+            for start in range(0, len(batch_ids), BATCHES_PER_READ):
+                chunk = batch_ids[start : start + BATCHES_PER_READ]
+                batches.update(await store.batches_by_id(connection, chunk))
+                cursors = {batch_id: since_by_batch[batch_id] for batch_id in chunk}
+                for row in await store.finished_operations_of(connection, cursors):
+                    finished[row.batch_id].append(row)
+        events = _SharedEvents()
+        for watcher in watchers:
+            _deliver(watcher, batches.get(watcher.batch_id), finished[watcher.batch_id], events)
+            if watcher.status in FINISHED_BATCH_STATUSES or watcher.batch_id not in batches:
+                self._watchers.discard(watcher)
+
+
+def _deliver(watcher: _Watcher, batch: Any, finished: list[Any], events: _SharedEvents) -> None:
+    if batch is None:  # deleted while watched
+        watcher.inbox.put_nowait(None)
+        return
+    fresh: list[Event] = []
+    for operation in finished:
+        if operation.updated_at < watcher.since or operation.id in watcher.sent:
+            continue
+        watcher.sent.add(operation.id)
+        watcher.since = max(watcher.since, operation.updated_at)
+        fresh.append(events.operation(batch, operation))
+    if batch.status != watcher.status:
+        watcher.status = batch.status
+        fresh.append(events.batch(batch))
+    if fresh:
+        watcher.inbox.put_nowait(fresh)
+    if watcher.status in FINISHED_BATCH_STATUSES:
+        watcher.inbox.put_nowait(None)
+
+
+class _SharedEvents:
+    """The events of one read, each built once for all the batch's watchers."""
+
+    def __init__(self) -> None:
+        self._batches: dict[str, batch_pb2.Batch] = {}
+        self._events: dict[tuple[str, str], Event] = {}
+
+    def batch(self, batch: Any) -> Event:
+        return self._event(batch, None)
+
+    def operation(self, batch: Any, operation: Any) -> Event:
+        return self._event(batch, operation)
+
+    def _event(self, batch: Any, operation: Any) -> Event:
+        key = (batch.id, "" if operation is None else operation.id)
+        if key not in self._events:
+            if batch.id not in self._batches:
+                self._batches[batch.id] = convert.batch_message(batch)
+            message = Event(batch=self._batches[batch.id])
+            if operation is not None:
+                message.batch_operation.CopyFrom(convert.operation_message(operation))
+            self._events[key] = message
+        return self._events[key]
+
+
+def _too_many(message: str) -> RetryLater:
+    return RetryLater("watch.too_many", f"Too many event streams: {message}", RETRY_AFTER_SECONDS)

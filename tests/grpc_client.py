@@ -4,6 +4,10 @@ from __future__ import annotations
 
 import asyncio
 
+import grpc
+from google.rpc import error_details_pb2
+from grpc_status import rpc_status
+
 from batchd.json_values import to_struct
 from batchd.v1 import batch_pb2, batch_pb2_grpc
 from tests.processes import TOKEN
@@ -66,3 +70,23 @@ async def wait_finished_at_least(
         if reply.batch.finished_batch_operations_count >= count:
             return
         await asyncio.sleep(0.01)
+
+
+def details(error: grpc.aio.AioRpcError) -> tuple[str, list[tuple[str, str]]]:
+    """The ErrorInfo reason and the (field, reason) of each BadRequest violation."""
+    status = rpc_status.from_call(error)  # type: ignore[arg-type]
+    assert status is not None, "no rich status in the trailers"
+    reason, violations = "", []
+    for detail in status.details:
+        if detail.Is(error_details_pb2.ErrorInfo.DESCRIPTOR):
+            info = error_details_pb2.ErrorInfo()
+            detail.Unpack(info)
+            assert info.domain == "batchd"
+            reason = info.reason
+        elif detail.Is(error_details_pb2.BadRequest.DESCRIPTOR):
+            bad = error_details_pb2.BadRequest()
+            detail.Unpack(bad)
+            for violation in bad.field_violations:
+                assert violation.description
+                violations.append((violation.field, violation.reason))
+    return reason, violations

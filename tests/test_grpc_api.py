@@ -9,11 +9,9 @@ from typing import Any
 import grpc
 import pytest
 from google.protobuf import struct_pb2
-from google.rpc import error_details_pb2
-from grpc_status import rpc_status
 
 from batchd.v1 import batch_pb2, batch_pb2_grpc
-from tests.grpc_client import bearer
+from tests.grpc_client import bearer, details
 from tests.shared_stack import fresh_token
 
 GET = batch_pb2.HTTP_METHOD_GET
@@ -39,26 +37,6 @@ async def batch_violations(
     reason, violations = details(error)
     assert reason == "batch.invalid"
     return violations
-
-
-def details(error: grpc.aio.AioRpcError) -> tuple[str, list[tuple[str, str]]]:
-    """The ErrorInfo reason and the (field, reason) of each BadRequest violation."""
-    status = rpc_status.from_call(error)  # type: ignore[arg-type]
-    assert status is not None, "no rich status in the trailers"
-    reason, violations = "", []
-    for detail in status.details:
-        if detail.Is(error_details_pb2.ErrorInfo.DESCRIPTOR):
-            info = error_details_pb2.ErrorInfo()
-            detail.Unpack(info)
-            assert info.domain == "batchd"
-            reason = info.reason
-        elif detail.Is(error_details_pb2.BadRequest.DESCRIPTOR):
-            bad = error_details_pb2.BadRequest()
-            detail.Unpack(bad)
-            for violation in bad.field_violations:
-                assert violation.description
-                violations.append((violation.field, violation.reason))
-    return reason, violations
 
 
 async def test_unknown_ids_are_not_found(shared_stub: batch_pb2_grpc.BatchServiceStub) -> None:

@@ -16,8 +16,19 @@ import grpc
 import pytest
 from google.rpc import error_details_pb2
 from grpc_status import rpc_status
+from sqlalchemy.ext.asyncio import create_async_engine
 
 from batchd.v1 import batch_pb2, batch_pb2_grpc
+from service.auth import Tenants
+from service.credentials import sealer_from_settings
+from service.database import Database, open_database
+from service.migrate import upgrade
+from service.rate_limit import CreateRateLimiter
+from service.server import build_server
+from service.servicer import BatchServicer
+from service.signals import Signals
+from service.validation import BatchLimits
+from service.watch import WatchLimits
 from tests.grpc_client import bearer
 from tests.processes import Process, free_port, service_env, serving
 from tests.upstream import running_upstream
@@ -121,3 +132,36 @@ async def test_a_watch_the_client_cancels_is_logged_as_canceled_and_closed(
     assert "\nbatchd_watch_streams 0.0\n" in exposition
     # The stream is closed from another task: nothing there may fail.
     assert '"level": "ERROR"' not in observed.process.log()
+
+
+async def test_a_read_pool_with_no_connection_free_is_unavailable(tmp_path: Path) -> None:
+    """The service's own server and servicer over a read pool of one connection, held."""
+    url = f"sqlite+aiosqlite:///{tmp_path / 'batchd.db'}"
+    migrated = open_database(url)
+    await upgrade(migrated)
+    await migrated.dispose()
+    database = Database(create_async_engine(url, pool_size=1, max_overflow=0, pool_timeout=0.2))
+    servicer = BatchServicer(
+        database,
+        Tenants({"token-a": "tenant-a"}),
+        sealer_from_settings("", dev_mode=True),
+        BatchLimits(10, 1 << 20),
+        Signals(url),
+        CreateRateLimiter(0, 1),
+        WatchLimits(10, 10),
+    )
+    address = f"127.0.0.1:{free_port()}"
+    server, _ = build_server(servicer, address, max_watches=10)
+    await server.start()
+    try:
+        async with grpc.aio.insecure_channel(address) as channel:
+            stub = batch_pb2_grpc.BatchServiceStub(channel)
+            async with database.read():
+                with pytest.raises(grpc.aio.AioRpcError) as raised:
+                    await stub.ListBatches(batch_pb2.ListBatchesRequest(), metadata=bearer())
+            assert raised.value.code() == grpc.StatusCode.UNAVAILABLE, raised.value.details()
+            # Once the connection is free again, the same call is answered.
+            await stub.ListBatches(batch_pb2.ListBatchesRequest(), metadata=bearer())
+    finally:
+        await server.stop(None)
+        await database.dispose()

@@ -19,7 +19,7 @@ from service.models import OperationStatus
 from service.store import (
     Ordering,
     PageRequest,
-    finished_operations_since,
+    finished_operations_of,
     list_batches,
     list_operations,
     operations,
@@ -98,7 +98,7 @@ BATCH_SCOPED: list[Call] = [
     lambda connection: operations_page(connection, "t3", "b3", -1, 200),
     lambda connection: list_operations(connection, "t3", ["b3"], [], PAGE),
     lambda connection: list_operations(connection, "t3", ["b3"], ["failed"], PAGE),
-    lambda connection: finished_operations_since(connection, "t3", "b3", time.time()),
+    lambda connection: finished_operations_of(connection, {"b3": time.time()}),
 ]
 # A tenant's lists filtered by the commonest status: a count and a page each.
 TENANT_WIDE: list[Call] = [
