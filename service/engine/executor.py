@@ -96,7 +96,11 @@ class Executor:
                                 attempts=attempts,
                             )
                     else:
-                        retryable = idempotent and response.status in RETRY_STATUSES
+                        # A 429 means the upstream did not act: any method may repeat
+                        # it (with the same Idempotency-Key).
+                        retryable = response.status in RETRY_STATUSES and (
+                            idempotent or response.status == 429
+                        )
                         delay = (
                             self._retry_delay(attempts, response.retry_after, deadline)
                             if retryable
