@@ -8,12 +8,13 @@ import itertools
 import time
 from pathlib import Path
 
+import aiohttp
 import grpc
 
 from batchd.v1 import batch_pb2, batch_pb2_grpc
 from tests import postgres
 from tests.grpc_client import GET, POST, bearer, operation, run_batch, wait_completed
-from tests.processes import OTHER_TOKEN, service_env, serving, start_service
+from tests.processes import OTHER_TOKEN, free_port, service_env, serving, start_service
 from tests.upstream import UpstreamLog
 
 PATCH = batch_pb2.HTTP_METHOD_PATCH
@@ -165,7 +166,13 @@ async def test_one_tenants_throttling_does_not_pause_another_tenant(
 ) -> None:
     """Tenant B is refused (429, Retry-After: 1) and paused; tenant A's batch,
     sent meanwhile to a healthy path, is never paused."""
-    env = service_env(database_url, upstream_server[0], BATCH_MAX_UPSTREAM_PAUSE="5")
+    metrics_address = f"127.0.0.1:{free_port()}"
+    env = service_env(
+        database_url,
+        upstream_server[0],
+        BATCH_MAX_UPSTREAM_PAUSE="5",
+        BATCH_METRICS_ADDRESS=metrics_address,
+    )
     seen = upstream_server[1].requests
     async with serving(env, tmp_path / "service.log") as (_, stub):
         throttled = await stub.CreateBatch(
@@ -178,7 +185,12 @@ async def test_one_tenants_throttling_does_not_pause_another_tenant(
             await asyncio.sleep(0.01)
         created_at = time.monotonic()
         healthy = await run_batch(stub, mixed_operations(200, "/echo/a"), timeout=60)
-        await wait_terminal(stub, throttled.batch.id, OTHER_TOKEN)
+        refused = await wait_terminal(stub, throttled.batch.id, OTHER_TOKEN)
+        async with (
+            aiohttp.ClientSession() as session,
+            session.get(f"http://{metrics_address}/metrics") as response,
+        ):
+            metrics = await response.text()
     healthy_times = [created_at] + [r.at for r in seen if r.path.startswith("/echo/a/")]
     throttled_times = [r.at for r in seen if r.path.startswith("/limited/b/")]
     assert {op.response_status for op in healthy.batch_operations} == {200}
@@ -187,6 +199,15 @@ async def test_one_tenants_throttling_does_not_pause_another_tenant(
     assert largest_gap(throttled_times) >= 0.9
     # ... while A's requests never waited anything like it.
     assert largest_gap(healthy_times) < 0.9
+    # Every request of B's not answered 200 by the upstream was a 429.
+    accepted = sum(1 for op in refused.batch_operations if op.response_status == 200)
+    refusals = len(throttled_times) - accepted
+    assert f'batchd_upstream_throttled_total{{status="429",tenant="tenant-b"}} {refusals}.0' in (
+        metrics
+    )
+    assert 'batchd_upstream_throttled_total{status="429",tenant="tenant-a"}' not in metrics
+    assert 'batchd_upstream_concurrency{tenant="tenant-a"} 64.0' in metrics
+    assert 'batchd_upstream_pause_seconds{tenant="tenant-a"} 0.0' in metrics
 
 
 async def test_the_concurrency_window_drops_after_429s_and_recovers(
