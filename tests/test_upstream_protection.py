@@ -12,6 +12,10 @@ import aiohttp
 import grpc
 
 from batchd.v1 import batch_pb2, batch_pb2_grpc
+from service.database import open_database
+from service.engine.throttle import PAUSE_POLL_SECONDS, Throttle
+from service.migrate import upgrade_database
+from service.settings import ServiceSettings
 from tests import postgres
 from tests.grpc_client import GET, POST, bearer, operation, run_batch, wait_completed
 from tests.processes import OTHER_TOKEN, free_port, service_env, serving, start_service
@@ -140,22 +144,6 @@ async def test_two_replicas_share_one_upstream_rate_limit(
     assert_within_rate([r.at for r in seen], RATE, BURST)
 
 
-async def wait_terminal(
-    stub: batch_pb2_grpc.BatchServiceStub, batch_id: str, token: str, timeout: float = 60
-) -> batch_pb2.Batch:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while loop.time() < deadline:
-        reply = await stub.GetBatch(
-            batch_pb2.GetBatchRequest(id=batch_id, view=batch_pb2.BATCH_VIEW_FULL),
-            metadata=bearer(token),
-        )
-        if reply.batch.status == batch_pb2.BATCH_STATUS_COMPLETED:
-            return reply.batch
-        await asyncio.sleep(0.05)
-    raise TimeoutError(batch_id)
-
-
 def largest_gap(times: list[float]) -> float:
     ordered = sorted(times)
     return max((b - a for a, b in itertools.pairwise(ordered)), default=0.0)
@@ -185,7 +173,7 @@ async def test_one_tenants_throttling_does_not_pause_another_tenant(
             await asyncio.sleep(0.01)
         created_at = time.monotonic()
         healthy = await run_batch(stub, mixed_operations(200, "/echo/a"), timeout=60)
-        refused = await wait_terminal(stub, throttled.batch.id, OTHER_TOKEN)
+        refused = await wait_completed(stub, throttled.batch.id, 60, token=OTHER_TOKEN)
         async with (
             aiohttp.ClientSession() as session,
             session.get(f"http://{metrics_address}/metrics") as response,
@@ -233,3 +221,35 @@ async def test_the_concurrency_window_drops_after_429s_and_recovers(
     assert max(r.in_flight for r in answered[:12]) <= 16
     # ... and healthy answers widened it again to the whole process's limit.
     assert max(r.in_flight for r in answered[-200:]) >= 28
+
+
+async def test_a_pause_one_replica_was_asked_for_holds_on_every_replica(
+    database_url: str,
+) -> None:
+    """Two replicas' throttles on one database: a Retry-After one of them got
+    pauses the tenant on the other, in the database's time, and no other tenant."""
+    await upgrade_database(database_url)
+    settings = ServiceSettings(database_url=database_url, api_tokens="t:tenant")
+    databases = [open_database(database_url) for _ in range(2)]
+    first, second = (Throttle(database, settings) for database in databases)
+    sharing = [asyncio.create_task(throttle.run()) for throttle in (first, second)]
+    try:
+        admitted_at = await first.admit("paused")
+        first.finished("paused", admitted_at, 429, retry_after=2.0)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + 5
+        while not second.holding_back("paused"):
+            assert loop.time() < deadline, "the pause never reached the other replica"
+            await asyncio.sleep(0.01)
+        heard_at = time.monotonic()
+        assert not second.holding_back("other")
+        await asyncio.wait_for(second.admit("other"), 1)
+        await second.admit("paused")
+        # Released when the pause ends: about 2 s after it began, never at once.
+        assert time.monotonic() - heard_at >= 2.0 - 2 * PAUSE_POLL_SECONDS - 0.1
+    finally:
+        for task in sharing:
+            task.cancel()
+        await asyncio.gather(*sharing, return_exceptions=True)
+        for database in databases:
+            await database.dispose()
