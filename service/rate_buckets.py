@@ -136,14 +136,15 @@ async def ensure_bucket(connection: DbConnection, bucket: str, burst: float) -> 
 
 async def take(
     connection: DbConnection, bucket: str, wanted: int, rate: float, burst: float
-) -> Grant:
-    """Takes up to `wanted` tokens; how many it got, and what is left."""
+) -> Grant | None:
+    """Takes up to `wanted` tokens; how many it got, and what is left. None when
+    the bucket does not exist yet."""
     row = (
         await connection.execute(
             _TAKE, {"bucket": bucket, "wanted": wanted, "rate": rate, "burst": burst}
         )
-    ).one()
-    return Grant(int(row.last_granted), float(row.tokens))
+    ).first()
+    return None if row is None else Grant(int(row.last_granted), float(row.tokens))
 
 
 async def give_back(connection: DbConnection, bucket: str, count: int, burst: float) -> None:

@@ -89,7 +89,6 @@ class Throttle:
         self._tenant_rate = settings.tenant_rate_limit
         self._tenant_burst = _burst(settings.tenant_rate_limit, settings.tenant_rate_burst)
         self._tenants: dict[str, _Tenant] = {}
-        self._buckets_made: set[str] = set()
         # Pauses this replica was asked for, not yet written to the database.
         self._to_publish: dict[str, float] = {}
         self._published = asyncio.Event()
@@ -175,9 +174,10 @@ class Throttle:
     async def _share_pauses(self) -> None:
         to_publish, self._to_publish = self._to_publish, {}
         try:
-            async with self.database.write() as connection:
-                for tenant, seconds in to_publish.items():
-                    await rate_buckets.pause_tenant(connection, tenant, seconds)
+            if to_publish:  # SQLite has one writer: no empty write transactions
+                async with self.database.write() as connection:
+                    for tenant, seconds in to_publish.items():
+                        await rate_buckets.pause_tenant(connection, tenant, seconds)
         except BaseException:
             for tenant, seconds in to_publish.items():
                 self._to_publish.setdefault(tenant, seconds)
@@ -232,14 +232,17 @@ class Throttle:
         Short of them, `state.next_token_in` says when the short bucket has another."""
         state.next_token_in = 0.0
         async with self.database.write() as connection:
-            for limit in limits:
-                if limit.bucket not in self._buckets_made:
-                    await rate_buckets.ensure_bucket(connection, limit.bucket, limit.burst)
             granted, taken = wanted, []
             for limit in limits:
                 grant = await rate_buckets.take(
                     connection, limit.bucket, granted, limit.rate, limit.burst
                 )
+                if grant is None:  # the first take of this bucket in the fleet
+                    await rate_buckets.ensure_bucket(connection, limit.bucket, limit.burst)
+                    grant = await rate_buckets.take(
+                        connection, limit.bucket, granted, limit.rate, limit.burst
+                    )
+                    assert grant is not None, "the bucket was just made"
                 if grant.granted < granted:
                     wait = (1 - grant.left) / limit.rate
                     state.next_token_in = max(state.next_token_in, wait)
@@ -253,7 +256,6 @@ class Throttle:
                     await rate_buckets.give_back(
                         connection, limit.bucket, got - granted, limit.burst
                     )
-        self._buckets_made.update(limit.bucket for limit in limits)
         return granted
 
 
