@@ -12,6 +12,7 @@ import aiohttp
 import grpc
 
 from batchd.v1 import batch_pb2, batch_pb2_grpc
+from service import rate_buckets
 from service.database import open_database
 from service.engine.throttle import PAUSE_POLL_SECONDS, Throttle
 from service.migrate import upgrade_database
@@ -253,3 +254,28 @@ async def test_a_pause_one_replica_was_asked_for_holds_on_every_replica(
         await asyncio.gather(*sharing, return_exceptions=True)
         for database in databases:
             await database.dispose()
+
+
+async def test_a_take_grants_what_the_bucket_holds_and_never_beyond_its_burst(
+    database_url: str,
+) -> None:
+    await upgrade_database(database_url)
+    database = open_database(database_url)
+    try:
+        async with database.write() as connection:
+            assert await rate_buckets.take(connection, "b", 1, 1.0, 4) is None
+            await rate_buckets.ensure_bucket(connection, "b", 4)
+            await rate_buckets.ensure_bucket(connection, "b", 4)  # made once
+        async with database.write() as connection:
+            # A chunk larger than the bucket gets what it holds, no more ...
+            whole = await rate_buckets.take(connection, "b", 10, 1.0, 4)
+            # ... and at a token a second nothing is left a moment later.
+            again = await rate_buckets.take(connection, "b", 10, 1.0, 4)
+        assert whole is not None and whole.granted == 4
+        assert again is not None and again.granted == 0 and 0 <= again.left < 1
+        async with database.write() as connection:
+            await rate_buckets.give_back(connection, "b", 100, 4)
+            capped = await rate_buckets.take(connection, "b", 10, 1.0, 4)
+        assert capped is not None and capped.granted == 4
+    finally:
+        await database.dispose()
