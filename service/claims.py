@@ -47,6 +47,7 @@ class ActiveBatch:
     """An unfinished batch with pending operations: what its claims need of it."""
 
     id: str
+    tenant: str
     sealed_authorization: bytes | None
     sequential: bool
     max_concurrency: int
@@ -60,6 +61,7 @@ class Claim:
 
     id: str
     batch_id: str
+    tenant: str
     lease_generation: int
     http_method: str
     path: str

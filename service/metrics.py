@@ -7,6 +7,7 @@ BATCH_METRICS_ADDRESS when set.
 from __future__ import annotations
 
 import functools
+from collections.abc import Callable
 
 from prometheus_client import Counter, Gauge, Histogram, start_http_server
 
@@ -24,6 +25,21 @@ LEASE_RECOVERIES = Counter(
     "batchd_lease_recoveries", "Operations taken back after their claim's lease expired"
 )
 WATCH_STREAMS = Gauge("batchd_watch_streams", "Open WatchBatch streams")
+UPSTREAM_THROTTLED = Counter(
+    "batchd_upstream_throttled",
+    "Upstream answers that asked for less (429, 503), by tenant",
+    ["tenant", "status"],
+)
+UPSTREAM_CONCURRENCY = Gauge(
+    "batchd_upstream_concurrency",
+    "Attempts a tenant may have in flight toward the upstream in this process (AIMD)",
+    ["tenant"],
+)
+UPSTREAM_PAUSE = Gauge(
+    "batchd_upstream_pause_seconds",
+    "Seconds left of the pause the upstream asked for a tenant's sends",
+    ["tenant"],
+)
 
 
 # labels() takes a lock and validates on every call: each child is kept.
@@ -50,6 +66,21 @@ def _operations_by(status: str) -> Counter:
 def operation_finished(status: str, seconds: float) -> None:
     _operations_by(status).inc()
     UPSTREAM_SECONDS.observe(seconds)
+
+
+@functools.cache
+def _throttled_by(tenant: str, status: int) -> Counter:
+    return UPSTREAM_THROTTLED.labels(tenant, str(status))
+
+
+def upstream_throttled(tenant: str, status: int) -> None:
+    _throttled_by(tenant, status).inc()
+
+
+def watch_tenant(tenant: str, window: Callable[[], float], pause: Callable[[], float]) -> None:
+    """The tenant's concurrency window and pause, read when scraped."""
+    UPSTREAM_CONCURRENCY.labels(tenant).set_function(window)
+    UPSTREAM_PAUSE.labels(tenant).set_function(pause)
 
 
 def serve(host: str, port: int) -> None:

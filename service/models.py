@@ -135,6 +135,32 @@ class BatchOperation(SQLModel, table=True):
     updated_at: float
 
 
+class RateBucket(SQLModel, table=True):
+    """A token bucket toward the upstream, shared by every replica (rate_buckets.py).
+
+    Times are the database's clock, never a replica's, so skew cannot mint tokens.
+    """
+
+    __tablename__ = "rate_buckets"
+
+    # "upstream", or "tenant:" and the tenant.
+    name: str = Field(primary_key=True, max_length=208)
+    tokens: float
+    updated_at: float
+    # What the last take granted: the one UPDATE that takes tokens returns it.
+    last_granted: int = 0
+
+
+class UpstreamPause(SQLModel, table=True):
+    """Until when the upstream asked (Retry-After) that a tenant's sends wait."""
+
+    __tablename__ = "upstream_pauses"
+
+    tenant: str = Field(primary_key=True, max_length=200)
+    # The database's clock.
+    paused_until: float
+
+
 def new_row(model: type[SQLModel], **values: Any) -> dict[str, Any]:
     """A new row of the model's table: the given values, and the model's defaults
     for the rest, so that a column added to the model needs no other change."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass, field
 
 from batchd import messages
@@ -108,6 +109,41 @@ class ServiceSettings:
         default=2000,
         metadata=env("BATCH_MAX_WATCHES", "most event streams this process holds open"),
     )
+    upstream_rate_limit: float = field(
+        default=0.0,
+        metadata=env(
+            "BATCH_UPSTREAM_RATE_LIMIT",
+            "requests per second toward the upstream, all tenants and replicas (0: no limit)",
+        ),
+    )
+    upstream_rate_burst: int = field(
+        default=0,
+        metadata=env(
+            "BATCH_UPSTREAM_RATE_BURST",
+            "requests the upstream limit lets through at once (0: one second's worth)",
+        ),
+    )
+    tenant_rate_limit: float = field(
+        default=0.0,
+        metadata=env(
+            "BATCH_TENANT_RATE_LIMIT",
+            "requests per second toward the upstream per tenant, all replicas (0: no limit)",
+        ),
+    )
+    tenant_rate_burst: int = field(
+        default=0,
+        metadata=env(
+            "BATCH_TENANT_RATE_BURST",
+            "requests the tenant limit lets through at once (0: one second's worth)",
+        ),
+    )
+    max_upstream_pause: float = field(
+        default=30.0,
+        metadata=env(
+            "BATCH_MAX_UPSTREAM_PAUSE",
+            "longest pause of a tenant's sends that an upstream Retry-After can ask for",
+        ),
+    )
     metrics_address: str = field(
         default="",
         metadata=env(
@@ -133,6 +169,18 @@ class ServiceSettings:
             )
         if self.operation_timeout <= 0 or self.lease_seconds <= 0:
             raise ConfigError("BATCH_OPERATION_TIMEOUT and BATCH_LEASE_SECONDS must be positive")
+        rate_settings = (
+            self.upstream_rate_limit,
+            self.upstream_rate_burst,
+            self.tenant_rate_limit,
+            self.tenant_rate_burst,
+            self.max_upstream_pause,
+        )
+        if not all(0 <= value < math.inf for value in rate_settings):
+            raise ConfigError(
+                "BATCH_UPSTREAM_RATE_*, BATCH_TENANT_RATE_* and BATCH_MAX_UPSTREAM_PAUSE "
+                "must be finite and not negative"
+            )
         if not 1 <= self.max_response_bytes <= MAX_RESPONSE_BYTES_LIMIT:
             raise ConfigError(
                 f"BATCH_MAX_RESPONSE_BYTES must be between 1 and {MAX_RESPONSE_BYTES_LIMIT}, "

@@ -47,13 +47,14 @@ async def wait_completed(
     batch_id: str,
     timeout: float = 30,
     statuses: tuple[int, ...] = (batch_pb2.BATCH_STATUS_COMPLETED,),
+    token: str = TOKEN,
 ) -> batch_pb2.Batch:
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout
     while loop.time() < deadline:
         reply = await stub.GetBatch(
             batch_pb2.GetBatchRequest(id=batch_id, view=batch_pb2.BATCH_VIEW_FULL),
-            metadata=bearer(),
+            metadata=bearer(token),
         )
         batch: batch_pb2.Batch = reply.batch
         if batch.status in statuses:

@@ -25,7 +25,14 @@ from tests import postgres
 from tests.processes import ROOT, Process, free_port, service_env, start_service
 
 T = TypeVar("T")
-TABLES = {"alembic_version", "batches", "batch_operations", "create_requests"}
+TABLES = {
+    "alembic_version",
+    "batches",
+    "batch_operations",
+    "create_requests",
+    "rate_buckets",
+    "upstream_pauses",
+}
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])

@@ -9,7 +9,8 @@ from __future__ import annotations
 import asyncio
 import codecs
 import json
-from collections import Counter
+import time
+from collections import Counter, deque
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -26,6 +27,9 @@ class SeenRequest:
     query_string: str
     headers: CIMultiDict[str]
     body: Any
+    # When it arrived (time.monotonic), and how many requests were being answered then.
+    at: float = field(default_factory=time.monotonic)
+    in_flight: int = 0
 
 
 @dataclass
@@ -41,6 +45,8 @@ class UpstreamLog:
 
 LOG_KEY = web.AppKey("log", UpstreamLog)
 HITS_KEY = web.AppKey("hits", Counter)
+# Per group of /limited: when the requests it accepted in the last second arrived.
+ACCEPTED_KEY = web.AppKey("accepted", dict[str, deque[float]])
 
 
 @web.middleware
@@ -50,12 +56,17 @@ async def record(
     raw = await request.read()
     body = json.loads(raw) if raw else None
     log = request.app[LOG_KEY]
+    log.in_flight += 1
     log.requests.append(
         SeenRequest(
-            request.method, request.path, request.query_string, CIMultiDict(request.headers), body
+            request.method,
+            request.path,
+            request.query_string,
+            CIMultiDict(request.headers),
+            body,
+            in_flight=log.in_flight,
         )
     )
-    log.in_flight += 1
     log.max_in_flight = max(log.max_in_flight, log.in_flight)
     try:
         return await handler(request)
@@ -96,6 +107,32 @@ async def flaky(request: web.Request) -> web.Response:
         headers = {"Retry-After": request.query.get("retry_after", "0")}
         return web.json_response({"error": "try again"}, status=code, headers=headers)
     return web.json_response({"ok": True, "calls": hits[key]})
+
+
+async def limited(request: web.Request) -> web.Response:
+    """Accepts `per_second` requests of the group in any second, measured here;
+    beyond that answers 429 with Retry-After: 1, as a rate-limited API does."""
+    accepted = request.app[ACCEPTED_KEY].setdefault(request.match_info["group"], deque())
+    now = time.monotonic()
+    while accepted and accepted[0] <= now - 1:
+        accepted.popleft()
+    if len(accepted) >= int(request.match_info["per_second"]):
+        return web.json_response({"error": "slow down"}, status=429, headers={"Retry-After": "1"})
+    accepted.append(now)
+    return web.json_response({"ok": True})
+
+
+async def refusing_first(request: web.Request) -> web.Response:
+    """Answers the group's first `refusals` requests 429 (no Retry-After), the
+    rest 200, each after 50 ms: concurrency shows in the log's in-flight counts."""
+    hits = request.app[HITS_KEY]
+    group = request.match_info["group"]
+    hits[group] += 1
+    refused = hits[group] <= int(request.match_info["refusals"])
+    await asyncio.sleep(0.05)
+    if refused:
+        return web.json_response({"error": "busy"}, status=429)
+    return web.json_response({"ok": True})
 
 
 async def text(_: web.Request) -> web.Response:
@@ -194,11 +231,14 @@ def make_app() -> web.Application:
     app = web.Application(middlewares=[record], client_max_size=32 * 1024 * 1024)
     app[LOG_KEY] = UpstreamLog()
     app[HITS_KEY] = Counter()
+    app[ACCEPTED_KEY] = {}
     app.router.add_route("*", "/echo/{tail:.*}", echo)
     app.router.add_route("*", "/status/{code}", status)
     app.router.add_route("*", "/slow/{seconds}/{tail:.*}", slow)
     app.router.add_route("*", "/slow/{seconds}", slow)
     app.router.add_route("*", "/flaky/{key}/{times}/{code}", flaky)
+    app.router.add_route("*", "/limited/{group}/{per_second}/{tail:.*}", limited)
+    app.router.add_route("*", "/refusing/{group}/{refusals}/{tail:.*}", refusing_first)
     app.router.add_route("*", "/text", text)
     app.router.add_route("*", "/huge", huge)
     app.router.add_route("*", "/zeros", zeros)

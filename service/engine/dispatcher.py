@@ -26,6 +26,7 @@ from service.engine.authorizations import Authorizations
 from service.engine.executor import Executor
 from service.engine.retrying import until_done
 from service.engine.scheduler import Scheduler
+from service.engine.throttle import Throttle
 from service.engine.urls import Upstream
 from service.models import OperationStatus
 from service.settings import ServiceSettings
@@ -75,6 +76,7 @@ class Dispatcher:
         self._failed_batches: set[str] = set()
         self._background: set[asyncio.Task[int]] = set()
         self._session: aiohttp.ClientSession | None = None
+        self.throttle = Throttle(database, settings)
 
     def wake(self) -> None:
         self._wake.set()
@@ -105,6 +107,7 @@ class Dispatcher:
             self.settings.operation_timeout,
             self.settings.max_retries,
             self.settings.max_response_bytes,
+            self.throttle,
         )
 
     async def run(self) -> None:
@@ -158,6 +161,7 @@ class Dispatcher:
                 batch.id: self._limit(batch)
                 for batch in candidates
                 if batch.id not in self._failed_batches
+                and not self.throttle.holding_back(batch.tenant)
             }
         )
         if not wanted:

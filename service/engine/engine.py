@@ -63,6 +63,7 @@ class Engine:
             "engine-results": self.writer.run,
             "engine-leases": self.leases.run,
             "engine-purge": IdempotencyKeyPurge(database, PURGE_INTERVAL_SECONDS).run,
+            "engine-throttle": self.dispatcher.throttle.run,
             **(extra_side_tasks or {}),
         }
         self._tasks: dict[str, asyncio.Task[None]] = {}

@@ -23,6 +23,7 @@ from batchd.logs import REQUEST_ID_HEADER
 from service.bulk import JsonText
 from service.claims import IDEMPOTENT_METHODS, Claim, Result
 from service.engine.deadlines import Deadlines
+from service.engine.throttle import Throttle
 from service.engine.urls import Upstream
 from service.models import OperationStatus
 
@@ -82,8 +83,10 @@ class Executor:
         timeout: float,
         max_retries: int,
         max_response_bytes: int,
+        throttle: Throttle,
     ) -> None:
         self.session = session
+        self.throttle = throttle
         self.upstream = upstream
         self.timeout = timeout
         self.max_retries = max_retries
@@ -93,6 +96,9 @@ class Executor:
     async def execute(
         self, claim: Claim, authorization: str | None, correlation_id: str | None = None
     ) -> Result:
+        # Held back before the first send, an operation has not started: its
+        # budget starts once it is admitted. Retries wait within the budget.
+        admitted_at: float | None = await self.throttle.admit(claim.tenant)
         attempts = 0
         deadline = time.monotonic() + self.timeout
         idempotent = claim.http_method in IDEMPOTENT_METHODS
@@ -103,8 +109,13 @@ class Executor:
             with self.deadlines.bound(self.timeout):
                 while True:
                     attempts += 1
+                    if admitted_at is None:
+                        admitted_at = await self.throttle.admit(claim.tenant)
+                    sending, admitted_at = admitted_at, None
                     try:
-                        response = await self._send(claim.http_method, url, claim.body, headers)
+                        response = await self._send_admitted(
+                            claim.tenant, sending, claim.http_method, url, claim.body, headers
+                        )
                     except _Failure as failure:
                         retryable = idempotent or failure.never_sent
                         delay = self._retry_delay(attempts, None, deadline) if retryable else None
@@ -116,7 +127,11 @@ class Executor:
                                 attempts=attempts,
                             )
                     else:
-                        retryable = idempotent and response.status in RETRY_STATUSES
+                        # A 429 means the upstream did not act: any method may repeat
+                        # it (with the same Idempotency-Key).
+                        retryable = response.status in RETRY_STATUSES and (
+                            idempotent or response.status == 429
+                        )
                         delay = (
                             self._retry_delay(attempts, response.retry_after, deadline)
                             if retryable
@@ -151,6 +166,24 @@ class Executor:
         if time.monotonic() + delay >= deadline:
             return None
         return delay
+
+    async def _send_admitted(
+        self,
+        tenant: str,
+        admitted_at: float,
+        method: str,
+        url: URL,
+        body: dict[str, Any] | None,
+        headers: dict[str, str],
+    ) -> _Response:
+        """One admitted attempt; the throttle hears how it went."""
+        status = retry_after = None
+        try:
+            response = await self._send(method, url, body, headers)
+            status, retry_after = response.status, response.retry_after
+            return response
+        finally:
+            self.throttle.finished(tenant, admitted_at, status, retry_after)
 
     async def _send(
         self, method: str, url: URL, body: dict[str, Any] | None, headers: dict[str, str]

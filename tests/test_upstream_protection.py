@@ -1,0 +1,281 @@
+"""Protecting the upstream: 429 retried for every method, fleet-wide rate limits in the
+database, and adaptive back-off from the upstream's own signals."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import time
+from pathlib import Path
+
+import aiohttp
+import grpc
+
+from batchd.v1 import batch_pb2, batch_pb2_grpc
+from service import rate_buckets
+from service.database import open_database
+from service.engine.throttle import PAUSE_POLL_SECONDS, Throttle
+from service.migrate import upgrade_database
+from service.settings import ServiceSettings
+from tests import postgres
+from tests.grpc_client import GET, POST, bearer, operation, run_batch, wait_completed
+from tests.processes import OTHER_TOKEN, free_port, service_env, serving, start_service
+from tests.upstream import UpstreamLog
+
+PATCH = batch_pb2.HTTP_METHOD_PATCH
+
+
+async def test_a_429_is_retried_for_every_method_with_its_idempotency_key(
+    stub: batch_pb2_grpc.BatchServiceStub, upstream_server: tuple[str, UpstreamLog]
+) -> None:
+    batch = await run_batch(
+        stub,
+        [
+            operation(POST, "/flaky/post/1/429", body={"n": 1}, query_params={"retry_after": 1}),
+            operation(PATCH, "/flaky/patch/2/429", body={"n": 2}),
+            operation(GET, "/flaky/get/1/429"),
+            # A 503 may come after the upstream acted: a POST is still never re-sent.
+            operation(POST, "/flaky/post503/1/503", body={"n": 3}),
+        ],
+    )
+    post, patch, get, post_503 = batch.batch_operations
+    assert (post.status, post.response_status, post.attempts) == (
+        batch_pb2.BATCH_OPERATION_STATUS_COMPLETED,
+        200,
+        2,
+    )
+    assert (patch.response_status, patch.attempts) == (200, 3)
+    assert (get.response_status, get.attempts) == (200, 2)
+    assert (post_503.response_status, post_503.attempts) == (503, 1)
+    sends = upstream_server[1].by_idempotency_key()
+    assert (sends[post.id], sends[patch.id], sends[post_503.id]) == (2, 3, 1)
+    post_sends = [r for r in upstream_server[1].requests if r.path.startswith("/flaky/post/")]
+    assert [r.body for r in post_sends] == [{"n": 1}, {"n": 1}]
+
+
+def most_in_any_window(times: list[float], window: float) -> int:
+    """The most of these moments that fall within any `window` seconds."""
+    ordered = sorted(times)
+    most = start = 0
+    for end, moment in enumerate(ordered):
+        while moment - ordered[start] > window:
+            start += 1
+        most = max(most, end - start + 1)
+    return most
+
+
+def assert_within_rate(times: list[float], rate: float, burst: int) -> None:
+    """A token bucket lets through at most rate * window + burst in any window.
+    Loopback delivery may bunch requests by a few milliseconds: SLACK allows it."""
+    for window in (0.5, 1.0, 2.0):
+        assert most_in_any_window(times, window) <= rate * (window + SLACK) + burst, window
+
+
+SLACK = 0.05
+RATE = 20
+BURST = 4
+
+
+def mixed_operations(count: int, path: str) -> list[batch_pb2.BatchOperation]:
+    return [
+        operation(POST, f"{path}/{n}", body={"n": n}) if n % 2 else operation(GET, f"{path}/{n}")
+        for n in range(count)
+    ]
+
+
+def limited_env(database_url: str, upstream_url: str, **overrides: str) -> dict[str, str]:
+    return service_env(
+        database_url,
+        upstream_url,
+        BATCH_UPSTREAM_RATE_LIMIT=str(RATE),
+        BATCH_UPSTREAM_RATE_BURST=str(BURST),
+        **overrides,
+    )
+
+
+async def test_the_upstream_rate_limit_holds_and_the_upstream_refuses_nothing(
+    database_url: str, upstream_server: tuple[str, UpstreamLog], tmp_path: Path
+) -> None:
+    # The upstream itself refuses beyond RATE + BURST a second (one more for delivery
+    # jitter, as SLACK): it must never have to.
+    path = f"/limited/all/{RATE + BURST + 1}"
+    env = limited_env(database_url, upstream_server[0])
+    async with serving(env, tmp_path / "service.log") as (_, stub):
+        batch = await run_batch(stub, mixed_operations(100, path), timeout=60)
+    seen = upstream_server[1].requests
+    assert len(seen) == 100
+    assert {op.response_status for op in batch.batch_operations} == {200}
+    assert {op.attempts for op in batch.batch_operations} == {1}
+    assert_within_rate([r.at for r in seen], RATE, BURST)
+
+
+async def test_two_replicas_share_one_upstream_rate_limit(
+    private_postgres: str, upstream_server: tuple[str, UpstreamLog], tmp_path: Path
+) -> None:
+    url = postgres.url_of(private_postgres)
+    path = f"/limited/all/{RATE + BURST + 1}"
+    # INFO: each replica logs the operations it ran.
+    envs = [limited_env(url, upstream_server[0], BATCH_LOG_LEVEL="INFO") for _ in range(2)]
+    replicas = [
+        await start_service(env, tmp_path / f"replica-{n}.log") for n, env in enumerate(envs)
+    ]
+    try:
+        async with grpc.aio.insecure_channel(envs[0]["BATCH_GRPC_ADDRESS"]) as channel:
+            stub = batch_pb2_grpc.BatchServiceStub(channel)
+            created = [
+                await stub.CreateBatch(
+                    batch_pb2.CreateBatchRequest(
+                        batch=batch_pb2.Batch(batch_operations=mixed_operations(80, f"{path}/{b}"))
+                    ),
+                    metadata=bearer(),
+                )
+                for b in range(2)
+            ]
+            batches = [await wait_completed(stub, c.batch.id, timeout=60) for c in created]
+    finally:
+        for replica in replicas:
+            assert await replica.stop() == 0
+    seen = upstream_server[1].requests
+    assert len(seen) == 160
+    for batch in batches:
+        assert {op.response_status for op in batch.batch_operations} == {200}
+    # Both replicas sent: the limit held across processes, not within one.
+    ran = [replica.log().count('"message": "operation finished"') for replica in replicas]
+    assert sum(ran) == 160 and min(ran) > 0, ran
+    assert_within_rate([r.at for r in seen], RATE, BURST)
+
+
+def largest_gap(times: list[float]) -> float:
+    ordered = sorted(times)
+    return max((b - a for a, b in itertools.pairwise(ordered)), default=0.0)
+
+
+async def test_one_tenants_throttling_does_not_pause_another_tenant(
+    database_url: str, upstream_server: tuple[str, UpstreamLog], tmp_path: Path
+) -> None:
+    """Tenant B is refused (429, Retry-After: 1) and paused; tenant A's batch,
+    sent meanwhile to a healthy path, is never paused."""
+    metrics_address = f"127.0.0.1:{free_port()}"
+    env = service_env(
+        database_url,
+        upstream_server[0],
+        BATCH_MAX_UPSTREAM_PAUSE="5",
+        BATCH_METRICS_ADDRESS=metrics_address,
+    )
+    seen = upstream_server[1].requests
+    async with serving(env, tmp_path / "service.log") as (_, stub):
+        throttled = await stub.CreateBatch(
+            batch_pb2.CreateBatchRequest(
+                batch=batch_pb2.Batch(batch_operations=mixed_operations(40, "/limited/b/5"))
+            ),
+            metadata=bearer(OTHER_TOKEN),
+        )
+        while not any(r.path.startswith("/limited/b/") for r in seen[5:]):
+            await asyncio.sleep(0.01)
+        created_at = time.monotonic()
+        healthy = await run_batch(stub, mixed_operations(200, "/echo/a"), timeout=60)
+        refused = await wait_completed(stub, throttled.batch.id, 60, token=OTHER_TOKEN)
+        async with (
+            aiohttp.ClientSession() as session,
+            session.get(f"http://{metrics_address}/metrics") as response,
+        ):
+            metrics = await response.text()
+    healthy_times = [created_at] + [r.at for r in seen if r.path.startswith("/echo/a/")]
+    throttled_times = [r.at for r in seen if r.path.startswith("/limited/b/")]
+    assert {op.response_status for op in healthy.batch_operations} == {200}
+    assert {op.attempts for op in healthy.batch_operations} == {1}
+    # B was paused: a second without a request of its own, at least once ...
+    assert largest_gap(throttled_times) >= 0.9
+    # ... while A's requests never waited anything like it.
+    assert largest_gap(healthy_times) < 0.9
+    # Every request of B's not answered 200 by the upstream was a 429.
+    accepted = sum(1 for op in refused.batch_operations if op.response_status == 200)
+    refusals = len(throttled_times) - accepted
+    assert f'batchd_upstream_throttled_total{{status="429",tenant="tenant-b"}} {refusals}.0' in (
+        metrics
+    )
+    assert 'batchd_upstream_throttled_total{status="429",tenant="tenant-a"}' not in metrics
+    assert 'batchd_upstream_concurrency{tenant="tenant-a"} 64.0' in metrics
+    assert 'batchd_upstream_pause_seconds{tenant="tenant-a"} 0.0' in metrics
+
+
+async def test_the_concurrency_window_drops_after_429s_and_recovers(
+    database_url: str, upstream_server: tuple[str, UpstreamLog], tmp_path: Path
+) -> None:
+    env = service_env(
+        database_url,
+        upstream_server[0],
+        BATCH_MAX_IN_FLIGHT="32",
+        BATCH_MAX_IN_FLIGHT_PER_BATCH="32",
+    )
+    async with serving(env, tmp_path / "service.log") as (_, stub):
+        batch = await run_batch(
+            stub, [operation(GET, f"/refusing/g/32/{n}") for n in range(400)], timeout=60
+        )
+    assert {op.response_status for op in batch.batch_operations} == {200}
+    seen = upstream_server[1].requests
+    refused, answered = seen[:32], seen[32:]
+    # The first 32 arrived together: the window started at its widest.
+    assert max(r.in_flight for r in refused) >= 16
+    # The refusals halved the window once (all 32 were sent before the first cut):
+    # the next requests came at most 16 at once, until healthy answers widened it ...
+    assert max(r.in_flight for r in answered[:12]) <= 16
+    # ... and healthy answers widened it again to the whole process's limit.
+    assert max(r.in_flight for r in answered[-200:]) >= 28
+
+
+async def test_a_pause_one_replica_was_asked_for_holds_on_every_replica(
+    database_url: str,
+) -> None:
+    """Two replicas' throttles on one database: a Retry-After one of them got
+    pauses the tenant on the other, in the database's time, and no other tenant."""
+    await upgrade_database(database_url)
+    settings = ServiceSettings(database_url=database_url, api_tokens="t:tenant")
+    databases = [open_database(database_url) for _ in range(2)]
+    first, second = (Throttle(database, settings) for database in databases)
+    sharing = [asyncio.create_task(throttle.run()) for throttle in (first, second)]
+    try:
+        admitted_at = await first.admit("paused")
+        first.finished("paused", admitted_at, 429, retry_after=2.0)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + 5
+        while not second.holding_back("paused"):
+            assert loop.time() < deadline, "the pause never reached the other replica"
+            await asyncio.sleep(0.01)
+        heard_at = time.monotonic()
+        assert not second.holding_back("other")
+        await asyncio.wait_for(second.admit("other"), 1)
+        await second.admit("paused")
+        # Released when the pause ends: about 2 s after it began, never at once.
+        assert time.monotonic() - heard_at >= 2.0 - 2 * PAUSE_POLL_SECONDS - 0.1
+    finally:
+        for task in sharing:
+            task.cancel()
+        await asyncio.gather(*sharing, return_exceptions=True)
+        for database in databases:
+            await database.dispose()
+
+
+async def test_a_take_grants_what_the_bucket_holds_and_never_beyond_its_burst(
+    database_url: str,
+) -> None:
+    await upgrade_database(database_url)
+    database = open_database(database_url)
+    try:
+        async with database.write() as connection:
+            assert await rate_buckets.take(connection, "b", 1, 1.0, 4) is None
+            await rate_buckets.ensure_bucket(connection, "b", 4)
+            await rate_buckets.ensure_bucket(connection, "b", 4)  # made once
+        async with database.write() as connection:
+            # A chunk larger than the bucket gets what it holds, no more ...
+            whole = await rate_buckets.take(connection, "b", 10, 1.0, 4)
+            # ... and at a token a second nothing is left a moment later.
+            again = await rate_buckets.take(connection, "b", 10, 1.0, 4)
+        assert whole is not None and whole.granted == 4
+        assert again is not None and again.granted == 0 and 0 <= again.left < 1
+        async with database.write() as connection:
+            await rate_buckets.give_back(connection, "b", 100, 4)
+            capped = await rate_buckets.take(connection, "b", 10, 1.0, 4)
+        assert capped is not None and capped.granted == 4
+    finally:
+        await database.dispose()
