@@ -119,9 +119,13 @@ class Dispatcher:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._wake.wait(), POLL_SECONDS)
 
+    def stop_starting(self) -> None:
+        """Sends nothing more: claimed operations not yet started stay unstarted."""
+        self._stopping = True
+
     async def drain(self, grace: float) -> None:
         """Starts nothing more; gives running operations `grace` seconds, cancels the rest."""
-        self._stopping = True
+        self.stop_starting()
         if self._running:
             await asyncio.wait(list(self._running.values()), timeout=grace)
         unfinished = list(self._running.values())
