@@ -24,7 +24,7 @@ from tests import postgres
 from tests.grpc_client import GET, POST, bearer, operation, wait_completed
 from tests.processes import gateway_env, service_env, start_gateway, start_service
 from tests.rest import AUTH
-from tests.tcp_proxy import tcp_proxy
+from tests.tcp_proxy import TcpProxy, tcp_proxy
 from tests.upstream import UpstreamLog
 
 SERVING = health_pb2.HealthCheckResponse.SERVING
@@ -65,6 +65,11 @@ async def wait_health(target: str, wanted: int, timeout: float = 30) -> None:
                 return
             await asyncio.sleep(0.1)
     raise TimeoutError(f"health stayed {status}, not {wanted}")
+
+
+def through(proxy: TcpProxy, database: str) -> str:
+    """The URL of a PostgreSQL database, reached through the proxy."""
+    return postgres.url_of(database).replace(f":{postgres.PORT}/", f":{proxy.port}/")
 
 
 def assert_each_recorded_as_answered(batch: batch_pb2.Batch, log: UpstreamLog) -> None:
@@ -133,9 +138,7 @@ async def test_a_database_stall_longer_than_a_lease_loses_and_resends_nothing(
     shared_postgres: str, upstream_server: tuple[str, UpstreamLog], tmp_path: Path
 ) -> None:
     async with tcp_proxy(postgres.HOST, postgres.PORT) as proxy:
-        database_url = postgres.url_of(shared_postgres).replace(
-            f":{postgres.PORT}/", f":{proxy.port}/"
-        )
+        database_url = through(proxy, shared_postgres)
         env = service_env(
             database_url, upstream_server[0], BATCH_LEASE_SECONDS="2", BATCH_MAX_IN_FLIGHT="4"
         )
@@ -171,9 +174,7 @@ async def test_health_is_not_serving_while_the_database_is_cut_off(
     shared_postgres: str, upstream_server: tuple[str, UpstreamLog], tmp_path: Path
 ) -> None:
     async with tcp_proxy(postgres.HOST, postgres.PORT) as proxy:
-        database_url = postgres.url_of(shared_postgres).replace(
-            f":{postgres.PORT}/", f":{proxy.port}/"
-        )
+        database_url = through(proxy, shared_postgres)
         env = service_env(database_url, upstream_server[0])
         service = await start_service(env, tmp_path / "service.log")
         try:

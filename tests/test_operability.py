@@ -97,18 +97,9 @@ async def test_a_response_limit_no_reply_could_carry_stops_the_start(tmp_path: P
         "http://127.0.0.1:9",
         BATCH_MAX_RESPONSE_BYTES=str(3 * 1024 * 1024),
     )
-    process = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "service",
-        cwd=ROOT,
-        env={**os.environ, **env},
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-    )
-    _, stderr = await asyncio.wait_for(process.communicate(), 30)
-    assert process.returncode == 2
-    [line] = stderr.decode().splitlines()
+    code, lines = await _start_failing(env)
+    assert code == 2
+    [line] = lines
     assert line.startswith("batchd: BATCH_MAX_RESPONSE_BYTES must be between 1 and 2097152")
 
 

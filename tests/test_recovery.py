@@ -212,12 +212,8 @@ async def test_a_crash_returns_prefetched_posts_that_were_never_sent_to_pending(
     first = await start_service(env, tmp_path / "first.log")
     async with grpc.aio.insecure_channel(env["BATCH_GRPC_ADDRESS"]) as channel:
         stub = batch_pb2_grpc.BatchServiceStub(channel)
-        created = await stub.CreateBatch(
-            batch_pb2.CreateBatchRequest(batch=batch_pb2.Batch(batch_operations=operations)),
-            metadata=bearer(),
-        )
-        while len(upstream_server[1].requests) < 3:
-            await asyncio.sleep(0.01)
+        batch_id = await _created(stub, operations)
+        await _sent_at_least(upstream_server[1], 3)
     assert await first.stop(signal.SIGKILL) == -signal.SIGKILL
     reached = set(upstream_server[1].by_idempotency_key())
 
@@ -225,7 +221,7 @@ async def test_a_crash_returns_prefetched_posts_that_were_never_sent_to_pending(
     try:
         async with grpc.aio.insecure_channel(env["BATCH_GRPC_ADDRESS"]) as channel:
             batch = await wait_completed(
-                batch_pb2_grpc.BatchServiceStub(channel), created.batch.id, timeout=60
+                batch_pb2_grpc.BatchServiceStub(channel), batch_id, timeout=60
             )
     finally:
         assert await second.stop() == 0
@@ -258,14 +254,10 @@ async def test_after_sigterm_nothing_new_is_sent_and_the_stop_keeps_to_the_grace
     service = await start_service(env, tmp_path / "service.log")
     async with grpc.aio.insecure_channel(env["BATCH_GRPC_ADDRESS"]) as channel:
         stub = batch_pb2_grpc.BatchServiceStub(channel)
-        created = await stub.CreateBatch(
-            batch_pb2.CreateBatchRequest(batch=batch_pb2.Batch(batch_operations=operations)),
-            metadata=bearer(),
-        )
-        watch = stub.WatchBatch(batch_pb2.WatchBatchRequest(id=created.batch.id), metadata=bearer())
+        batch_id = await _created(stub, operations)
+        watch = stub.WatchBatch(batch_pb2.WatchBatchRequest(id=batch_id), metadata=bearer())
         await watch.read()
-        while len(upstream_server[1].requests) < 4:
-            await asyncio.sleep(0.01)
+        await _sent_at_least(upstream_server[1], 4)
         sent_at_signal = len(upstream_server[1].requests)
         started = time.monotonic()
         assert await service.stop(signal.SIGTERM) == 0
@@ -273,3 +265,17 @@ async def test_after_sigterm_nothing_new_is_sent_and_the_stop_keeps_to_the_grace
         watch.cancel()
     assert len(upstream_server[1].requests) == sent_at_signal
     assert took < grace + 2.5, f"the stop took {took:.1f}s"
+
+
+async def _created(
+    stub: batch_pb2_grpc.BatchServiceStub, operations: list[batch_pb2.BatchOperation]
+) -> str:
+    batch = batch_pb2.Batch(batch_operations=operations)
+    created = await stub.CreateBatch(batch_pb2.CreateBatchRequest(batch=batch), metadata=bearer())
+    batch_id: str = created.batch.id
+    return batch_id
+
+
+async def _sent_at_least(log: UpstreamLog, count: int) -> None:
+    while len(log.requests) < count:
+        await asyncio.sleep(0.01)
