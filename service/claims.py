@@ -29,6 +29,7 @@ from sqlalchemy import (
     or_,
     select,
     true,
+    tuple_,
     update,
 )
 from sqlalchemy.dialects.postgresql import ARRAY, JSONB
@@ -372,12 +373,16 @@ def _database_clock(dialect: Dialect) -> ColumnElement[float]:
 _MARK_SENT = (
     update(operations)
     .where(
+        # The ids lead the planner to the primary key; the pairs fence each claim.
         operations.c.id.in_(bindparam("sent_ids", expanding=True)),
+        tuple_(operations.c.id, operations.c.lease_generation).in_(
+            bindparam("sent_claims", expanding=True)
+        ),
         operations.c.lease_owner == bindparam("owner"),
         operations.c.status == OperationStatus.IN_PROGRESS,
     )
     .values(sent_generation=operations.c.lease_generation)
-    .returning(operations.c.id, operations.c.lease_generation)
+    .returning(operations.c.id)
 )
 
 
@@ -388,11 +393,12 @@ async def mark_sent(
     claim still stands (only those may be sent)."""
     if not about_to_send:
         return set()
+    sent_claims = [(claim.id, claim.lease_generation) for claim in about_to_send]
     rows = await connection.execute(
-        _MARK_SENT, {"sent_ids": [claim.id for claim in about_to_send], "owner": owner}
+        _MARK_SENT,
+        {"sent_ids": [id for id, _ in sent_claims], "sent_claims": sent_claims, "owner": owner},
     )
-    generations = {claim.id: claim.lease_generation for claim in about_to_send}
-    return {row.id for row in rows if generations[row.id] == row.lease_generation}
+    return set(rows.scalars())
 
 
 async def unclaim(
