@@ -119,6 +119,7 @@ async def _start_failing(env: dict[str, str]) -> tuple[int, list[str]]:
     finally:
         if process.returncode is None:
             process.kill()
+            await process.wait()
     assert process.returncode is not None
     return process.returncode, stderr.decode().splitlines()
 
@@ -156,7 +157,8 @@ def read_only(path: Path) -> Iterator[None]:
         subprocess.run(["mount", "-o", "remount,ro,bind", str(path), str(path)], check=True)
         yield
     finally:
-        subprocess.run(["umount", str(path)], check=True)
+        # Lazily: a process still holding the file must not leave the mount behind.
+        subprocess.run(["umount", "-l", str(path)], check=True)
 
 
 async def test_an_unwritable_sqlite_file_is_one_line_and_a_failed_start(tmp_path: Path) -> None:
