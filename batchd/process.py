@@ -43,11 +43,25 @@ async def _serve(start: Callable[[], Awaitable[Stop]]) -> None:
 
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, on_signal)
-    stop = await start()
+    stop = await _started(start, stopping)
     _tune_collector()
     await stopping.wait()
     logging.getLogger("batchd").info("stopping: draining in-flight work")
     await stop()
+
+
+async def _started(start: Callable[[], Awaitable[Stop]], stopping: asyncio.Event) -> Stop:
+    """The started parts; a signal while they start (say, waiting for a database
+    that never answers) abandons the start instead of waiting for it."""
+    starting = asyncio.ensure_future(start())
+    signalled = asyncio.ensure_future(stopping.wait())
+    await asyncio.wait((starting, signalled), return_when=asyncio.FIRST_COMPLETED)
+    signalled.cancel()
+    if not starting.done():
+        starting.cancel()
+        await asyncio.gather(starting, return_exceptions=True)
+        raise SystemExit("batchd: stopped by a signal before the start completed")
+    return starting.result()
 
 
 def _tune_collector() -> None:

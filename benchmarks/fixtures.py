@@ -90,6 +90,7 @@ def operation_row(
         "lease_owner": None,
         "lease_expires_at": None,
         "lease_generation": 1 if finished else 0,
+        "sent_generation": None,
         "created_at": now,
         "updated_at": now,
     }

@@ -18,6 +18,7 @@ from typing import Any
 
 from sqlalchemy import (
     BindParameter,
+    Float,
     Integer,
     String,
     Text,
@@ -25,11 +26,14 @@ from sqlalchemy import (
     cast,
     exists,
     func,
+    or_,
     select,
     true,
+    tuple_,
     update,
 )
 from sqlalchemy.dialects.postgresql import ARRAY, JSONB
+from sqlalchemy.engine import Dialect
 from sqlalchemy.sql import ColumnElement, Select
 from sqlalchemy.sql.dml import ReturningUpdate
 
@@ -348,15 +352,55 @@ def _held_by(owner: str, operation_ids: Sequence[str]) -> list[ColumnElement[boo
 
 
 async def renew_leases(
-    connection: DbConnection, owner: str, operation_ids: Sequence[str], lease_until: float
+    connection: DbConnection, owner: str, operation_ids: Sequence[str], lease_seconds: float
 ) -> None:
+    """Extends `owner`'s leases from the database's own clock, when the statement
+    runs: an expiry taken before waiting for a stalled database is already past."""
     if not operation_ids:
         return
     await connection.execute(
         update(operations)
         .where(*_held_by(owner, operation_ids))
-        .values(lease_expires_at=lease_until)
+        .values(lease_expires_at=_database_clock(connection.dialect) + lease_seconds)
     )
+
+
+def _database_clock(dialect: Dialect) -> ColumnElement[float]:
+    """Seconds since the epoch, read when the statement runs."""
+    if dialect.name == "postgresql":
+        return cast(func.extract("epoch", func.clock_timestamp()), Float)
+    return (func.julianday("now") - 2440587.5) * 86400.0
+
+
+_MARK_SENT = (
+    update(operations)
+    .where(
+        # The ids lead the planner to the primary key; the pairs fence each claim.
+        operations.c.id.in_(bindparam("sent_ids", expanding=True)),
+        tuple_(operations.c.id, operations.c.lease_generation).in_(
+            bindparam("sent_claims", expanding=True)
+        ),
+        operations.c.lease_owner == bindparam("owner"),
+        operations.c.status == OperationStatus.IN_PROGRESS,
+    )
+    .values(sent_generation=operations.c.lease_generation)
+    .returning(operations.c.id)
+)
+
+
+async def mark_sent(
+    connection: DbConnection, owner: str, about_to_send: Sequence[Claim]
+) -> set[str]:
+    """Records that these claims' requests are about to go out; the ids whose
+    claim still stands (only those may be sent)."""
+    if not about_to_send:
+        return set()
+    sent_claims = [(claim.id, claim.lease_generation) for claim in about_to_send]
+    rows = await connection.execute(
+        _MARK_SENT,
+        {"sent_ids": [id for id, _ in sent_claims], "sent_claims": sent_claims, "owner": owner},
+    )
+    return set(rows.scalars())
 
 
 async def unclaim(
@@ -400,18 +444,24 @@ async def requeue(
     *,
     expired_before: float | None = None,
     owner: str | None = None,
+    not_owner: str | None = None,
 ) -> int:
-    """Takes back in-progress operations whose lease expired (or that `owner` holds).
+    """Takes back in-progress operations whose lease expired (or that `owner` holds),
+    never those `not_owner` holds: a process that still holds a claim may have
+    its result in hand, however late its renewal came.
 
-    An idempotent operation goes back to pending. A POST or PATCH may already
-    have reached the upstream, so it fails as `interrupted`, unless re-sending
-    (with the same Idempotency-Key) is allowed.
+    An idempotent operation goes back to pending, and so does a POST or PATCH
+    that was claimed but never sent. One that was sent may have reached the
+    upstream, so it fails as `interrupted`, unless re-sending (with the same
+    Idempotency-Key) is allowed.
     """
     held = [operations.c.status == OperationStatus.IN_PROGRESS]
     if expired_before is not None:
         held.append(operations.c.lease_expires_at < expired_before)
     if owner is not None:
         held.append(operations.c.lease_owner == owner)
+    if not_owner is not None:
+        held.append(operations.c.lease_owner.is_distinct_from(not_owner))
     released = {"lease_owner": None, "lease_expires_at": None, "updated_at": now}
     requeued = await connection.execute(
         update(operations)
@@ -433,5 +483,8 @@ async def requeue(
 def _resendable(resend_interrupted: bool) -> ColumnElement[bool]:
     if resend_interrupted:
         return true()
-    idempotent: ColumnElement[bool] = operations.c.http_method.in_(IDEMPOTENT_METHODS)
-    return idempotent
+    never_sent = or_(
+        operations.c.sent_generation.is_(None),
+        operations.c.sent_generation != operations.c.lease_generation,
+    )
+    return or_(operations.c.http_method.in_(IDEMPOTENT_METHODS), never_sent)

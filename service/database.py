@@ -31,6 +31,7 @@ from sqlalchemy import (
     Select,
     create_engine,
     event,
+    text,
 )
 from sqlalchemy.engine import Dialect, make_url
 from sqlalchemy.exc import DataError, DBAPIError, IntegrityError, StatementError
@@ -39,6 +40,8 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_en
 from service import models  # noqa: F401  (registers the tables)
 from service.sqlite_inline import WAL_BACKSTOP_PAGES, InlineReader, InlineWriter, P, T
 
+# Rewrites a row in place: on SQLite it appends a page to the WAL, as any write does.
+_PROBE_WRITE = text("UPDATE alembic_version SET version_num = version_num")
 # asyncpg waits 60 s by default for an unreachable server; calls should fail sooner.
 CONNECT_TIMEOUT_SECONDS = 10
 
@@ -101,6 +104,12 @@ class Database:
                 pass
         async with self.read() as connection:
             return (await connection.execute(query, parameters)).first()
+
+    async def probe_write(self) -> None:
+        """A real write that changes nothing: raises what a write would raise now
+        (the database unreachable, its disk full or read-only, the writer wedged)."""
+        async with self.write() as connection:
+            await connection.execute(_PROBE_WRITE)
 
     async def dispose(self) -> None:
         if self.inline_reader is not None:

@@ -131,6 +131,9 @@ class BatchOperation(SQLModel, table=True):
     lease_owner: str | None = Field(default=None, max_length=64)
     lease_expires_at: float | None = None
     lease_generation: int = 0
+    # The generation under which a POST or PATCH went out: recovery fails those
+    # as interrupted, and returns claims that were never sent to pending.
+    sent_generation: int | None = None
     created_at: float
     updated_at: float
 

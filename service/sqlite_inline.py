@@ -163,10 +163,12 @@ class InlineWriter:
         next transaction opens a new one."""
         assert self._connection is not None
         try:
-            if transaction.is_active:
-                transaction.rollback()
+            # Even an inactive transaction (its COMMIT failed, say on a full disk)
+            # must be rolled back: until then SQLAlchemy refuses every later begin.
+            transaction.rollback()
             driver = self._connection.connection.driver_connection
-            if driver is not None and not driver.in_transaction:
+            idle = driver is not None and not driver.in_transaction
+            if idle and not self._connection.in_transaction():
                 return
         except SQLAlchemyError:
             pass

@@ -5,7 +5,10 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import subprocess
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import aiohttp
@@ -15,6 +18,7 @@ from google.rpc import error_details_pb2
 from grpc_status import rpc_status
 
 from batchd.v1 import batch_pb2
+from service.migrate import upgrade_database
 from tests.grpc_client import GET, bearer, operation, run_batch
 from tests.processes import ROOT, TOKEN, free_port, service_env, serving
 from tests.upstream import UpstreamLog
@@ -93,6 +97,14 @@ async def test_a_response_limit_no_reply_could_carry_stops_the_start(tmp_path: P
         "http://127.0.0.1:9",
         BATCH_MAX_RESPONSE_BYTES=str(3 * 1024 * 1024),
     )
+    code, lines = await _start_failing(env)
+    assert code == 2
+    [line] = lines
+    assert line.startswith("batchd: BATCH_MAX_RESPONSE_BYTES must be between 1 and 2097152")
+
+
+async def _start_failing(env: dict[str, str]) -> tuple[int, list[str]]:
+    """Runs a service that must refuse to start: its exit status and stderr lines."""
     process = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
@@ -102,7 +114,67 @@ async def test_a_response_limit_no_reply_could_carry_stops_the_start(tmp_path: P
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
     )
-    _, stderr = await asyncio.wait_for(process.communicate(), 30)
-    assert process.returncode == 2
-    [line] = stderr.decode().splitlines()
-    assert line.startswith("batchd: BATCH_MAX_RESPONSE_BYTES must be between 1 and 2097152")
+    try:
+        _, stderr = await asyncio.wait_for(process.communicate(), 30)
+    finally:
+        if process.returncode is None:
+            process.kill()
+            await process.wait()
+    assert process.returncode is not None
+    return process.returncode, stderr.decode().splitlines()
+
+
+@pytest.mark.parametrize(
+    "upstream_url",
+    [
+        "http://[::1",
+        "http://[zz]/",
+        "ftp://x",
+        "http://",
+        "http://h:99999",
+        "http://h:0",
+        "http://a b/",
+        "http://%41/",
+        "https://user@h/",
+        "http://h/?q=1",
+    ],
+)
+async def test_a_malformed_upstream_url_is_one_line_and_a_failed_start(
+    upstream_url: str, tmp_path: Path
+) -> None:
+    env = service_env(f"sqlite+aiosqlite:///{tmp_path / 'batchd.db'}", upstream_url)
+    code, lines = await _start_failing(env)
+    assert code == 2
+    [line] = lines
+    assert line.startswith("batchd: BATCH_UPSTREAM_URL ")
+
+
+@contextmanager
+def read_only(path: Path) -> Iterator[None]:
+    """The path bind-mounted read-only: root ignores file modes, not mount flags."""
+    subprocess.run(["mount", "--bind", str(path), str(path)], check=True)
+    try:
+        subprocess.run(["mount", "-o", "remount,ro,bind", str(path), str(path)], check=True)
+        yield
+    finally:
+        # Lazily: a process still holding the file must not leave the mount behind.
+        subprocess.run(["umount", "-l", str(path)], check=True)
+
+
+async def test_an_unwritable_sqlite_file_is_one_line_and_a_failed_start(tmp_path: Path) -> None:
+    database = tmp_path / "batchd.db"
+    await upgrade_database(f"sqlite+aiosqlite:///{database}")
+    env = service_env(f"sqlite+aiosqlite:///{database}", "http://127.0.0.1:9")
+    with read_only(database):
+        code, lines = await _start_failing(env)
+    assert code == 2
+    [line] = lines
+    assert line.startswith("batchd: database: "), line
+
+
+async def test_a_sqlite_file_where_none_can_be_made_is_one_line_and_a_failed_start() -> None:
+    env = service_env("sqlite+aiosqlite:////proc/self/batchd.db", "http://127.0.0.1:9")
+    code, lines = await _start_failing(env)
+    assert code == 2
+    [line] = lines
+    assert line.startswith("batchd: database: "), line

@@ -4,15 +4,18 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import time
 from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
+from sqlalchemy import select, update
 
 from service import claims, store
 from service.database import Database, open_database
 from service.migrate import upgrade
 from service.models import BatchStatus, OperationStatus
+from service.store import operations as operations_table
 
 TENANT = "tenant-a"
 # Sub-second digits must survive: ordering relies on them.
@@ -59,6 +62,7 @@ def new_batch(
             "lease_owner": None,
             "lease_expires_at": None,
             "lease_generation": 0,
+            "sent_generation": None,
             "created_at": created,
             "updated_at": created,
         }
@@ -189,10 +193,51 @@ async def test_queue_claims_records_and_completes_a_batch(database: Database) ->
     assert operations[0].lease_expires_at is None and operations[0].lease_generation == 1
 
 
+async def test_recovery_requeues_unsent_posts_and_spares_its_own_claims(
+    database: Database,
+) -> None:
+    await insert(database, "b1", CREATED, ["POST", "POST", "POST"])
+    sent, unsent, own = await claim(database, "gone", {"b1": 3})
+    async with database.write() as connection:
+        # A mark under an earlier claim of the same operation does not count.
+        stale = dataclasses.replace(unsent, lease_generation=unsent.lease_generation + 1)
+        assert await claims.mark_sent(connection, "gone", [sent, stale]) == {sent.id}
+        await connection.execute(
+            update(operations_table).where(operations_table.c.id == own.id).values(lease_owner="me")
+        )
+        recovered = await claims.requeue(
+            connection, CREATED + 40, False, expired_before=CREATED + 40, not_owner="me"
+        )
+        rows = await store.operations_page(connection, TENANT, "b1", -1, 100)
+    assert recovered == 2
+    assert [(op.status, op.failure_reason) for op in rows] == [
+        ("failed", "interrupted"),
+        ("pending", None),
+        ("in_progress", None),
+    ]
+
+
+async def test_leases_are_renewed_from_the_database_clock(database: Database) -> None:
+    await insert(database, "b1", CREATED, ["GET"])
+    [claimed] = await claim(database, "me", {"b1": 1})
+    before = time.time()
+    async with database.write() as connection:
+        await claims.renew_leases(connection, "me", [claimed.id], 30)
+        expiry = (
+            await connection.execute(
+                select(operations_table.c.lease_expires_at).where(
+                    operations_table.c.id == claimed.id
+                )
+            )
+        ).scalar_one()
+    assert before + 29 < expiry < time.time() + 31
+
+
 async def test_queue_requeues_expired_leases(database: Database) -> None:
     await insert(database, "b1", CREATED, ["GET", "POST"])
-    await claim(database, "gone", {"b1": 2})
+    _, post = await claim(database, "gone", {"b1": 2})
     async with database.write() as connection:
+        assert await claims.mark_sent(connection, "gone", [post]) == {post.id}
         assert await claims.requeue(connection, CREATED + 5, False, expired_before=CREATED) == 0
         recovered = await claims.requeue(
             connection, CREATED + 40, False, expired_before=CREATED + 40

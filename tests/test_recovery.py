@@ -194,3 +194,88 @@ async def test_credentials_that_are_not_text_fail_their_batch_not_the_process(
         batch_pb2.BATCH_OPERATION_STATUS_COMPLETED
     ]
     assert [request.path for request in upstream_server[1].requests] == ["/echo/healthy"]
+
+
+async def test_a_crash_returns_prefetched_posts_that_were_never_sent_to_pending(
+    database_url: str, upstream_server: tuple[str, UpstreamLog], tmp_path: Path
+) -> None:
+    """Claims are prefetched (twice the running limit): those never sent must run
+    after a restart; only POSTs that reached the upstream may read `interrupted`."""
+    env = service_env(
+        database_url,
+        upstream_server[0],
+        BATCH_LEASE_SECONDS="1",
+        BATCH_MAX_IN_FLIGHT="3",
+        BATCH_MAX_IN_FLIGHT_PER_BATCH="3",
+    )
+    operations = [operation(POST, f"/slow/1/{index}") for index in range(18)]
+    first = await start_service(env, tmp_path / "first.log")
+    async with grpc.aio.insecure_channel(env["BATCH_GRPC_ADDRESS"]) as channel:
+        stub = batch_pb2_grpc.BatchServiceStub(channel)
+        batch_id = await _created(stub, operations)
+        await _sent_at_least(upstream_server[1], 3)
+    assert await first.stop(signal.SIGKILL) == -signal.SIGKILL
+    reached = set(upstream_server[1].by_idempotency_key())
+
+    second = await start_service(env, tmp_path / "second.log")
+    try:
+        async with grpc.aio.insecure_channel(env["BATCH_GRPC_ADDRESS"]) as channel:
+            batch = await wait_completed(
+                batch_pb2_grpc.BatchServiceStub(channel), batch_id, timeout=60
+            )
+    finally:
+        assert await second.stop() == 0
+    sends = upstream_server[1].by_idempotency_key()
+    never_sent = [op for op in batch.batch_operations if op.id not in reached]
+    assert len(never_sent) == len(operations) - len(reached)
+    for op in never_sent:
+        assert op.status == batch_pb2.BATCH_OPERATION_STATUS_COMPLETED, op
+        assert sends[op.id] == 1
+    for op in batch.batch_operations:
+        if op.id in reached:
+            assert sends[op.id] == 1
+            assert op.failure_reason == "interrupted", op
+
+
+async def test_after_sigterm_nothing_new_is_sent_and_the_stop_keeps_to_the_grace(
+    database_url: str, upstream_server: tuple[str, UpstreamLog], tmp_path: Path
+) -> None:
+    """An open watch stream once held the gRPC server's stop while the engine went
+    on claiming and sending; the stop then took the grace twice over."""
+    grace = 3.0
+    env = service_env(
+        database_url,
+        upstream_server[0],
+        BATCH_MAX_IN_FLIGHT="4",
+        BATCH_MAX_IN_FLIGHT_PER_BATCH="4",
+        BATCH_SHUTDOWN_GRACE=str(grace),
+    )
+    operations = [operation(POST, f"/slow/2/{index}") for index in range(40)]
+    service = await start_service(env, tmp_path / "service.log")
+    async with grpc.aio.insecure_channel(env["BATCH_GRPC_ADDRESS"]) as channel:
+        stub = batch_pb2_grpc.BatchServiceStub(channel)
+        batch_id = await _created(stub, operations)
+        watch = stub.WatchBatch(batch_pb2.WatchBatchRequest(id=batch_id), metadata=bearer())
+        await watch.read()
+        await _sent_at_least(upstream_server[1], 4)
+        sent_at_signal = len(upstream_server[1].requests)
+        started = time.monotonic()
+        assert await service.stop(signal.SIGTERM) == 0
+        took = time.monotonic() - started
+        watch.cancel()
+    assert len(upstream_server[1].requests) == sent_at_signal
+    assert took < grace + 2.5, f"the stop took {took:.1f}s"
+
+
+async def _created(
+    stub: batch_pb2_grpc.BatchServiceStub, operations: list[batch_pb2.BatchOperation]
+) -> str:
+    batch = batch_pb2.Batch(batch_operations=operations)
+    created = await stub.CreateBatch(batch_pb2.CreateBatchRequest(batch=batch), metadata=bearer())
+    batch_id: str = created.batch.id
+    return batch_id
+
+
+async def _sent_at_least(log: UpstreamLog, count: int) -> None:
+    while len(log.requests) < count:
+        await asyncio.sleep(0.01)

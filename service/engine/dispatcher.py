@@ -19,13 +19,14 @@ from dataclasses import dataclass, field
 import aiohttp
 
 from service import claims, metrics
-from service.claims import ActiveBatch, Claim, Recorded, Result
+from service.claims import IDEMPOTENT_METHODS, ActiveBatch, Claim, Recorded, Result
 from service.credentials import Sealer
 from service.database import Database
 from service.engine.authorizations import Authorizations
 from service.engine.executor import Executor
 from service.engine.retrying import until_done
 from service.engine.scheduler import Scheduler
+from service.engine.send_marks import SendMarks
 from service.engine.throttle import Throttle
 from service.engine.urls import Upstream
 from service.models import OperationStatus
@@ -77,6 +78,7 @@ class Dispatcher:
         self._background: set[asyncio.Task[int]] = set()
         self._session: aiohttp.ClientSession | None = None
         self.throttle = Throttle(database, settings)
+        self._send_marks = SendMarks(database, owner)
 
     def wake(self) -> None:
         self._wake.set()
@@ -120,9 +122,13 @@ class Dispatcher:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._wake.wait(), POLL_SECONDS)
 
+    def stop_starting(self) -> None:
+        """Sends nothing more: claimed operations not yet started stay unstarted."""
+        self._stopping = True
+
     async def drain(self, grace: float) -> None:
         """Starts nothing more; gives running operations `grace` seconds, cancels the rest."""
-        self._stopping = True
+        self.stop_starting()
         if self._running:
             await asyncio.wait(list(self._running.values()), timeout=grace)
         unfinished = list(self._running.values())
@@ -133,6 +139,7 @@ class Dispatcher:
     async def close(self) -> list[str]:
         """Waits for its own writes; the claims it never started, to give back."""
         await asyncio.gather(*self._background)
+        await self._send_marks.close()
         if self._session is not None:
             await self._session.close()
         return [job.claim.id for job in self._scheduler.take_unstarted()]
@@ -166,8 +173,8 @@ class Dispatcher:
         )
         if not wanted:
             return 0
-        now = time.time()
         async with self.database.write() as connection:
+            now = time.time()  # once the connection is held: a lease from before would be short
             claimed = await claims.claim(
                 connection, self.owner, now, now + self.settings.lease_seconds, wanted
             )
@@ -222,6 +229,10 @@ class Dispatcher:
                 result = Result(
                     claim, OperationStatus.FAILED, failure_reason="credentials_unavailable"
                 )
+            elif self._must_mark_sent(claim) and not await self._send_marks.mark(claim):
+                # Recovery took the claim back: its new owner sends it, or fails it.
+                # This result changes nothing (the claim's generation fences it).
+                result = Result(claim, OperationStatus.FAILED, failure_reason="interrupted")
             else:
                 result = await self._executor.execute(claim, job.authorization, job.correlation_id)
         except asyncio.CancelledError:
@@ -242,6 +253,10 @@ class Dispatcher:
             self._failed_batches.add(claim.batch_id)
             self._cancel_unsent([claim.batch_id])
         self.results.put_nowait(result)
+
+    def _must_mark_sent(self, claim: Claim) -> bool:
+        """Whether recovery must know this claim was sent: a POST or PATCH not re-sent."""
+        return claim.http_method not in IDEMPOTENT_METHODS and not self.settings.resend_interrupted
 
 
 def _observe(job: Job, result: Result, seconds: float) -> None:

@@ -30,6 +30,7 @@ from service.signals import Signals
 
 log = logging.getLogger(__name__)
 PURGE_INTERVAL_SECONDS = 60.0
+FINAL_WRITES_SECONDS = 2.0
 SideTask = Callable[[], Coroutine[Any, Any, None]]
 
 
@@ -85,21 +86,37 @@ class Engine:
             task.add_done_callback(self._task_done)
             self._tasks[name] = task
 
-    async def stop(self, grace: float) -> None:
-        """Stops claiming, gives in-flight work `grace` seconds, releases the rest."""
+    def stop_claiming(self) -> None:
+        """Claims and starts nothing more; what runs goes on. The stop's first step,
+        taken before anything else of the process waits."""
         self._stopping = True
+        self.dispatcher.stop_starting()
+        dispatcher = self._tasks.get("engine-dispatcher")
+        if dispatcher is not None:
+            dispatcher.remove_done_callback(self._task_done)
+            dispatcher.cancel()
+
+    async def stop(self, grace: float) -> None:
+        """Stops claiming, gives in-flight work `grace` seconds, releases the rest.
+
+        Recording the last results and releasing claims get what is left of the
+        grace, and at least FINAL_WRITES_SECONDS: a database that is away then
+        cannot hold the stop (the claims' leases expire, and recovery follows).
+        """
+        deadline = asyncio.get_running_loop().time() + grace
+        self.stop_claiming()
         tasks = list(self._tasks.values())
         for task in tasks:
             task.remove_done_callback(self._task_done)
         await _cancelled(self._tasks.pop("engine-dispatcher"))
         await self.dispatcher.drain(grace)
         if not self._tasks["engine-results"].done():
-            await self.writer.results.join()
+            await _within(_final(deadline), "record results", self.writer.results.join())
         unsent = await self.dispatcher.close()
         for task in tasks:
             await _cancelled(task)
         await self.signals.stop()
-        await self.leases.release(unsent)
+        await _within(_final(deadline), "release claims", self.leases.release(unsent))
 
     def _task_done(self, task: asyncio.Task[None]) -> None:
         """A task ended before the engine stopped it: only a bug ends one."""
@@ -118,6 +135,18 @@ class Engine:
         self.died.set_result(error)
         if not self._stopping:  # else the stop under way ends as a death
             self._on_death()
+
+
+def _final(deadline: float) -> float:
+    return max(deadline - asyncio.get_running_loop().time(), FINAL_WRITES_SECONDS)
+
+
+async def _within(seconds: float, what: str, step: Coroutine[Any, Any, None]) -> None:
+    try:
+        async with asyncio.timeout(seconds):
+            await step
+    except TimeoutError:
+        log.error("stopping: could not %s within the shutdown grace", what)
 
 
 async def _cancelled(task: asyncio.Task[None]) -> None:

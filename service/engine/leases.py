@@ -1,7 +1,8 @@
 """Lease keeping and recovery: this process's claims stay its own, dead ones come back.
 
 Every third of a lease the keeper renews the leases of the claims this process
-holds, takes back operations whose lease expired (their replica died), and
+holds, takes back operations whose lease expired (their replica died; never
+this process's own, which may be late only because the database was), and
 counts the pending operations for the metrics. At shutdown it gives back the
 claims still held.
 """
@@ -48,7 +49,11 @@ class LeaseKeeper:
         now = time.time()
         async with self.database.write() as connection:
             count = await claims.requeue(
-                connection, now, self.settings.resend_interrupted, expired_before=now
+                connection,
+                now,
+                self.settings.resend_interrupted,
+                expired_before=now,
+                not_owner=self.owner,
             )
         if count:
             metrics.LEASE_RECOVERIES.inc(count)
@@ -70,9 +75,10 @@ class LeaseKeeper:
             log.warning("released %d operations still running at shutdown", count)
 
     async def _renew(self) -> None:
-        lease_until = time.time() + self.settings.lease_seconds
         async with self.database.write() as connection:
-            await claims.renew_leases(connection, self.owner, self._held(), lease_until)
+            await claims.renew_leases(
+                connection, self.owner, self._held(), self.settings.lease_seconds
+            )
 
     async def _count_pending(self) -> None:
         async with self.database.read() as connection:

@@ -45,6 +45,8 @@ _UNSAFE_READING = (
     "it must have no '.' or '..' segment, backslash or control character and no other "
     "'/' than as written"
 )
+# A host name (IDNs arrive as punycode), an IPv4 address or an IPv6 one (unbracketed).
+_HOST = re.compile(r"[A-Za-z0-9._-]+|[0-9A-Fa-f:.]+")
 
 
 def path_problem(path: str) -> str | None:
@@ -199,15 +201,22 @@ class Upstream:
 
     @classmethod
     def parse(cls, base_url: str) -> Upstream:
-        url = URL(base_url)
-        if url.scheme not in ("http", "https") or not url.host:
+        try:
+            # yarl raises plain ValueErrors (a bracket left open, a port out of
+            # range) while parsing, and some only when a part is read.
+            url = URL(base_url)
+            host, raw_host, port = url.host, url.raw_host, url.port
+        except ValueError as error:
+            raise UpstreamError(f"BATCH_UPSTREAM_URL is not a valid URL: {error}") from None
+        if url.scheme not in ("http", "https") or not host or not raw_host:
             raise UpstreamError("BATCH_UPSTREAM_URL must be an http:// or https:// URL with a host")
+        if not _HOST.fullmatch(raw_host) or port is None or not 0 < port < 65536:
+            raise UpstreamError("BATCH_UPSTREAM_URL must name a valid host and port")
         if url.user or url.password or url.query_string or url.fragment:
             raise UpstreamError(
                 "BATCH_UPSTREAM_URL must not carry user info, a query or a fragment"
             )
-        assert url.port is not None
-        return cls(url.scheme, url.host, url.port, url.raw_path.rstrip("/"))
+        return cls(url.scheme, host, port, url.raw_path.rstrip("/"))
 
     @functools.cached_property
     def origin(self) -> URL:
