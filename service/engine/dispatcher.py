@@ -229,10 +229,8 @@ class Dispatcher:
                 result = Result(
                     claim, OperationStatus.FAILED, failure_reason="credentials_unavailable"
                 )
-            elif self._must_mark_sent(claim) and not await self._send_marks.mark(claim):
-                # Recovery took the claim back: its new owner sends it, or fails it.
-                # This result changes nothing (the claim's generation fences it).
-                result = Result(claim, OperationStatus.FAILED, failure_reason="interrupted")
+            elif self._must_mark_sent(claim):
+                result = await self._execute_marked(job)
             else:
                 result = await self._executor.execute(claim, job.authorization, job.correlation_id)
         except asyncio.CancelledError:
@@ -253,6 +251,25 @@ class Dispatcher:
             self._failed_batches.add(claim.batch_id)
             self._cancel_unsent([claim.batch_id])
         self.results.put_nowait(result)
+
+    async def _execute_marked(self, job: Job) -> Result:
+        """Marks a POST or PATCH sent once the throttle admits it, so that one held
+        back when the process dies goes back to pending instead of `interrupted`."""
+        claim = job.claim
+        admitted_at = await self.throttle.admit(claim.tenant)
+        try:
+            marked = await self._send_marks.mark(claim)
+        except BaseException:
+            self.throttle.finished(claim.tenant, admitted_at, None, None)
+            raise
+        if not marked:
+            self.throttle.finished(claim.tenant, admitted_at, None, None)
+            # Recovery took the claim back: its new owner sends it, or fails it.
+            # This result changes nothing (the claim's generation fences it).
+            return Result(claim, OperationStatus.FAILED, failure_reason="interrupted")
+        return await self._executor.execute(
+            claim, job.authorization, job.correlation_id, admitted_at
+        )
 
     def _must_mark_sent(self, claim: Claim) -> bool:
         """Whether recovery must know this claim was sent: a POST or PATCH not re-sent."""

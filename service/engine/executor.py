@@ -94,11 +94,18 @@ class Executor:
         self.deadlines = Deadlines()
 
     async def execute(
-        self, claim: Claim, authorization: str | None, correlation_id: str | None = None
+        self,
+        claim: Claim,
+        authorization: str | None,
+        correlation_id: str | None = None,
+        admitted_at: float | None = None,
     ) -> Result:
-        # Held back before the first send, an operation has not started: its
-        # budget starts once it is admitted. Retries wait within the budget.
-        admitted_at: float | None = await self.throttle.admit(claim.tenant)
+        """Runs the operation; `admitted_at` when the throttle already admitted its first send.
+
+        Held back before the first send, an operation has not started: its budget
+        starts once it is admitted. Retries wait within the budget."""
+        if admitted_at is None:
+            admitted_at = await self.throttle.admit(claim.tenant)
         attempts = 0
         deadline = time.monotonic() + self.timeout
         idempotent = claim.http_method in IDEMPOTENT_METHODS
