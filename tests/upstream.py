@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import codecs
 import json
+import time
 from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
@@ -28,9 +29,20 @@ class SeenRequest:
     body: Any
 
 
+@dataclass(frozen=True)
+class Span:
+    """When the upstream began and finished answering one request (monotonic seconds)."""
+
+    path: str
+    idempotency_key: str
+    start: float
+    end: float
+
+
 @dataclass
 class UpstreamLog:
     requests: list[SeenRequest] = field(default_factory=list)
+    spans: list[Span] = field(default_factory=list)
     # Requests being answered right now, and the most there ever were at once.
     in_flight: int = 0
     max_in_flight: int = 0
@@ -57,10 +69,13 @@ async def record(
     )
     log.in_flight += 1
     log.max_in_flight = max(log.max_in_flight, log.in_flight)
+    start = time.monotonic()
     try:
         return await handler(request)
     finally:
         log.in_flight -= 1
+        key = request.headers.get("Idempotency-Key", "")
+        log.spans.append(Span(request.path, key, start, time.monotonic()))
 
 
 async def echo(request: web.Request) -> web.Response:
