@@ -58,6 +58,7 @@ async def create_batch(
         sequential=options.sequential,
         stop_on_failure=options.stop_on_failure,
         max_concurrency=options.max_concurrency,
+        in_flight_limit=validation.in_flight_limit(options, limits),
         correlation_id=REQUEST_ID.get(),
         created_at=now,
         updated_at=now,

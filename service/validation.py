@@ -19,10 +19,12 @@ from service.store import Ordering, PageRequest
 
 @dataclass(frozen=True)
 class BatchLimits:
-    """What one batch may hold: operations, and bytes per operation (batchd/messages.py)."""
+    """What one batch may hold: operations, and bytes per operation (batchd/messages.py);
+    and how many of its operations may run at once unless it asks for fewer."""
 
     max_operations: int
     max_operation_bytes: int
+    max_in_flight_per_batch: int
 
 
 @dataclass(frozen=True)
@@ -144,6 +146,15 @@ def execution_options(options: batch_pb2.ExecutionOptions) -> batch_pb2.Executio
             ],
         )
     return options
+
+
+def in_flight_limit(options: batch_pb2.ExecutionOptions, limits: BatchLimits) -> int:
+    """How many of a batch's operations may run at once, across the fleet."""
+    if options.sequential:
+        return 1
+    return min(
+        options.max_concurrency or limits.max_in_flight_per_batch, limits.max_in_flight_per_batch
+    )
 
 
 def idempotency_key(raw: str) -> str:

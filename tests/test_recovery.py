@@ -162,6 +162,7 @@ async def test_credentials_that_are_not_text_fail_their_batch_not_the_process(
         tenant="tenant-a",
         operations_count=1,
         sealed_authorization=sealed,
+        in_flight_limit=16,
         created_at=time.time(),
         updated_at=time.time(),
     )
