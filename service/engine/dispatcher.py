@@ -1,9 +1,10 @@
 """The dispatcher: claims pending operations whenever slots are free, and runs them.
 
 Claims are dealt fairly across batches by the scheduler; each claimed
-operation runs as a task of its own, and its result goes to the result
-writer's queue. A claim stays held (its lease renewed) until its result is
-recorded. New work wakes the dispatcher at once; a poll covers the rest.
+operation runs as a task of its own, passes the send gate (a cancel may have
+ended it), and its result goes to the result writer's queue. A claim stays
+held (its lease renewed) until its result is recorded. New work wakes the
+dispatcher at once; a poll covers the rest.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from service.engine.authorizations import Authorizations
 from service.engine.executor import Executor
 from service.engine.retrying import until_done
 from service.engine.scheduler import Scheduler
+from service.engine.send_gate import SendGate
 from service.engine.urls import Upstream
 from service.models import OperationStatus
 from service.settings import ServiceSettings
@@ -71,6 +73,7 @@ class Dispatcher:
         # Claimed and not yet recorded: their leases must stay renewed.
         self._held: set[str] = set()
         self._authorizations = Authorizations(sealer)
+        self._gate = SendGate(database, owner)
         # Batches that stop on failure and just failed, until that is stored.
         self._failed_batches: set[str] = set()
         self._background: set[asyncio.Task[int]] = set()
@@ -178,9 +181,8 @@ class Dispatcher:
         return len(claimed)
 
     def _limit(self, batch: ActiveBatch) -> int:
-        if batch.sequential:
-            return 1
-        return batch.max_concurrency or self.settings.max_in_flight_per_batch
+        # The claim enforces it fleet-wide; the scheduler keeps this replica within it.
+        return batch.in_flight_limit
 
     def _cancel_unsent(self, batch_ids: list[str]) -> None:
         unsent = [job.claim.id for job in self._scheduler.take_unstarted(batch_ids)]
@@ -211,15 +213,9 @@ class Dispatcher:
     async def _run(self, job: Job) -> None:
         claim = job.claim
         started = time.perf_counter()
+        result: Result | None
         try:
-            if job.authorization == "":
-                # Sending without the caller's credentials could act as nobody, or
-                # as someone else: refuse.
-                result = Result(
-                    claim, OperationStatus.FAILED, failure_reason="credentials_unavailable"
-                )
-            else:
-                result = await self._executor.execute(claim, job.authorization, job.correlation_id)
+            result = await self._send(job)
         except asyncio.CancelledError:
             raise
         except Exception:
@@ -232,12 +228,29 @@ class Dispatcher:
             self._scheduler.finished(claim.batch_id)
             self._start_ready()
             self._wake.set()
+        if result is None:
+            # Ended unsent by a cancel or a stop, which recorded it: only forget it.
+            self._held.discard(claim.id)
+            self._scheduler.recorded(claim.batch_id)
+            return
         _observe(job, result, time.perf_counter() - started)
         if job.stop_on_failure and result.is_failure:
             # Send nothing more of this batch while the failure is being stored.
             self._failed_batches.add(claim.batch_id)
             self._cancel_unsent([claim.batch_id])
         self.results.put_nowait(result)
+
+    async def _send(self, job: Job) -> Result | None:
+        """The operation's result; None when its claim ended before it could be sent."""
+        if job.authorization == "":
+            # Sending without the caller's credentials could act as nobody, or
+            # as someone else: refuse.
+            return Result(
+                job.claim, OperationStatus.FAILED, failure_reason="credentials_unavailable"
+            )
+        if not await self._gate.admit(job.claim):
+            return None
+        return await self._executor.execute(job.claim, job.authorization, job.correlation_id)
 
 
 def _observe(job: Job, result: Result, seconds: float) -> None:
