@@ -198,9 +198,15 @@ class ListQuery:
     page: PageRequest
 
 
-def list_query(request: ListRequest, ids_field: str, status_names: Mapping[Any, str]) -> ListQuery:
-    """A List RPC's filters and page, checked."""
-    page = page_request(request.page_size, request.page, request.order_by)
+def list_query(
+    request: ListRequest,
+    ids_field: str,
+    status_names: Mapping[Any, str],
+    by_position: bool = False,
+) -> ListQuery:
+    """A List RPC's filters and page, checked; `by_position`: rows that have a
+    position (operations) may be ordered by it."""
+    page = page_request(request.page_size, request.page, request.order_by, by_position)
     ids = filter_ids(ids_field, getattr(request, ids_field))
     return ListQuery(ids, enum_names(request.statuses, status_names, "statuses"), page)
 
@@ -217,7 +223,9 @@ def filter_ids(field: str, raw_ids: Sequence[str]) -> list[str]:
     return ids
 
 
-def page_request(page_size: int, page: int, order_by: str) -> PageRequest:
+def page_request(
+    page_size: int, page: int, order_by: str, by_position: bool = False
+) -> PageRequest:
     violations = []
     limit = page_size or DEFAULT_PAGE_SIZE
     if not 1 <= limit <= MAX_PAGE_SIZE:
@@ -227,7 +235,7 @@ def page_request(page_size: int, page: int, order_by: str) -> PageRequest:
     number = page or 1
     if number < 1:
         violations.append(Violation("page", "list.page.invalid", "must be 1 or more"))
-    ordering = _ordering(order_by, violations)
+    ordering = _ordering(order_by, violations, by_position)
     if violations:
         raise invalid("list.invalid", violations)
     return PageRequest(limit=limit, page=number, ordering=ordering)
@@ -245,21 +253,20 @@ def page_too_large() -> ApiError:
 
 
 _ORDER_COLUMNS = {"create_time": "created_at", "update_time": "updated_at"}
+_POSITION_ORDER = {"position": "position"}
 
 
-def _ordering(order_by: str, violations: list[Violation]) -> Ordering:
+def _ordering(order_by: str, violations: list[Violation], by_position: bool) -> Ordering:
     if not order_by.strip():
         return Ordering()
+    columns = {**_ORDER_COLUMNS, **(_POSITION_ORDER if by_position else {})}
     parts = order_by.split()
-    column = _ORDER_COLUMNS.get(parts[0])
+    column = columns.get(parts[0])
     direction = parts[1] if len(parts) == 2 else "asc" if len(parts) == 1 else ""
     if column is None or direction not in ("asc", "desc"):
+        names = " or ".join([", ".join(list(columns)[:-1]), list(columns)[-1]])
         violations.append(
-            Violation(
-                "order_by",
-                "list.sort.invalid",
-                "must be create_time or update_time, then asc or desc",
-            )
+            Violation("order_by", "list.sort.invalid", f"must be {names}, then asc or desc")
         )
         return Ordering()
     return Ordering(column=column, descending=direction == "desc")  # type: ignore[arg-type]
