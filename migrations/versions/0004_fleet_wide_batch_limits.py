@@ -4,7 +4,10 @@
 at once across every replica (1 for a sequential batch), fixed when the batch
 is created. Batches stored before it get what their options said, capped at
 the default per-batch setting (16) that the replicas then applied each on
-their own. `batch_operations.sent_at` marks a claim as sent, just before it
+their own. The server default stays: during a rolling deploy, replicas of
+the previous version still create batches without the column (and dropping
+the default would make SQLite rebuild the table, losing the planner
+statistics 0003 stored for it). `batch_operations.sent_at` marks a claim as sent, just before it
 is: a cancel ends only unsent claims.
 
 Revision ID: 0004
@@ -43,9 +46,6 @@ def upgrade() -> None:
         f" WHEN max_concurrency BETWEEN 1 AND {DEFAULT_PER_BATCH} THEN max_concurrency"
         f" ELSE {DEFAULT_PER_BATCH} END"
     )
-    # Every new batch states its own limit.
-    with op.batch_alter_table("batches") as batch:
-        batch.alter_column("in_flight_limit", server_default=None)
     with op.batch_alter_table("batch_operations") as operations:
         operations.add_column(sa.Column("sent_at", sa.Float(), nullable=True))
 
