@@ -36,10 +36,9 @@ async def test_claims_lists_and_recovery_use_indexes_at_100k_operations(
         await connection.execute(
             text(
                 "INSERT INTO batches (id, tenant, status, operations_count, finished_count,"
-                " sequential, stop_on_failure, max_concurrency, in_flight_limit,"
-                " created_at, updated_at)"
+                " sequential, stop_on_failure, max_concurrency, created_at, updated_at)"
                 " SELECT 'b' || n, 't' || (n % 20), CASE WHEN n % 50 = 0 THEN 'in_progress'"
-                " ELSE 'completed' END, :per, 0, false, false, 0, 16, :now + n, :now + n"
+                " ELSE 'completed' END, :per, 0, false, false, 0, :now + n, :now + n"
                 " FROM generate_series(1, :batches) AS n"
             ),
             {"per": OPERATIONS_PER_BATCH, "now": now, "batches": BATCHES},

@@ -38,8 +38,8 @@ def fill(path: Path, now: float) -> None:
     with sqlite3.connect(path) as connection:
         connection.executemany(
             "INSERT INTO batches (id, tenant, status, operations_count, finished_count,"
-            " sequential, stop_on_failure, max_concurrency, in_flight_limit, created_at, updated_at)"
-            " VALUES (?, ?, ?, ?, 0, 0, 0, 0, 16, ?, ?)",
+            " sequential, stop_on_failure, max_concurrency, created_at, updated_at)"
+            " VALUES (?, ?, ?, ?, 0, 0, 0, 0, ?, ?)",
             [
                 (f"b{b}", f"t{b % TENANTS}", _status(b, "in_progress"), OPERATIONS_PER_BATCH)
                 + (now + b,) * 2
