@@ -63,6 +63,7 @@ def batch_row(batch_id: str, count: int, now: float, finished: bool) -> dict[str
         "sequential": False,
         "stop_on_failure": False,
         "max_concurrency": 0,
+        "in_flight_limit": 16,
         "canceled_at": None,
         "correlation_id": None,
         "created_at": now,
@@ -90,7 +91,7 @@ def operation_row(
         "lease_owner": None,
         "lease_expires_at": None,
         "lease_generation": 1 if finished else 0,
-        "sent_generation": None,
+        "sent_at": None,
         "created_at": now,
         "updated_at": now,
     }

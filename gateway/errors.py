@@ -49,6 +49,9 @@ _HTTP_STATUS_OF_RPC = {
 # gRPC request fields that the REST contract names differently.
 _REST_NAMES = re.compile(r"^(page_size|order_by|statuses)\b")
 _REST_NAME_OF = {"page_size": "limit", "order_by": "sort", "statuses": "status"}
+# The same names, and the sort columns, where the service's descriptions use them.
+_REST_WORDS = re.compile(r"\b(page_size|order_by|statuses|create_time|update_time)\b")
+_REST_WORD_OF = {**_REST_NAME_OF, "create_time": "created_at", "update_time": "updated_at"}
 UNAVAILABLE_MESSAGE = "The batch service is unavailable; retry later"
 INTERNAL_MESSAGE = "Something went wrong on our side; it has been logged"
 
@@ -156,7 +159,7 @@ def _details(rich: Any) -> tuple[str, list[ValidationError], int | None]:
             bad = error_details_pb2.BadRequest()
             detail.Unpack(bad)
             violations = [
-                ValidationError(_rest_name(v.field), v.reason, v.description)
+                ValidationError(_rest_name(v.field), v.reason, _rest_words(v.description))
                 for v in bad.field_violations
             ]
         elif detail.Is(error_details_pb2.RetryInfo.DESCRIPTOR):
@@ -168,3 +171,7 @@ def _details(rich: Any) -> tuple[str, list[ValidationError], int | None]:
 
 def _rest_name(grpc_field: str) -> str:
     return _REST_NAMES.sub(lambda match: _REST_NAME_OF[match.group(1)], grpc_field)
+
+
+def _rest_words(description: str) -> str:
+    return _REST_WORDS.sub(lambda match: _REST_WORD_OF[match.group(1)], description)

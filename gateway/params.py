@@ -23,7 +23,7 @@ from gateway.errors import ValidationError, bad_request, unprocessable
 INT32_MIN, INT32_MAX = -(2**31), 2**31 - 1
 _INTEGER = re.compile(r"-?[0-9]{1,18}")
 _SORT = re.compile(r"([a-z_]+):([a-z]+)")
-_ORDER_COLUMNS = {"created_at": "create_time", "updated_at": "update_time"}
+_ORDER_COLUMNS = {"created_at": "create_time", "updated_at": "update_time", "position": "position"}
 
 Query = MultiMapping[str]
 Status = TypeVar("Status", batch_pb2.BatchStatus, batch_pb2.BatchOperationStatus)
@@ -118,11 +118,16 @@ def _positive_int(query: Query, name: str, default: int) -> int:
 
 
 def _order_by(raw: str | None) -> str:
-    """`created_at:desc` as `create_time desc`; the service checks column and order."""
+    """`created_at:desc` as `create_time desc`; the service checks the order, and
+    which list may use which column. A column the REST API does not name is
+    refused here: passed on, a gRPC name (`create_time`) would be accepted."""
     if raw is None:
         return ""
     match = _SORT.fullmatch(raw.strip())
     if match is None:
         raise bad_request(f"sort must be column:order, such as created_at:desc, not {raw[:50]!r}")
     column, order = match.groups()
-    return f"{_ORDER_COLUMNS.get(column, column)} {order}"
+    if column not in _ORDER_COLUMNS:
+        message = "must be created_at, updated_at or position (operations only), then asc or desc"
+        raise unprocessable("list.invalid", [ValidationError("sort", "list.sort.invalid", message)])
+    return f"{_ORDER_COLUMNS[column]} {order}"

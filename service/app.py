@@ -59,7 +59,11 @@ class Service:
             database,
             Tenants(settings.tenants_by_token),
             sealer,
-            BatchLimits(settings.max_operations, settings.max_operation_bytes),
+            BatchLimits(
+                settings.max_operations,
+                settings.max_operation_bytes,
+                settings.max_in_flight_per_batch,
+            ),
             signals,
             CreateRateLimiter(settings.create_rate, settings.create_burst),
             WatchLimits(settings.max_watches_per_tenant, settings.max_watches),

@@ -27,7 +27,8 @@ _batch_ids: BindParameter[str] = bindparam("batch_ids", expanding=True)
 
 
 async def cancel(connection: DbConnection, batch_id: str, now: float) -> None:
-    """Cancels the batch's pending operations; it ends as canceled once running ones finish."""
+    """Cancels the batch's pending operations and its claims not yet sent, whichever
+    replica holds them; it ends as canceled once the operations sent finish."""
     await connection.execute(
         update(batches).where(batches.c.id == batch_id).values(canceled_at=now, updated_at=now)
     )
@@ -38,20 +39,45 @@ async def cancel(connection: DbConnection, batch_id: str, now: float) -> None:
 async def stop_after_failures(
     connection: DbConnection, now: float, batch_ids: set[str]
 ) -> list[str]:
-    """Of these batches, those that stop on failure: their pending operations are canceled."""
+    """Of these batches, those that stop on failure: their pending operations and
+    unsent claims are canceled, so no replica starts another."""
     if not batch_ids:
         return []
-    stopping = select(batches.c.id).where(batches.c.id.in_(batch_ids), batches.c.stop_on_failure)
+    # Locked before their operations, in the order a cancel and a claim lock
+    # them too, so that none of them deadlocks with another.
+    stopping = (
+        select(batches.c.id)
+        .where(batches.c.id.in_(batch_ids), batches.c.stop_on_failure)
+        .order_by(batches.c.id)
+        .with_for_update()
+    )
     stopped = list((await connection.execute(stopping)).scalars())
     await _cancel_pending(connection, now, stopped)
     return stopped
 
 
 async def _cancel_pending(connection: DbConnection, now: float, batch_ids: list[str]) -> None:
+    """Cancels what was never sent: pending operations, and claims not marked sent.
+
+    A claim is marked sent in a statement of its own just before it is sent
+    (claims.mark_sent); of that mark and this update, whichever changes the
+    row first wins, and the other, re-checking the row, changes nothing.
+    """
     await connection.execute(
         update(operations)
         .where(operations.c.batch_id.in_(batch_ids), operations.c.status == OperationStatus.PENDING)
         .values(status=OperationStatus.CANCELED, updated_at=now)
+    )
+    await connection.execute(
+        update(operations)
+        .where(
+            operations.c.batch_id.in_(batch_ids),
+            operations.c.status == OperationStatus.IN_PROGRESS,
+            operations.c.sent_at.is_(None),
+        )
+        .values(
+            status=OperationStatus.CANCELED, lease_owner=None, lease_expires_at=None, updated_at=now
+        )
     )
 
 

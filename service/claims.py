@@ -7,6 +7,25 @@ batches' counts move with the results, in the same transaction
 (batch_progress.py).
 On PostgreSQL the claim skips rows other replicas hold (FOR UPDATE SKIP
 LOCKED); SQLite ignores that clause, its writes being serialised anyway.
+
+A batch's limit (its `in_flight_limit`: 1 when sequential) holds across the
+fleet because each claim locks the batch's row, then counts the batch's
+in-progress operations and claims no more than the room left, all in one
+transaction. Under READ COMMITTED the count, a statement after the lock, sees
+every claim committed by whoever held the lock before; SKIP LOCKED alone
+bounds no count. The count is the operations' own statuses rather than a
+counter kept on the batch: every way out of `in_progress` (results, recovery,
+unclaim, cancel, stop) then frees its slot without touching the batch row, so
+no path can let a counter drift, and an expired lease of a dead replica keeps
+counting, still `in_progress`, until recovery takes it back. The count reads
+at most the batch's limit of index entries; the lock serialises only claims
+of one batch, which the limit serialises anyway.
+
+A claim is marked sent (`sent_at`) just before it is sent, in a statement
+conditional on the claim still standing; a cancel or a stop after a failure
+ends only claims not marked. The operation row's lock decides a race between
+the two: either the mark wins and the operation is sent, or the cancel wins,
+the mark changes nothing and the claim is dropped unsent.
 """
 
 from __future__ import annotations
@@ -53,8 +72,7 @@ class ActiveBatch:
     id: str
     tenant: str
     sealed_authorization: bytes | None
-    sequential: bool
-    max_concurrency: int
+    in_flight_limit: int
     correlation_id: str | None
     stop_on_failure: bool
 
@@ -132,14 +150,21 @@ async def count_pending(connection: DbConnection) -> int:
     return int((await connection.execute(query)).scalar_one())
 
 
-def _claim_statement() -> ReturningUpdate[*tuple[Any, ...]]:
-    """Marks a batch's next `count` pending operations as `owner`'s, returning them."""
+def _claim_statement(first_only: bool) -> ReturningUpdate[*tuple[Any, ...]]:
+    """Marks a batch's next `count` pending operations as `owner`'s, returning them.
+
+    `first_only`: the batch's first pending operation or none, never a later one
+    because the first is locked by someone else (SKIP LOCKED would skip it).
+    """
+    of_batch = operations.c.batch_id == bindparam("claim_batch")
+    is_pending = operations.c.status == OperationStatus.PENDING
+    in_order = []
+    if first_only:
+        first = select(func.min(operations.c.position)).where(of_batch, is_pending)
+        in_order.append(operations.c.position == first.scalar_subquery())
     next_pending = (
         select(operations.c.id)
-        .where(
-            operations.c.batch_id == bindparam("claim_batch"),
-            operations.c.status == OperationStatus.PENDING,
-        )
+        .where(of_batch, is_pending, *in_order)
         .order_by(operations.c.position)
         .limit(bindparam("count", type_=Integer))
         .with_for_update(skip_locked=True)
@@ -159,6 +184,7 @@ def _claim_statement() -> ReturningUpdate[*tuple[Any, ...]]:
             lease_owner=bindparam("owner"),
             lease_expires_at=bindparam("lease_until"),
             lease_generation=operations.c.lease_generation + 1,
+            sent_at=None,
             updated_at=bindparam("now"),
         )
         .returning(*columns_of(operations, Claim))
@@ -167,7 +193,26 @@ def _claim_statement() -> ReturningUpdate[*tuple[Any, ...]]:
 
 # Built once: claims run many times a second, and building a statement costs
 # more than running it. So are the other statements of claims and results.
-CLAIM_NEXT = _claim_statement()
+CLAIM_NEXT = _claim_statement(first_only=False)
+CLAIM_FIRST = _claim_statement(first_only=True)
+# The claim's lock on the batch: its limit, if it may still start operations.
+_LOCK_CLAIMABLE_BATCH = (
+    select(batches.c.in_flight_limit)
+    .where(
+        batches.c.id == bindparam("claim_batch"),
+        batches.c.status.in_((BatchStatus.PENDING, BatchStatus.IN_PROGRESS)),
+        batches.c.canceled_at.is_(None),
+    )
+    .with_for_update()
+)
+_COUNT_RUNNING = (
+    select(func.count())
+    .select_from(operations)
+    .where(
+        operations.c.batch_id == bindparam("claim_batch"),
+        operations.c.status == OperationStatus.IN_PROGRESS,
+    )
+)
 _batch_ids: BindParameter[str] = bindparam("batch_ids", expanding=True)
 _START_BATCHES = (
     update(batches)
@@ -183,13 +228,22 @@ async def claim(
     lease_until: float,
     wanted: Mapping[str, int],
 ) -> list[Claim]:
-    """Claims up to `wanted[batch_id]` pending operations of each batch, in order."""
+    """Claims up to `wanted[batch_id]` pending operations of each batch, in order,
+    within each batch's room under its fleet-wide limit."""
     claims: list[Claim] = []
     lease = {"owner": owner, "now": now, "lease_until": lease_until}
-    for batch_id, count in wanted.items():
-        rows = await connection.execute(
-            CLAIM_NEXT, {"claim_batch": batch_id, "count": count, **lease}
-        )
+    # Batches locked in one order by every replica, so no two claims deadlock.
+    for batch_id in sorted(wanted):
+        of_batch = {"claim_batch": batch_id}
+        limit = (await connection.execute(_LOCK_CLAIMABLE_BATCH, of_batch)).scalar()
+        if limit is None:
+            continue
+        running = (await connection.execute(_COUNT_RUNNING, of_batch)).scalar_one()
+        count = min(wanted[batch_id], limit - running)
+        if count <= 0:
+            continue
+        statement = CLAIM_FIRST if limit == 1 else CLAIM_NEXT
+        rows = await connection.execute(statement, {**of_batch, "count": count, **lease})
         claims.extend(Claim(**row) for row in rows.mappings())
     started = {claim.batch_id for claim in claims}
     if started:
@@ -342,6 +396,38 @@ async def _write_results(
     return Counter(result.batch_id for result in results)
 
 
+_MARK_SENT = (
+    update(operations)
+    .where(
+        # The ids lead the planner to the primary key; the pairs fence each claim.
+        operations.c.id.in_(bindparam("ids", expanding=True)),
+        tuple_(operations.c.id, operations.c.lease_generation).in_(
+            bindparam("claims", expanding=True)
+        ),
+        operations.c.lease_owner == bindparam("owner"),
+        operations.c.status == OperationStatus.IN_PROGRESS,
+    )
+    .values(sent_at=bindparam("now"))
+    .returning(operations.c.id)
+)
+
+
+async def mark_sent(
+    connection: DbConnection, owner: str, now: float, to_send: Sequence[Claim]
+) -> set[str]:
+    """Marks these claims as about to be sent; those still standing, by id.
+
+    A claim that a cancel, a stop or a recovery ended first is not marked and
+    must not be sent.
+    """
+    if not to_send:
+        return set()
+    pairs = [(claim.id, claim.lease_generation) for claim in to_send]
+    parameters = {"ids": [claim.id for claim in to_send], "claims": pairs}
+    marked = await connection.execute(_MARK_SENT, {**parameters, "owner": owner, "now": now})
+    return set(marked.scalars())
+
+
 def _held_by(owner: str, operation_ids: Sequence[str]) -> list[ColumnElement[bool]]:
     """These operations, as long as `owner`'s claim on them still stands."""
     return [
@@ -370,37 +456,6 @@ def _database_clock(dialect: Dialect) -> ColumnElement[float]:
     if dialect.name == "postgresql":
         return cast(func.extract("epoch", func.clock_timestamp()), Float)
     return (func.julianday("now") - 2440587.5) * 86400.0
-
-
-_MARK_SENT = (
-    update(operations)
-    .where(
-        # The ids lead the planner to the primary key; the pairs fence each claim.
-        operations.c.id.in_(bindparam("sent_ids", expanding=True)),
-        tuple_(operations.c.id, operations.c.lease_generation).in_(
-            bindparam("sent_claims", expanding=True)
-        ),
-        operations.c.lease_owner == bindparam("owner"),
-        operations.c.status == OperationStatus.IN_PROGRESS,
-    )
-    .values(sent_generation=operations.c.lease_generation)
-    .returning(operations.c.id)
-)
-
-
-async def mark_sent(
-    connection: DbConnection, owner: str, about_to_send: Sequence[Claim]
-) -> set[str]:
-    """Records that these claims' requests are about to go out; the ids whose
-    claim still stands (only those may be sent)."""
-    if not about_to_send:
-        return set()
-    sent_claims = [(claim.id, claim.lease_generation) for claim in about_to_send]
-    rows = await connection.execute(
-        _MARK_SENT,
-        {"sent_ids": [id for id, _ in sent_claims], "sent_claims": sent_claims, "owner": owner},
-    )
-    return set(rows.scalars())
 
 
 async def unclaim(
@@ -483,8 +538,6 @@ async def requeue(
 def _resendable(resend_interrupted: bool) -> ColumnElement[bool]:
     if resend_interrupted:
         return true()
-    never_sent = or_(
-        operations.c.sent_generation.is_(None),
-        operations.c.sent_generation != operations.c.lease_generation,
-    )
+    # Every claim clears sent_at, so it speaks of the current claim only.
+    never_sent = operations.c.sent_at.is_(None)
     return or_(operations.c.http_method.in_(IDEMPOTENT_METHODS), never_sent)

@@ -72,6 +72,10 @@ class Batch(SQLModel, table=True):
     sequential: bool = False
     stop_on_failure: bool = False
     max_concurrency: int = 0
+    # How many of its operations the fleet may hold claimed at once, fixed at
+    # create time (1 when sequential) so that every replica's claims enforce the
+    # same number, whatever each one's own BATCH_MAX_IN_FLIGHT_PER_BATCH says.
+    in_flight_limit: int
     # Set by a cancel request: the batch ends as canceled, not completed.
     canceled_at: float | None = None
     # The create call's request id, sent upstream with every operation.
@@ -131,9 +135,10 @@ class BatchOperation(SQLModel, table=True):
     lease_owner: str | None = Field(default=None, max_length=64)
     lease_expires_at: float | None = None
     lease_generation: int = 0
-    # The generation under which a POST or PATCH went out: recovery fails those
-    # as interrupted, and returns claims that were never sent to pending.
-    sent_generation: int | None = None
+    # Set just before the claim is sent. A cancel or a stop ends only unsent claims,
+    # so an operation recorded `canceled` was never sent, and recovery returns an
+    # unsent POST or PATCH to pending rather than failing it as interrupted.
+    sent_at: float | None = None
     created_at: float
     updated_at: float
 

@@ -118,7 +118,9 @@ class BatchServicer(batch_pb2_grpc.BatchServiceServicer):
         self, request: batch_pb2.ListBatchOperationsRequest, context: Context
     ) -> batch_pb2.ListBatchOperationsResponse:
         caller = current_caller()
-        query = validation.list_query(request, "batch_ids", OPERATION_STATUS_NAMES)
+        query = validation.list_query(
+            request, "batch_ids", OPERATION_STATUS_NAMES, by_position=True
+        )
         async with self.database.read() as connection:
             keys, total = await store.list_operations(
                 connection,

@@ -5,8 +5,10 @@ other replicas through NOTIFY: a replica that stores a new batch tells idle
 replicas to claim it now instead of at their next poll; one that records
 results tells watchers served elsewhere. Signals only shorten waits: every
 waiter also polls, so a lost notification (or SQLite, where there are none)
-costs latency, never correctness. A cancel is acted on here, by the replica
-that stored it; other replicas' claims of the batch run to their end.
+costs latency, never correctness. A cancel reaches every replica, its batch
+id as the NOTIFY's payload: each drops the claims of the batch it holds unsent
+(the cancel already recorded them `canceled`, and the send gate would refuse
+them anyway: the signal only frees their slots sooner).
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from service.waiting import Backoff
 log = logging.getLogger(__name__)
 WORK_CHANNEL = "batchd_work"
 CHANGES_CHANNEL = "batchd_changes"
+CANCELED_CHANNEL = "batchd_canceled"
 RECONNECT_CAP_SECONDS = 5.0
 
 
@@ -37,9 +40,15 @@ class Signals:
 
     async def start(self, on_work: Callable[[], None], on_canceled: Callable[[str], None]) -> None:
         """Calls `on_work` whenever work may be waiting here or on another replica,
-        `on_canceled` for each batch canceled here."""
+        `on_canceled` for each batch canceled here or on another replica."""
         self._on_work, self._on_canceled = on_work, on_canceled
-        await self._fleet.start({WORK_CHANNEL: on_work, CHANGES_CHANNEL: self._wake_watchers})
+        await self._fleet.start(
+            {
+                WORK_CHANNEL: _without_payload(on_work),
+                CHANGES_CHANNEL: _without_payload(self._wake_watchers),
+                CANCELED_CHANNEL: on_canceled,
+            }
+        )
 
     async def stop(self) -> None:
         await self._fleet.stop()
@@ -54,6 +63,7 @@ class Signals:
 
     def batch_canceled(self, batch_id: str) -> None:
         self._on_canceled(batch_id)
+        self._fleet.notify(CANCELED_CHANNEL, batch_id)
         self.batch_changed()
 
     async def wait_for_change(self, timeout: float) -> None:
@@ -74,10 +84,11 @@ class _Fleet:
         self.enabled = url.get_backend_name() == "postgresql"
         self._dsn = url.set(drivername="postgresql").render_as_string(hide_password=False)
         self._connection: asyncpg.Connection | None = None
-        self._listeners: dict[str, Callable[[], None]] = {}
+        self._listeners: dict[str, Callable[[str], None]] = {}
         self._keeper: asyncio.Task[None] | None = None
 
-    async def start(self, listeners: dict[str, Callable[[], None]]) -> None:
+    async def start(self, listeners: dict[str, Callable[[str], None]]) -> None:
+        """`listeners`: what to call, with the payload, on each channel's notifications."""
         if not self.enabled:
             return
         self._listeners = listeners
@@ -90,11 +101,11 @@ class _Fleet:
         if self._connection is not None:
             await self._connection.close()
 
-    def notify(self, channel: str) -> None:
+    def notify(self, channel: str, payload: str = "") -> None:
         connection = self._connection
         if connection is None or connection.is_closed():
             return
-        task = asyncio.create_task(connection.execute(f"NOTIFY {channel}"))
+        task = asyncio.create_task(connection.execute("SELECT pg_notify($1, $2)", channel, payload))
         task.add_done_callback(_ignore_failure)
 
     async def _stay_connected(self) -> None:
@@ -115,13 +126,20 @@ class _Fleet:
                 await backoff.wait()
 
 
-def _from_other_sessions(callback: Callable[[], None]) -> Callable[..., None]:
+def _from_other_sessions(callback: Callable[[str], None]) -> Callable[..., None]:
     """PostgreSQL also delivers a NOTIFY to the session that sent it; this process
     woke its own listeners directly before sending, so it skips those."""
 
-    def on_notification(connection: asyncpg.Connection, pid: int, *_: Any) -> None:
+    def on_notification(connection: asyncpg.Connection, pid: int, _: str, payload: str) -> None:
         if pid != connection.get_server_pid():
-            callback()
+            callback(payload)
+
+    return on_notification
+
+
+def _without_payload(callback: Callable[[], None]) -> Callable[[str], None]:
+    def on_notification(_: str) -> None:
+        callback()
 
     return on_notification
 

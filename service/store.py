@@ -29,7 +29,9 @@ def columns_of(table: Table, row_type: type[DataclassInstance]) -> list[Column[A
 
 @dataclass(frozen=True)
 class Ordering:
-    column: Literal["created_at", "updated_at"] = "created_at"
+    # position: batch by batch (in id order, which is creation order), each in
+    # submitted order.
+    column: Literal["created_at", "updated_at", "position"] = "created_at"
     descending: bool = True
 
 
@@ -152,11 +154,13 @@ class Listing:
         total = (await connection.execute(count_query)).scalar_one()
         if total <= page.offset:
             return [], total
-        column = table.c[page.ordering.column]
-        # The id breaks ties so that pages never overlap or skip rows.
-        order = (
-            (column.desc(), table.c.id.desc()) if page.ordering.descending else (column, table.c.id)
-        )
+        # A unique key last, so that pages never overlap or skip rows: the id, or
+        # for positions (unique within a batch) the batch first.
+        if page.ordering.column == "position":
+            keys = [table.c.batch_id, table.c.position]
+        else:
+            keys = [table.c[page.ordering.column], table.c.id]
+        order = [key.desc() for key in keys] if page.ordering.descending else keys
         rows = await connection.execute(
             select(*(columns or [table]))
             .where(*filters)

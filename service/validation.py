@@ -19,10 +19,12 @@ from service.store import Ordering, PageRequest
 
 @dataclass(frozen=True)
 class BatchLimits:
-    """What one batch may hold: operations, and bytes per operation (batchd/messages.py)."""
+    """What one batch may hold: operations, and bytes per operation (batchd/messages.py);
+    and how many of its operations may run at once unless it asks for fewer."""
 
     max_operations: int
     max_operation_bytes: int
+    max_in_flight_per_batch: int
 
 
 @dataclass(frozen=True)
@@ -146,6 +148,15 @@ def execution_options(options: batch_pb2.ExecutionOptions) -> batch_pb2.Executio
     return options
 
 
+def in_flight_limit(options: batch_pb2.ExecutionOptions, limits: BatchLimits) -> int:
+    """How many of a batch's operations may run at once, across the fleet."""
+    if options.sequential:
+        return 1
+    return min(
+        options.max_concurrency or limits.max_in_flight_per_batch, limits.max_in_flight_per_batch
+    )
+
+
 def idempotency_key(raw: str) -> str:
     """A create's idempotency key (its request_id; REST: Idempotency-Key): at most
     200 printable ASCII characters, as the gateway takes them; "" means none."""
@@ -192,9 +203,15 @@ class ListQuery:
     page: PageRequest
 
 
-def list_query(request: ListRequest, ids_field: str, status_names: Mapping[Any, str]) -> ListQuery:
-    """A List RPC's filters and page, checked."""
-    page = page_request(request.page_size, request.page, request.order_by)
+def list_query(
+    request: ListRequest,
+    ids_field: str,
+    status_names: Mapping[Any, str],
+    by_position: bool = False,
+) -> ListQuery:
+    """A List RPC's filters and page, checked; `by_position`: rows that have a
+    position (operations) may be ordered by it."""
+    page = page_request(request.page_size, request.page, request.order_by, by_position)
     ids = filter_ids(ids_field, getattr(request, ids_field))
     return ListQuery(ids, enum_names(request.statuses, status_names, "statuses"), page)
 
@@ -214,7 +231,9 @@ def filter_ids(field: str, raw_ids: Sequence[str]) -> list[str]:
     return ids
 
 
-def page_request(page_size: int, page: int, order_by: str) -> PageRequest:
+def page_request(
+    page_size: int, page: int, order_by: str, by_position: bool = False
+) -> PageRequest:
     violations = []
     limit = page_size or DEFAULT_PAGE_SIZE
     if not 1 <= limit <= MAX_PAGE_SIZE:
@@ -224,7 +243,7 @@ def page_request(page_size: int, page: int, order_by: str) -> PageRequest:
     number = page or 1
     if number < 1:
         violations.append(Violation("page", "list.page.invalid", "must be 1 or more"))
-    ordering = _ordering(order_by, violations)
+    ordering = _ordering(order_by, violations, by_position)
     if violations:
         raise invalid("list.invalid", violations)
     return PageRequest(limit=limit, page=number, ordering=ordering)
@@ -242,21 +261,20 @@ def page_too_large() -> ApiError:
 
 
 _ORDER_COLUMNS = {"create_time": "created_at", "update_time": "updated_at"}
+_POSITION_ORDER = {"position": "position"}
 
 
-def _ordering(order_by: str, violations: list[Violation]) -> Ordering:
+def _ordering(order_by: str, violations: list[Violation], by_position: bool) -> Ordering:
     if not order_by.strip():
         return Ordering()
+    columns = {**_ORDER_COLUMNS, **(_POSITION_ORDER if by_position else {})}
     parts = order_by.split()
-    column = _ORDER_COLUMNS.get(parts[0])
+    column = columns.get(parts[0])
     direction = parts[1] if len(parts) == 2 else "asc" if len(parts) == 1 else ""
     if column is None or direction not in ("asc", "desc"):
+        names = " or ".join([", ".join(list(columns)[:-1]), list(columns)[-1]])
         violations.append(
-            Violation(
-                "order_by",
-                "list.sort.invalid",
-                "must be create_time or update_time, then asc or desc",
-            )
+            Violation("order_by", "list.sort.invalid", f"must be {names}, then asc or desc")
         )
         return Ordering()
     return Ordering(column=column, descending=direction == "desc")  # type: ignore[arg-type]

@@ -25,3 +25,11 @@ def test_ids_lead_with_their_millisecond_so_later_ones_sort_after() -> None:
     assert later > first
     millisecond = int(uuid.UUID(first).hex[:12], 16)
     assert before <= millisecond <= time.time_ns() // 1_000_000
+
+
+def test_ids_made_together_sort_in_the_order_made() -> None:
+    # More than the 4,096 a millisecond's 12-bit counter holds.
+    ids = new_ids(10_000)
+    assert sorted(ids) == ids
+    first = int(uuid.UUID(ids[0]).hex[:12], 16)
+    assert int(uuid.UUID(ids[-1]).hex[:12], 16) - first <= 2

@@ -41,6 +41,7 @@ def new_batch(
         "operations_count": len(methods),
         "finished_count": 0,
         "sealed_authorization": SEALED,
+        "in_flight_limit": 16,
         "created_at": created,
         "updated_at": created,
     }
@@ -62,7 +63,7 @@ def new_batch(
             "lease_owner": None,
             "lease_expires_at": None,
             "lease_generation": 0,
-            "sent_generation": None,
+            "sent_at": None,
             "created_at": created,
             "updated_at": created,
         }
@@ -201,7 +202,7 @@ async def test_recovery_requeues_unsent_posts_and_spares_its_own_claims(
     async with database.write() as connection:
         # A mark under an earlier claim of the same operation does not count.
         stale = dataclasses.replace(unsent, lease_generation=unsent.lease_generation + 1)
-        assert await claims.mark_sent(connection, "gone", [sent, stale]) == {sent.id}
+        assert await claims.mark_sent(connection, "gone", CREATED, [sent, stale]) == {sent.id}
         await connection.execute(
             update(operations_table).where(operations_table.c.id == own.id).values(lease_owner="me")
         )
@@ -237,7 +238,7 @@ async def test_queue_requeues_expired_leases(database: Database) -> None:
     await insert(database, "b1", CREATED, ["GET", "POST"])
     _, post = await claim(database, "gone", {"b1": 2})
     async with database.write() as connection:
-        assert await claims.mark_sent(connection, "gone", [post]) == {post.id}
+        assert await claims.mark_sent(connection, "gone", CREATED, [post]) == {post.id}
         assert await claims.requeue(connection, CREATED + 5, False, expired_before=CREATED) == 0
         recovered = await claims.requeue(
             connection, CREATED + 40, False, expired_before=CREATED + 40
@@ -286,20 +287,24 @@ async def postgres_database(postgres_url: str) -> AsyncIterator[Database]:
     await opened.dispose()
 
 
-async def test_concurrent_claims_skip_rows_another_transaction_holds(
+async def test_claims_of_one_batch_take_turns_and_count_each_others(
     postgres_database: Database,
 ) -> None:
     database = postgres_database
-    await insert(database, "b1", CREATED, ["GET"] * 5)
-    # The batch's first claim marks it in progress; later claims leave its row alone.
-    [started] = await claim(database, "one", {"b1": 1})
+    await insert(database, "b1", CREATED, ["GET"] * 20)  # its limit: 16 at once
+    await insert(database, "b2", CREATED, ["GET"] * 5)
     async with database.write() as holding:
-        held = await claims.claim(holding, "one", CREATED, CREATED + 30, {"b1": 2})
-        # Without SKIP LOCKED this waits for `holding` to commit, which never comes.
-        other = await asyncio.wait_for(claim(database, "two", {"b1": 2}), 30)
-    assert started.id == "b1-op0"
-    assert [c.id for c in held] == ["b1-op1", "b1-op2"]
-    assert [c.id for c in other] == ["b1-op3", "b1-op4"]
+        held = await claims.claim(holding, "one", CREATED, CREATED + 30, {"b1": 10})
+        # A claim of another batch does not wait for this transaction.
+        elsewhere = await asyncio.wait_for(claim(database, "two", {"b2": 2}), 30)
+        # One of the same batch waits on the batch's row, to count these claims.
+        same_batch = asyncio.create_task(claim(database, "two", {"b1": 10}))
+        await asyncio.sleep(0.5)
+        assert not same_batch.done()
+    later = await asyncio.wait_for(same_batch, 30)
+    assert [c.id for c in held] == [f"b1-op{n}" for n in range(10)]
+    assert [c.id for c in elsewhere] == ["b2-op0", "b2-op1"]
+    assert [c.id for c in later] == [f"b1-op{n}" for n in range(10, 16)]
 
 
 async def test_primary_key_lookups_read_like_every_other_query(database: Database) -> None:

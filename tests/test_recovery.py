@@ -50,6 +50,9 @@ async def test_sigkill_mid_batch_then_restart_finishes_everything_once(
             metadata=bearer(),
         )
         await wait_finished_at_least(stub, created.batch.id, OPERATIONS // 4)
+        # Kill while requests are out: a batch's limit counts its claims until their
+        # results are stored, so just after a result group is written none may be.
+        await _upstream_answering_at_least(upstream_server[1], 4)
     assert await first.stop(signal.SIGKILL) == -signal.SIGKILL
     sent_before_kill = len(upstream_server[1].requests)
     assert sent_before_kill < OPERATIONS
@@ -80,6 +83,13 @@ async def test_sigkill_mid_batch_then_restart_finishes_everything_once(
     assert set(statuses) <= {"BATCH_OPERATION_STATUS_COMPLETED", "BATCH_OPERATION_STATUS_FAILED"}
     # The kill caught POSTs in flight (16 run at once, half of them POSTs).
     assert statuses["BATCH_OPERATION_STATUS_FAILED"] >= 1
+
+
+async def _upstream_answering_at_least(log: UpstreamLog, count: int) -> None:
+    """Until the upstream is answering `count` requests at once (consecutive
+    positions alternate GET and POST, so some of them are POSTs)."""
+    while log.in_flight < count:
+        await asyncio.sleep(0.005)
 
 
 async def test_sigterm_drains_in_flight_work_and_exits_zero(
@@ -163,6 +173,7 @@ async def test_credentials_that_are_not_text_fail_their_batch_not_the_process(
         tenant="tenant-a",
         operations_count=1,
         sealed_authorization=sealed,
+        in_flight_limit=16,
         created_at=time.time(),
         updated_at=time.time(),
     )

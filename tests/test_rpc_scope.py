@@ -145,7 +145,7 @@ async def test_a_read_pool_with_no_connection_free_is_unavailable(tmp_path: Path
         database,
         Tenants({"token-a": "tenant-a"}),
         sealer_from_settings("", dev_mode=True),
-        BatchLimits(10, 1 << 20),
+        BatchLimits(10, 1 << 20, 16),
         Signals(url),
         CreateRateLimiter(0, 1),
         WatchLimits(10, 10),

@@ -42,7 +42,7 @@ async def test_idle_streams_share_one_reader(database_url: str) -> None:
         batch_ids = []
         for _ in range(STREAMS // 4):  # four streams on each batch
             created = await create_batch(
-                database, caller, request, sealer, BatchLimits(10, 1 << 20)
+                database, caller, request, sealer, BatchLimits(10, 1 << 20, 16)
             )
             batch_ids.append(created.batch.id)
         feed = WatchFeed(database, signals, WatchLimits(STREAMS, STREAMS))

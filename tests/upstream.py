@@ -32,9 +32,20 @@ class SeenRequest:
     in_flight: int = 0
 
 
+@dataclass(frozen=True)
+class Span:
+    """When the upstream began and finished answering one request (monotonic seconds)."""
+
+    path: str
+    idempotency_key: str
+    start: float
+    end: float
+
+
 @dataclass
 class UpstreamLog:
     requests: list[SeenRequest] = field(default_factory=list)
+    spans: list[Span] = field(default_factory=list)
     # Requests being answered right now, and the most there ever were at once.
     in_flight: int = 0
     max_in_flight: int = 0
@@ -68,10 +79,13 @@ async def record(
         )
     )
     log.max_in_flight = max(log.max_in_flight, log.in_flight)
+    start = time.monotonic()
     try:
         return await handler(request)
     finally:
         log.in_flight -= 1
+        key = request.headers.get("Idempotency-Key", "")
+        log.spans.append(Span(request.path, key, start, time.monotonic()))
 
 
 async def echo(request: web.Request) -> web.Response:

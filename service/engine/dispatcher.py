@@ -1,9 +1,10 @@
 """The dispatcher: claims pending operations whenever slots are free, and runs them.
 
 Claims are dealt fairly across batches by the scheduler; each claimed
-operation runs as a task of its own, and its result goes to the result
-writer's queue. A claim stays held (its lease renewed) until its result is
-recorded. New work wakes the dispatcher at once; a poll covers the rest.
+operation runs as a task of its own, passes the send gate (a cancel may have
+ended it), and its result goes to the result writer's queue. A claim stays
+held (its lease renewed) until its result is recorded. New work wakes the
+dispatcher at once; a poll covers the rest.
 """
 
 from __future__ import annotations
@@ -19,14 +20,14 @@ from dataclasses import dataclass, field
 import aiohttp
 
 from service import claims, metrics
-from service.claims import IDEMPOTENT_METHODS, ActiveBatch, Claim, Recorded, Result
+from service.claims import ActiveBatch, Claim, Recorded, Result
 from service.credentials import Sealer
 from service.database import Database
 from service.engine.authorizations import Authorizations
 from service.engine.executor import Executor
 from service.engine.retrying import until_done
 from service.engine.scheduler import Scheduler
-from service.engine.send_marks import SendMarks
+from service.engine.send_gate import SendGate
 from service.engine.throttle import Throttle
 from service.engine.urls import Upstream
 from service.models import OperationStatus
@@ -73,12 +74,12 @@ class Dispatcher:
         # Claimed and not yet recorded: their leases must stay renewed.
         self._held: set[str] = set()
         self._authorizations = Authorizations(sealer)
+        self._gate = SendGate(database, owner)
         # Batches that stop on failure and just failed, until that is stored.
         self._failed_batches: set[str] = set()
         self._background: set[asyncio.Task[int]] = set()
         self._session: aiohttp.ClientSession | None = None
         self.throttle = Throttle(database, settings)
-        self._send_marks = SendMarks(database, owner)
 
     def wake(self) -> None:
         self._wake.set()
@@ -139,7 +140,7 @@ class Dispatcher:
     async def close(self) -> list[str]:
         """Waits for its own writes; the claims it never started, to give back."""
         await asyncio.gather(*self._background)
-        await self._send_marks.close()
+        await self._gate.close()
         if self._session is not None:
             await self._session.close()
         return [job.claim.id for job in self._scheduler.take_unstarted()]
@@ -189,9 +190,8 @@ class Dispatcher:
         return len(claimed)
 
     def _limit(self, batch: ActiveBatch) -> int:
-        if batch.sequential:
-            return 1
-        return batch.max_concurrency or self.settings.max_in_flight_per_batch
+        # The claim enforces it fleet-wide; the scheduler keeps this replica within it.
+        return batch.in_flight_limit
 
     def _cancel_unsent(self, batch_ids: list[str]) -> None:
         unsent = [job.claim.id for job in self._scheduler.take_unstarted(batch_ids)]
@@ -222,17 +222,9 @@ class Dispatcher:
     async def _run(self, job: Job) -> None:
         claim = job.claim
         started = time.perf_counter()
+        result: Result | None
         try:
-            if job.authorization == "":
-                # Sending without the caller's credentials could act as nobody, or
-                # as someone else: refuse.
-                result = Result(
-                    claim, OperationStatus.FAILED, failure_reason="credentials_unavailable"
-                )
-            elif self._must_mark_sent(claim):
-                result = await self._execute_marked(job)
-            else:
-                result = await self._executor.execute(claim, job.authorization, job.correlation_id)
+            result = await self._send(job)
         except asyncio.CancelledError:
             raise
         except Exception:
@@ -245,6 +237,11 @@ class Dispatcher:
             self._scheduler.finished(claim.batch_id)
             self._start_ready()
             self._wake.set()
+        if result is None:
+            # Ended unsent by a cancel or a stop, which recorded it: only forget it.
+            self._held.discard(claim.id)
+            self._scheduler.recorded(claim.batch_id)
+            return
         _observe(job, result, time.perf_counter() - started)
         if job.stop_on_failure and result.is_failure:
             # Send nothing more of this batch while the failure is being stored.
@@ -252,28 +249,29 @@ class Dispatcher:
             self._cancel_unsent([claim.batch_id])
         self.results.put_nowait(result)
 
-    async def _execute_marked(self, job: Job) -> Result:
-        """Marks a POST or PATCH sent once the throttle admits it, so that one held
-        back when the process dies goes back to pending instead of `interrupted`."""
+    async def _send(self, job: Job) -> Result | None:
+        """The operation's result; None when its claim ended before it could be sent.
+
+        The throttle admits the first send before the gate marks it sent, so an
+        operation held back by a rate limit can still be canceled, and one held
+        back when the process dies goes back to pending."""
         claim = job.claim
+        if job.authorization == "":
+            # Sending without the caller's credentials could act as nobody, or
+            # as someone else: refuse.
+            return Result(claim, OperationStatus.FAILED, failure_reason="credentials_unavailable")
         admitted_at = await self.throttle.admit(claim.tenant)
         try:
-            marked = await self._send_marks.mark(claim)
+            standing = await self._gate.admit(claim)
         except BaseException:
             self.throttle.finished(claim.tenant, admitted_at, None, None)
             raise
-        if not marked:
+        if not standing:
             self.throttle.finished(claim.tenant, admitted_at, None, None)
-            # Recovery took the claim back: its new owner sends it, or fails it.
-            # This result changes nothing (the claim's generation fences it).
-            return Result(claim, OperationStatus.FAILED, failure_reason="interrupted")
+            return None
         return await self._executor.execute(
             claim, job.authorization, job.correlation_id, admitted_at
         )
-
-    def _must_mark_sent(self, claim: Claim) -> bool:
-        """Whether recovery must know this claim was sent: a POST or PATCH not re-sent."""
-        return claim.http_method not in IDEMPOTENT_METHODS and not self.settings.resend_interrupted
 
 
 def _observe(job: Job, result: Result, seconds: float) -> None:
