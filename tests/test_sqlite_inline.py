@@ -76,8 +76,10 @@ def rows_in_file(path: Path) -> int:
     file_only = sqlite3.connect(f"file:{path}?immutable=1", uri=True)
     try:
         return int(file_only.execute("SELECT count(*) FROM t").fetchone()[0])
-    except sqlite3.OperationalError:
-        return 0  # not even the table is in the file yet
+    except sqlite3.DatabaseError:
+        # Not even the table is in the file yet, or a checkpoint is writing it
+        # right now: immutable=1 takes no lock, so it may read a half-written page.
+        return 0
     finally:
         file_only.close()
 
