@@ -76,6 +76,8 @@ class Batch(SQLModel, table=True):
     canceled_at: float | None = None
     # The create call's request id, sent upstream with every operation.
     correlation_id: str | None = Field(default=None, max_length=MAX_REQUEST_ID_LENGTH)
+    # The batch this one retries (RetryBatch); no foreign key: it outlives that batch.
+    retry_of: str | None = Field(default=None, max_length=36)
     created_at: float
     updated_at: float
 
@@ -131,6 +133,9 @@ class BatchOperation(SQLModel, table=True):
     lease_owner: str | None = Field(default=None, max_length=64)
     lease_expires_at: float | None = None
     lease_generation: int = 0
+    # The Idempotency-Key sent upstream when not the operation's own id: a
+    # retry of an operation that never got a response reuses the original's.
+    idempotency_key: str | None = Field(default=None, max_length=36)
     created_at: float
     updated_at: float
 
