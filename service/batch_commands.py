@@ -6,6 +6,7 @@ import hashlib
 import os
 import time
 import uuid
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from types import SimpleNamespace
 from typing import Any
@@ -66,23 +67,53 @@ async def create_batch(
         _operation_row(operation_ids[position], batch_id, caller.tenant, position, new, now)
         for position, new in enumerate(new_operations)
     ]
+
+    async def rows(connection: DbConnection) -> NewRows:
+        return batch, operations
+
+    return await insert_idempotently(
+        database, caller, Idempotency(idempotency_key, fingerprint), now, rows
+    )
+
+
+# A new batch row and its operation rows.
+NewRows = tuple[dict[str, Any], list[dict[str, Any]]]
+
+
+@dataclass(frozen=True)
+class Idempotency:
+    """A call's idempotency key ("" for none) and the fingerprint a repeat must match."""
+
+    key: str
+    fingerprint: str
+
+
+async def insert_idempotently(
+    database: Database,
+    caller: Caller,
+    idempotency: Idempotency,
+    now: float,
+    rows: Callable[[DbConnection], Awaitable[NewRows]],
+) -> Created:
+    """Stores the batch `rows` makes (in the write's transaction), unless its key was
+    used before: then the batch stored that time, or an error for another request."""
+    key, fingerprint = idempotency.key, idempotency.fingerprint
     try:
         async with database.write() as connection:
-            if idempotency_key:
-                earlier = await _earlier_batch(
-                    connection, caller, idempotency_key, fingerprint, now
-                )
+            if key:
+                earlier = await _earlier_batch(connection, caller, key, fingerprint, now)
                 if earlier is not None:
                     return Created(earlier, [], replayed=True)
+            batch, operations = await rows(connection)
             await store.insert_batch(connection, batch, operations)
-            if idempotency_key:
+            if key:
                 await idempotency_keys.remember(
-                    connection, caller.tenant, idempotency_key, fingerprint, batch_id, now
+                    connection, caller.tenant, key, fingerprint, batch["id"], now
                 )
     except IntegrityError:
         # Another replica stored the same key first: answer as it did.
         async with database.write() as connection:
-            earlier = await _earlier_batch(connection, caller, idempotency_key, fingerprint, now)
+            earlier = await _earlier_batch(connection, caller, key, fingerprint, now)
         if earlier is None:
             raise
         return Created(earlier, [], replayed=True)
