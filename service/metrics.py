@@ -24,6 +24,12 @@ LEASE_RECOVERIES = Counter(
     "batchd_lease_recoveries", "Operations taken back after their claim's lease expired"
 )
 WATCH_STREAMS = Gauge("batchd_watch_streams", "Open WatchBatch streams")
+BATCHES_PURGED = Counter(
+    "batchd_batches_purged", "Finished batches deleted by the retention window (BATCH_RETENTION)"
+)
+OPERATIONS_PURGED = Counter(
+    "batchd_operations_purged", "Operations of expired batches deleted by the retention window"
+)
 
 
 # labels() takes a lock and validates on every call: each child is kept.
