@@ -74,6 +74,24 @@ def cancel(client: BatchClient, args: argparse.Namespace, console: Console) -> i
     return SUCCESS
 
 
+def retry(client: BatchClient, args: argparse.Namespace, console: Console) -> int:
+    batch = client.retry(args.id, args.status or [], args.response_status or [], args.request_id)
+    if args.json:
+        render.json_line(batch)
+    else:
+        print(batch.id, flush=True)
+    return watch_batch(client, batch.id, args.json, console) if args.watch else SUCCESS
+
+
+def delete(client: BatchClient, args: argparse.Namespace, console: Console) -> int:
+    reply = client.delete(args.id)
+    if args.json:
+        render.json_line(reply)
+    else:
+        console.print(f"{reply.id}  deleted")
+    return SUCCESS
+
+
 def list_batches(client: BatchClient, args: argparse.Namespace, console: Console) -> int:
     reply = client.list(args.limit)
     if args.json:

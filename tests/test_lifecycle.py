@@ -118,7 +118,8 @@ async def test_retry_refusals(api: aiohttp.ClientSession) -> None:
     body = await retry(api, all_good["id"], 422, json={"statuses": ["failed", "bogus"]})
     assert_error(body, "unprocessable_entity", "batch.retry.invalid")
     assert [e["attribute"] for e in body["validation_errors"]] == ["statuses[1]"]
-    for malformed in ({"statuses": "failed"}, {"response_statuses": [500]}, [], "x"):
+    malformed_bodies: list[Any] = [{"statuses": "failed"}, {"response_statuses": [500]}, [], "x"]
+    for malformed in malformed_bodies:
         assert_error(await retry(api, all_good["id"], 400, json=malformed), "bad_request")
     assert_error(await retry(api, all_good["id"], 400, data=b"{"), "bad_request")
 

@@ -28,7 +28,8 @@ async def create(
         execution_options=batch_pb2.ExecutionOptions(sequential=sequential),
     )
     created = await stub.CreateBatch(batch_pb2.CreateBatchRequest(batch=batch), metadata=bearer())
-    return created.batch.id
+    batch_id: str = created.batch.id
+    return batch_id
 
 
 async def exists(stub: batch_pb2_grpc.BatchServiceStub, batch_id: str) -> bool:
@@ -44,7 +45,8 @@ async def operations_of(stub: batch_pb2_grpc.BatchServiceStub, batch_id: str) ->
     listed = await stub.ListBatchOperations(
         batch_pb2.ListBatchOperationsRequest(batch_ids=[batch_id]), metadata=bearer()
     )
-    return listed.total_size
+    total: int = listed.total_size
+    return total
 
 
 async def purged_counts(metrics_port: int) -> tuple[float, float]:
