@@ -81,13 +81,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     show = add("show", commands.show, "show a batch and its operations")
     show.add_argument("id", metavar="ID")
-    show.add_argument(
-        "--status",
-        nargs="+",
-        action="extend",
-        choices=OPERATION_STATUSES,
-        help="only operations in these statuses",
-    )
+    _status_filter(show, "only operations in these statuses")
 
     cancel = add("cancel", commands.cancel, "cancel a batch's pending operations")
     cancel.add_argument("id", metavar="ID")
@@ -96,13 +90,7 @@ def build_parser() -> argparse.ArgumentParser:
         "retry", commands.retry, "retry a finished batch's failed operations as a new batch"
     )
     retry.add_argument("id", metavar="ID")
-    retry.add_argument(
-        "--status",
-        nargs="+",
-        action="extend",
-        choices=OPERATION_STATUSES,
-        help="operations in these statuses (default: failed timed_out canceled)",
-    )
+    _status_filter(retry, "operations in these statuses (default: failed timed_out canceled)")
     retry.add_argument(
         "--response-status",
         nargs="+",
@@ -119,6 +107,12 @@ def build_parser() -> argparse.ArgumentParser:
     listing = add("list", commands.list_batches, "list recent batches")
     listing.add_argument("--limit", type=_positive_int, default=20, help="1 to 100 (default 20)")
     return parser
+
+
+def _status_filter(parser: argparse.ArgumentParser, help: str) -> None:
+    parser.add_argument(
+        "--status", nargs="+", action="extend", choices=OPERATION_STATUSES, help=help
+    )
 
 
 def _positive_int(text: str) -> int:

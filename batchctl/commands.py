@@ -22,7 +22,13 @@ def submit(client: BatchClient, args: argparse.Namespace, console: Console) -> i
         stop_on_failure=args.stop_on_failure,
         max_concurrency=args.max_concurrency,
     )
-    batch = client.create(operations, options, args.request_id)
+    return _created(client, client.create(operations, options, args.request_id), args, console)
+
+
+def _created(
+    client: BatchClient, batch: batch_pb2.Batch, args: argparse.Namespace, console: Console
+) -> int:
+    """A new batch: its id (or JSON), then, with --watch, the watch's outcome."""
     if args.json:
         render.json_line(batch)
     else:
@@ -76,11 +82,7 @@ def cancel(client: BatchClient, args: argparse.Namespace, console: Console) -> i
 
 def retry(client: BatchClient, args: argparse.Namespace, console: Console) -> int:
     batch = client.retry(args.id, args.status or [], args.response_status or [], args.request_id)
-    if args.json:
-        render.json_line(batch)
-    else:
-        print(batch.id, flush=True)
-    return watch_batch(client, batch.id, args.json, console) if args.watch else SUCCESS
+    return _created(client, batch, args, console)
 
 
 def delete(client: BatchClient, args: argparse.Namespace, console: Console) -> int:

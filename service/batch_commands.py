@@ -9,7 +9,7 @@ import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from types import SimpleNamespace
-from typing import Any
+from typing import Any, Protocol
 
 import grpc
 from sqlalchemy import Row
@@ -50,19 +50,7 @@ async def create_batch(
     now = time.time()
     # One read of randomness and one millisecond for the batch and its operations.
     batch_id, *operation_ids = new_ids(1 + len(new_operations))
-    batch = new_row(
-        Batch,
-        id=batch_id,
-        tenant=caller.tenant,
-        operations_count=len(new_operations),
-        sealed_authorization=sealer.seal(caller.authorization),
-        sequential=options.sequential,
-        stop_on_failure=options.stop_on_failure,
-        max_concurrency=options.max_concurrency,
-        correlation_id=REQUEST_ID.get(),
-        created_at=now,
-        updated_at=now,
-    )
+    batch = new_batch_row(batch_id, caller, len(new_operations), sealer, options, now)
     operations = [
         _operation_row(operation_ids[position], batch_id, caller.tenant, position, new, now)
         for position, new in enumerate(new_operations)
@@ -73,6 +61,40 @@ async def create_batch(
 
     return await insert_idempotently(
         database, caller, Idempotency(idempotency_key, fingerprint), now, rows
+    )
+
+
+class Options(Protocol):
+    """Execution options, as a request or a stored batch holds them."""
+
+    sequential: bool
+    stop_on_failure: bool
+    max_concurrency: int
+
+
+def new_batch_row(
+    batch_id: str,
+    caller: Caller,
+    operations_count: int,
+    sealer: Sealer,
+    options: Options,
+    now: float,
+    **values: Any,
+) -> dict[str, Any]:
+    """A new batch of the caller's, run with the caller's sealed Authorization."""
+    return new_row(
+        Batch,
+        id=batch_id,
+        tenant=caller.tenant,
+        operations_count=operations_count,
+        sealed_authorization=sealer.seal(caller.authorization),
+        sequential=options.sequential,
+        stop_on_failure=options.stop_on_failure,
+        max_concurrency=options.max_concurrency,
+        correlation_id=REQUEST_ID.get(),
+        created_at=now,
+        updated_at=now,
+        **values,
     )
 
 

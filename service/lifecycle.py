@@ -19,7 +19,6 @@ from typing import Any
 import grpc
 from sqlalchemy import ColumnElement, Row, and_, delete, func, or_, select
 
-from batchd.logs import REQUEST_ID
 from batchd.v1 import batch_pb2
 from batchd.vocabulary import OPERATION_STATUS_NAMES
 from service import store, validation
@@ -29,13 +28,14 @@ from service.batch_commands import (
     Idempotency,
     NewRows,
     insert_idempotently,
+    new_batch_row,
     new_ids,
 )
 from service.credentials import Sealer
 from service.database import Database, DbConnection
 from service.errors import ApiError, Violation, invalid, not_found
 from service.idempotency_keys import create_requests
-from service.models import FINISHED_BATCH_STATUSES, Batch, BatchOperation, OperationStatus, new_row
+from service.models import FINISHED_BATCH_STATUSES, BatchOperation, OperationStatus, new_row
 from service.store import batches, operations
 
 # What a retry takes when the request names nothing.
@@ -245,21 +245,8 @@ def _retry_rows(
     caller: Caller, source: Row[Any], selected: Sequence[Row[Any]], sealer: Sealer, now: float
 ) -> NewRows:
     batch_id, *operation_ids = new_ids(1 + len(selected))
-    batch = new_row(
-        Batch,
-        id=batch_id,
-        tenant=caller.tenant,
-        operations_count=len(selected),
-        # The source's credentials were erased when it finished: the caller's own.
-        sealed_authorization=sealer.seal(caller.authorization),
-        sequential=source.sequential,
-        stop_on_failure=source.stop_on_failure,
-        max_concurrency=source.max_concurrency,
-        correlation_id=REQUEST_ID.get(),
-        retry_of=source.id,
-        created_at=now,
-        updated_at=now,
-    )
+    # The source's credentials were erased when it finished: the caller's own.
+    batch = new_batch_row(batch_id, caller, len(selected), sealer, source, now, retry_of=source.id)
     copies = [
         new_row(
             BatchOperation,
