@@ -65,6 +65,7 @@ def batch_row(batch_id: str, count: int, now: float, finished: bool) -> dict[str
         "max_concurrency": 0,
         "canceled_at": None,
         "correlation_id": None,
+        "retry_of": None,
         "created_at": now,
         "updated_at": now,
     }
@@ -90,6 +91,7 @@ def operation_row(
         "lease_owner": None,
         "lease_expires_at": None,
         "lease_generation": 1 if finished else 0,
+        "idempotency_key": None,
         "created_at": now,
         "updated_at": now,
     }

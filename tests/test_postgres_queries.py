@@ -59,6 +59,7 @@ def new_batch(
             "lease_owner": None,
             "lease_expires_at": None,
             "lease_generation": 0,
+            "idempotency_key": None,
             "created_at": created,
             "updated_at": created,
         }
