@@ -81,20 +81,38 @@ def build_parser() -> argparse.ArgumentParser:
 
     show = add("show", commands.show, "show a batch and its operations")
     show.add_argument("id", metavar="ID")
-    show.add_argument(
-        "--status",
-        nargs="+",
-        action="extend",
-        choices=OPERATION_STATUSES,
-        help="only operations in these statuses",
-    )
+    _status_filter(show, "only operations in these statuses")
 
     cancel = add("cancel", commands.cancel, "cancel a batch's pending operations")
     cancel.add_argument("id", metavar="ID")
 
+    retry = add(
+        "retry", commands.retry, "retry a finished batch's failed operations as a new batch"
+    )
+    retry.add_argument("id", metavar="ID")
+    _status_filter(retry, "operations in these statuses (default: failed timed_out canceled)")
+    retry.add_argument(
+        "--response-status",
+        nargs="+",
+        action="extend",
+        metavar="CODE",
+        help="operations whose response status is one of these: 503, 5xx, 429...",
+    )
+    retry.add_argument("--request-id", default="", metavar="ID", help="makes a repeat safe")
+    retry.add_argument("--watch", action="store_true", help="watch the new batch until it ends")
+
+    delete = add("delete", commands.delete, "delete a finished batch and its operations")
+    delete.add_argument("id", metavar="ID")
+
     listing = add("list", commands.list_batches, "list recent batches")
     listing.add_argument("--limit", type=_positive_int, default=20, help="1 to 100 (default 20)")
     return parser
+
+
+def _status_filter(parser: argparse.ArgumentParser, help: str) -> None:
+    parser.add_argument(
+        "--status", nargs="+", action="extend", choices=OPERATION_STATUSES, help=help
+    )
 
 
 def _positive_int(text: str) -> int:

@@ -12,6 +12,7 @@ from grpc_status import rpc_status
 
 from batchd.messages import MAX_PAGE_SIZE, MESSAGE_SIZE_OPTIONS
 from batchd.v1 import batch_pb2, batch_pb2_grpc
+from batchd.vocabulary import OPERATION_STATUSES
 
 # Unary calls answer fast; a watch lasts as long as its batch, so it has none.
 CALL_TIMEOUT_SECONDS = 30.0
@@ -103,6 +104,32 @@ class BatchClient:
         )
         batch: batch_pb2.Batch = reply.batch
         return batch
+
+    def retry(
+        self,
+        batch_id: str,
+        statuses: Sequence[str],
+        response_statuses: Sequence[str],
+        request_id: str,
+    ) -> batch_pb2.Batch:
+        request = batch_pb2.RetryBatchRequest(
+            id=batch_id,
+            statuses=[OPERATION_STATUSES[name] for name in statuses],
+            response_statuses=response_statuses,
+            request_id=request_id,
+        )
+        reply = self._stub.RetryBatch(
+            request, metadata=self._metadata, timeout=CALL_TIMEOUT_SECONDS
+        )
+        batch: batch_pb2.Batch = reply.batch
+        return batch
+
+    def delete(self, batch_id: str) -> batch_pb2.DeleteBatchResponse:
+        request = batch_pb2.DeleteBatchRequest(id=batch_id)
+        reply: batch_pb2.DeleteBatchResponse = self._stub.DeleteBatch(
+            request, metadata=self._metadata, timeout=CALL_TIMEOUT_SECONDS
+        )
+        return reply
 
     def watch(self, batch_id: str) -> Iterator[batch_pb2.WatchBatchResponse]:
         events: Iterator[batch_pb2.WatchBatchResponse] = self._stub.WatchBatch(

@@ -22,7 +22,13 @@ def submit(client: BatchClient, args: argparse.Namespace, console: Console) -> i
         stop_on_failure=args.stop_on_failure,
         max_concurrency=args.max_concurrency,
     )
-    batch = client.create(operations, options, args.request_id)
+    return _created(client, client.create(operations, options, args.request_id), args, console)
+
+
+def _created(
+    client: BatchClient, batch: batch_pb2.Batch, args: argparse.Namespace, console: Console
+) -> int:
+    """A new batch: its id (or JSON), then, with --watch, the watch's outcome."""
     if args.json:
         render.json_line(batch)
     else:
@@ -71,6 +77,20 @@ def cancel(client: BatchClient, args: argparse.Namespace, console: Console) -> i
         render.json_line(batch)
     else:
         console.print(render.batch_line(batch))
+    return SUCCESS
+
+
+def retry(client: BatchClient, args: argparse.Namespace, console: Console) -> int:
+    batch = client.retry(args.id, args.status or [], args.response_status or [], args.request_id)
+    return _created(client, batch, args, console)
+
+
+def delete(client: BatchClient, args: argparse.Namespace, console: Console) -> int:
+    reply = client.delete(args.id)
+    if args.json:
+        render.json_line(reply)
+    else:
+        console.print(f"{reply.id}  deleted")
     return SUCCESS
 
 

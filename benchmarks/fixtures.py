@@ -66,6 +66,7 @@ def batch_row(batch_id: str, count: int, now: float, finished: bool) -> dict[str
         "in_flight_limit": 16,
         "canceled_at": None,
         "correlation_id": None,
+        "retry_of": None,
         "created_at": now,
         "updated_at": now,
     }
@@ -92,6 +93,7 @@ def operation_row(
         "lease_expires_at": None,
         "lease_generation": 1 if finished else 0,
         "sent_at": None,
+        "idempotency_key": None,
         "created_at": now,
         "updated_at": now,
     }

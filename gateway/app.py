@@ -33,6 +33,8 @@ def create_app(settings: GatewaySettings) -> web.Application:
             web.get("/v1/batches", handlers.list_batches),
             web.get("/v1/batches/{id}", handlers.get_batch),
             web.post("/v1/batches/{id}/cancel", handlers.cancel_batch),
+            web.delete("/v1/batches/{id}", handlers.delete_batch),
+            web.post("/v1/batches/{id}/retry", handlers.retry_batch),
             web.get("/v1/batches/{id}/events", batch_events),
             web.get("/v1/batch_operations", handlers.list_operations),
             web.get("/v1/batch_operations/{id}", handlers.get_operation),

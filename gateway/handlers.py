@@ -18,6 +18,7 @@ from gateway.backend import BACKEND_KEY, batch_service, call_options
 from gateway.batch_body import create_request
 from gateway.errors import unavailable
 from gateway.presenters import JSONObject, batch_object, list_object, operation_object
+from gateway.retry_body import retry_request
 
 BATCH_EXPANDS = {"batch_operations"}
 OPERATION_EXPANDS = {"batch"}
@@ -41,6 +42,25 @@ async def cancel_batch(request: web.Request) -> web.Response:
     call = batch_pb2.CancelBatchRequest(id=request.match_info["id"])
     reply = await batch_service(request).CancelBatch(call, **call_options(request))
     return web.json_response(batch_object(reply.batch))
+
+
+async def delete_batch(request: web.Request) -> web.Response:
+    """Only a finished batch; afterwards it and its operations are a 404."""
+    call = batch_pb2.DeleteBatchRequest(id=request.match_info["id"])
+    reply = await batch_service(request).DeleteBatch(call, **call_options(request))
+    return web.json_response({"id": reply.id, "object": "batch", "deleted": True})
+
+
+async def retry_batch(request: web.Request) -> web.Response:
+    """A new batch of a finished batch's failed operations (or those the body selects).
+    Its reply adds the extension key `retry_of`, the source batch's id."""
+    expand = params.expansions(request.query, BATCH_EXPANDS)
+    request_id = params.idempotency_key(request.headers)
+    call = retry_request(request.match_info["id"], await request.read(), _view(expand), request_id)
+    reply = await batch_service(request).RetryBatch(call, **call_options(request))
+    return web.json_response(
+        {**batch_object(reply.batch, bool(expand)), "retry_of": reply.batch.retry_of}
+    )
 
 
 @dataclass(frozen=True)

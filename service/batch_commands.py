@@ -6,9 +6,10 @@ import hashlib
 import os
 import time
 import uuid
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from types import SimpleNamespace
-from typing import Any
+from typing import Any, Protocol
 
 import grpc
 from sqlalchemy import Row
@@ -49,41 +50,95 @@ async def create_batch(
     now = time.time()
     # One read of randomness and one millisecond for the batch and its operations.
     batch_id, *operation_ids = new_ids(1 + len(new_operations))
-    batch = new_row(
-        Batch,
-        id=batch_id,
-        tenant=caller.tenant,
-        operations_count=len(new_operations),
-        sealed_authorization=sealer.seal(caller.authorization),
-        sequential=options.sequential,
-        stop_on_failure=options.stop_on_failure,
-        max_concurrency=options.max_concurrency,
-        in_flight_limit=validation.in_flight_limit(options, limits),
-        correlation_id=REQUEST_ID.get(),
-        created_at=now,
-        updated_at=now,
+    limit = validation.in_flight_limit(options, limits)
+    batch = new_batch_row(
+        batch_id, caller, len(new_operations), sealer, options, now, in_flight_limit=limit
     )
     operations = [
         _operation_row(operation_ids[position], batch_id, caller.tenant, position, new, now)
         for position, new in enumerate(new_operations)
     ]
+
+    async def rows(connection: DbConnection) -> NewRows:
+        return batch, operations
+
+    return await insert_idempotently(
+        database, caller, Idempotency(idempotency_key, fingerprint), now, rows
+    )
+
+
+class Options(Protocol):
+    """Execution options, as a request or a stored batch holds them."""
+
+    sequential: bool
+    stop_on_failure: bool
+    max_concurrency: int
+
+
+def new_batch_row(
+    batch_id: str,
+    caller: Caller,
+    operations_count: int,
+    sealer: Sealer,
+    options: Options,
+    now: float,
+    **values: Any,
+) -> dict[str, Any]:
+    """A new batch of the caller's, run with the caller's sealed Authorization."""
+    return new_row(
+        Batch,
+        id=batch_id,
+        tenant=caller.tenant,
+        operations_count=operations_count,
+        sealed_authorization=sealer.seal(caller.authorization),
+        sequential=options.sequential,
+        stop_on_failure=options.stop_on_failure,
+        max_concurrency=options.max_concurrency,
+        correlation_id=REQUEST_ID.get(),
+        created_at=now,
+        updated_at=now,
+        **values,
+    )
+
+
+# A new batch row and its operation rows.
+NewRows = tuple[dict[str, Any], list[dict[str, Any]]]
+
+
+@dataclass(frozen=True)
+class Idempotency:
+    """A call's idempotency key ("" for none) and the fingerprint a repeat must match."""
+
+    key: str
+    fingerprint: str
+
+
+async def insert_idempotently(
+    database: Database,
+    caller: Caller,
+    idempotency: Idempotency,
+    now: float,
+    rows: Callable[[DbConnection], Awaitable[NewRows]],
+) -> Created:
+    """Stores the batch `rows` makes (in the write's transaction), unless its key was
+    used before: then the batch stored that time, or an error for another request."""
+    key, fingerprint = idempotency.key, idempotency.fingerprint
     try:
         async with database.write() as connection:
-            if idempotency_key:
-                earlier = await _earlier_batch(
-                    connection, caller, idempotency_key, fingerprint, now
-                )
+            if key:
+                earlier = await _earlier_batch(connection, caller, key, fingerprint, now)
                 if earlier is not None:
                     return Created(earlier, [], replayed=True)
+            batch, operations = await rows(connection)
             await store.insert_batch(connection, batch, operations)
-            if idempotency_key:
+            if key:
                 await idempotency_keys.remember(
-                    connection, caller.tenant, idempotency_key, fingerprint, batch_id, now
+                    connection, caller.tenant, key, fingerprint, batch["id"], now
                 )
     except IntegrityError:
         # Another replica stored the same key first: answer as it did.
         async with database.write() as connection:
-            earlier = await _earlier_batch(connection, caller, idempotency_key, fingerprint, now)
+            earlier = await _earlier_batch(connection, caller, key, fingerprint, now)
         if earlier is None:
             raise
         return Created(earlier, [], replayed=True)

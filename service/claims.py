@@ -90,6 +90,8 @@ class Claim:
     query_params: dict[str, Any] | None
     body: dict[str, Any] | None
     attempts: int
+    # The Idempotency-Key to send when not the id (a retry's copy: lifecycle.py).
+    idempotency_key: str | None
 
 
 @dataclass(frozen=True)

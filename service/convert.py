@@ -54,4 +54,5 @@ def batch_message(row: Any) -> batch_pb2.Batch:
             stop_on_failure=row.stop_on_failure,
             max_concurrency=row.max_concurrency,
         ),
+        retry_of=row.retry_of or "",
     )

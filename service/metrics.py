@@ -40,6 +40,12 @@ UPSTREAM_PAUSE = Gauge(
     "Seconds left of the pause the upstream asked for a tenant's sends",
     ["tenant"],
 )
+BATCHES_PURGED = Counter(
+    "batchd_batches_purged", "Finished batches deleted by the retention window (BATCH_RETENTION)"
+)
+OPERATIONS_PURGED = Counter(
+    "batchd_operations_purged", "Operations of expired batches deleted by the retention window"
+)
 
 
 # labels() takes a lock and validates on every call: each child is kept.

@@ -80,6 +80,8 @@ class Batch(SQLModel, table=True):
     canceled_at: float | None = None
     # The create call's request id, sent upstream with every operation.
     correlation_id: str | None = Field(default=None, max_length=MAX_REQUEST_ID_LENGTH)
+    # The batch this one retries (RetryBatch); no foreign key: it outlives that batch.
+    retry_of: str | None = Field(default=None, max_length=36)
     created_at: float
     updated_at: float
 
@@ -139,6 +141,9 @@ class BatchOperation(SQLModel, table=True):
     # so an operation recorded `canceled` was never sent, and recovery returns an
     # unsent POST or PATCH to pending rather than failing it as interrupted.
     sent_at: float | None = None
+    # The Idempotency-Key sent upstream when not the operation's own id: a
+    # retry of an operation that never got a response reuses the original's.
+    idempotency_key: str | None = Field(default=None, max_length=36)
     created_at: float
     updated_at: float
 

@@ -11,11 +11,12 @@ from batchd.v1 import batch_pb2, batch_pb2_grpc
 from batchd.vocabulary import BATCH_STATUS_NAMES, OPERATION_STATUS_NAMES
 from service import convert, metrics, store, validation
 from service.auth import Tenants
-from service.batch_commands import cancel_batch, create_batch
+from service.batch_commands import Created, cancel_batch, create_batch
 from service.batch_view import Budget, batch_messages, operations_reply
 from service.credentials import Sealer
 from service.database import Database
 from service.errors import not_found
+from service.lifecycle import delete_batch, retry_batch
 from service.rate_limit import CreateRateLimiter
 from service.rpc_scope import Context, current_caller
 from service.signals import Signals
@@ -52,17 +53,25 @@ class BatchServicer(batch_pb2_grpc.BatchServiceServicer):
         caller = current_caller()
         self.create_rate_limiter.check(caller.tenant)
         created = await create_batch(self.database, caller, request, self.sealer, self.limits)
+        return batch_pb2.CreateBatchResponse(
+            batch=await self._created_message(created, request.view)
+        )
+
+    async def _created_message(
+        self, created: Created, view: batch_pb2.BatchView
+    ) -> batch_pb2.Batch:
+        """A new batch as its creator sees it; a replayed one as it is now."""
         if created.replayed:
             async with self.database.read() as connection:
                 [message] = await batch_messages(
-                    connection, caller.tenant, [created.batch], request.view
+                    connection, current_caller().tenant, [created.batch], view
                 )
-            return batch_pb2.CreateBatchResponse(batch=message)
+            return message
         self.signals.work_available()
         message = convert.batch_message(created.batch)
-        if request.view == batch_pb2.BATCH_VIEW_FULL:
+        if view == batch_pb2.BATCH_VIEW_FULL:
             Budget().inline(message, created.operations)
-        return batch_pb2.CreateBatchResponse(batch=message)
+        return message
 
     async def CancelBatch(
         self, request: batch_pb2.CancelBatchRequest, context: Context
@@ -72,6 +81,23 @@ class BatchServicer(batch_pb2_grpc.BatchServiceServicer):
         batch = await cancel_batch(self.database, caller, batch_id)
         self.signals.batch_canceled(batch_id)
         return batch_pb2.CancelBatchResponse(batch=convert.batch_message(batch))
+
+    async def DeleteBatch(
+        self, request: batch_pb2.DeleteBatchRequest, context: Context
+    ) -> batch_pb2.DeleteBatchResponse:
+        batch_id = validation.object_id("batch", request.id)
+        await delete_batch(self.database, current_caller(), batch_id)
+        return batch_pb2.DeleteBatchResponse(id=batch_id)
+
+    async def RetryBatch(
+        self, request: batch_pb2.RetryBatchRequest, context: Context
+    ) -> batch_pb2.RetryBatchResponse:
+        caller = current_caller()
+        self.create_rate_limiter.check(caller.tenant)
+        created = await retry_batch(self.database, caller, request, self.sealer)
+        return batch_pb2.RetryBatchResponse(
+            batch=await self._created_message(created, request.view)
+        )
 
     async def WatchBatch(
         self, request: batch_pb2.WatchBatchRequest, context: Context

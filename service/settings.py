@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import re
 from dataclasses import dataclass, field
 
 from batchd import messages
@@ -11,6 +12,8 @@ from batchd.config import ConfigError, env, host_port
 from batchd.messages import MAX_RESPONSE_BYTES_LIMIT
 
 DEFAULT_DATABASE_URL = "sqlite+aiosqlite:///var/batchd.db"
+_DURATION = re.compile(r"([0-9]{1,9})([smhd]?)")
+_UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 
 
 def database_url_setting() -> str:
@@ -150,6 +153,13 @@ class ServiceSettings:
             "BATCH_METRICS_ADDRESS", "host:port serving Prometheus metrics (python -m service)"
         ),
     )
+    batch_retention: str = field(
+        default="30d",
+        metadata=env(
+            "BATCH_RETENTION",
+            "how long finished batches are kept (30d, 12h, 90m, 45s; 0: forever)",
+        ),
+    )
     shutdown_grace: float = field(
         default=10.0,
         metadata=env("BATCH_SHUTDOWN_GRACE", "seconds SIGTERM waits for in-flight work"),
@@ -186,6 +196,7 @@ class ServiceSettings:
                 f"BATCH_MAX_RESPONSE_BYTES must be between 1 and {MAX_RESPONSE_BYTES_LIMIT}, "
                 "so that an operation and its stored response fit in one gRPC reply"
             )
+        self.retention_seconds()  # a malformed duration fails at start-up
         if self.metrics_address:
             self.metrics_listen()  # a bad address fails at start-up, before anything runs
 
@@ -195,6 +206,17 @@ class ServiceSettings:
         return host_port(
             f"127.0.0.1{address}" if address.startswith(":") else address, "BATCH_METRICS_ADDRESS"
         )
+
+    def retention_seconds(self) -> float:
+        """BATCH_RETENTION in seconds; 0 keeps finished batches forever."""
+        match = _DURATION.fullmatch(self.batch_retention.strip())
+        if match is None:
+            raise ConfigError(
+                f"BATCH_RETENTION={self.batch_retention[:20]!r} is not a duration "
+                "such as 30d, 12h, 90m or 45s (0 keeps batches forever)"
+            )
+        number, unit = match.groups()
+        return int(number) * _UNIT_SECONDS[unit or "s"]
 
     @property
     def max_operation_bytes(self) -> int:

@@ -327,3 +327,48 @@ async def test_the_live_progress_bar_renders_in_a_terminal(service: Service) -> 
     assert "━" in text and "4/4" in text  # the bar and its done/total column
     assert f"Batch {batch_id} completed: 4 operations, 4 succeeded" in text
     assert "Traceback" not in text
+
+
+async def test_retry_resends_the_failed_part_and_delete_removes_a_batch(
+    service: Service, upstream_server: tuple[str, UpstreamLog]
+) -> None:
+    operations = json.dumps(
+        [
+            {"http_method": "GET", "path": "/echo/ok"},
+            {"http_method": "POST", "path": "/cutoff"},
+            {"http_method": "GET", "path": "/status/404"},
+        ]
+    )
+    submitted = await batchctl(service, "submit", "-", "--watch", "--json", stdin=operations)
+    assert submitted.code == 1
+    source_id = submitted.json_lines()[0]["id"]
+
+    retried = await batchctl(service, "retry", source_id, "--watch")
+    assert retried.code == 1, retried.stderr
+    retry_id = retried.stdout.splitlines()[0]
+    shown = await batchctl(service, "show", retry_id, "--json")
+    [batch] = shown.json_lines()
+    assert batch["retry_of"] == source_id
+    assert [op["path"] for op in batch["batch_operations"]] == ["/cutoff"]
+
+    by_code = await batchctl(
+        service, "retry", source_id, "--response-status", "4xx", "--status", "failed", "--json"
+    )
+    assert by_code.code == 0, by_code.stderr
+    [batch] = by_code.json_lines()
+    assert batch["retry_of"] == source_id
+    [shown_batch] = (await batchctl(service, "show", batch["id"], "--json")).json_lines()
+    assert [op["path"] for op in shown_batch["batch_operations"]] == ["/cutoff", "/status/404"]
+
+    nothing = await batchctl(service, "retry", source_id, "--response-status", "5xx")
+    assert nothing.code == 3
+    assert one_line_error(nothing).startswith("batchctl: FAILED_PRECONDITION: ")
+
+    deleted = await batchctl(service, "delete", source_id)
+    assert deleted.code == 0, deleted.stderr
+    assert deleted.stdout.split() == [source_id, "deleted"]
+    again = await batchctl(service, "delete", source_id, "--json")
+    assert again.code == 3
+    assert one_line_error(again).startswith("batchctl: NOT_FOUND: ")
+    gone = await batchctl(service, "show", source_id)
+    assert gone.code == 3

@@ -64,6 +64,7 @@ def new_batch(
             "lease_expires_at": None,
             "lease_generation": 0,
             "sent_at": None,
+            "idempotency_key": None,
             "created_at": created,
             "updated_at": created,
         }

@@ -110,7 +110,7 @@ class ExecutionOptions(_message.Message):
     def __init__(self, sequential: _Optional[bool] = ..., stop_on_failure: _Optional[bool] = ..., max_concurrency: _Optional[int] = ...) -> None: ...
 
 class Batch(_message.Message):
-    __slots__ = ("id", "status", "batch_operations_count", "finished_batch_operations_count", "batch_operations", "create_time", "update_time", "execution_options")
+    __slots__ = ("id", "status", "batch_operations_count", "finished_batch_operations_count", "batch_operations", "create_time", "update_time", "execution_options", "retry_of")
     ID_FIELD_NUMBER: _ClassVar[int]
     STATUS_FIELD_NUMBER: _ClassVar[int]
     BATCH_OPERATIONS_COUNT_FIELD_NUMBER: _ClassVar[int]
@@ -119,6 +119,7 @@ class Batch(_message.Message):
     CREATE_TIME_FIELD_NUMBER: _ClassVar[int]
     UPDATE_TIME_FIELD_NUMBER: _ClassVar[int]
     EXECUTION_OPTIONS_FIELD_NUMBER: _ClassVar[int]
+    RETRY_OF_FIELD_NUMBER: _ClassVar[int]
     id: str
     status: BatchStatus
     batch_operations_count: int
@@ -127,7 +128,8 @@ class Batch(_message.Message):
     create_time: _timestamp_pb2.Timestamp
     update_time: _timestamp_pb2.Timestamp
     execution_options: ExecutionOptions
-    def __init__(self, id: _Optional[str] = ..., status: _Optional[_Union[BatchStatus, str]] = ..., batch_operations_count: _Optional[int] = ..., finished_batch_operations_count: _Optional[int] = ..., batch_operations: _Optional[_Iterable[_Union[BatchOperation, _Mapping]]] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., update_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., execution_options: _Optional[_Union[ExecutionOptions, _Mapping]] = ...) -> None: ...
+    retry_of: str
+    def __init__(self, id: _Optional[str] = ..., status: _Optional[_Union[BatchStatus, str]] = ..., batch_operations_count: _Optional[int] = ..., finished_batch_operations_count: _Optional[int] = ..., batch_operations: _Optional[_Iterable[_Union[BatchOperation, _Mapping]]] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., update_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., execution_options: _Optional[_Union[ExecutionOptions, _Mapping]] = ..., retry_of: _Optional[str] = ...) -> None: ...
 
 class CreateBatchRequest(_message.Message):
     __slots__ = ("batch", "view", "request_id")
@@ -242,3 +244,35 @@ class WatchBatchResponse(_message.Message):
     batch: Batch
     batch_operation: BatchOperation
     def __init__(self, batch: _Optional[_Union[Batch, _Mapping]] = ..., batch_operation: _Optional[_Union[BatchOperation, _Mapping]] = ...) -> None: ...
+
+class DeleteBatchRequest(_message.Message):
+    __slots__ = ("id",)
+    ID_FIELD_NUMBER: _ClassVar[int]
+    id: str
+    def __init__(self, id: _Optional[str] = ...) -> None: ...
+
+class DeleteBatchResponse(_message.Message):
+    __slots__ = ("id",)
+    ID_FIELD_NUMBER: _ClassVar[int]
+    id: str
+    def __init__(self, id: _Optional[str] = ...) -> None: ...
+
+class RetryBatchRequest(_message.Message):
+    __slots__ = ("id", "statuses", "response_statuses", "view", "request_id")
+    ID_FIELD_NUMBER: _ClassVar[int]
+    STATUSES_FIELD_NUMBER: _ClassVar[int]
+    RESPONSE_STATUSES_FIELD_NUMBER: _ClassVar[int]
+    VIEW_FIELD_NUMBER: _ClassVar[int]
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    id: str
+    statuses: _containers.RepeatedScalarFieldContainer[BatchOperationStatus]
+    response_statuses: _containers.RepeatedScalarFieldContainer[str]
+    view: BatchView
+    request_id: str
+    def __init__(self, id: _Optional[str] = ..., statuses: _Optional[_Iterable[_Union[BatchOperationStatus, str]]] = ..., response_statuses: _Optional[_Iterable[str]] = ..., view: _Optional[_Union[BatchView, str]] = ..., request_id: _Optional[str] = ...) -> None: ...
+
+class RetryBatchResponse(_message.Message):
+    __slots__ = ("batch",)
+    BATCH_FIELD_NUMBER: _ClassVar[int]
+    batch: Batch
+    def __init__(self, batch: _Optional[_Union[Batch, _Mapping]] = ...) -> None: ...

@@ -69,6 +69,16 @@ class BatchServiceStub:
                 request_serializer=batchd_dot_v1_dot_batch__pb2.CancelBatchRequest.SerializeToString,
                 response_deserializer=batchd_dot_v1_dot_batch__pb2.CancelBatchResponse.FromString,
                 _registered_method=True)
+        self.DeleteBatch = channel.unary_unary(
+                '/batchd.v1.BatchService/DeleteBatch',
+                request_serializer=batchd_dot_v1_dot_batch__pb2.DeleteBatchRequest.SerializeToString,
+                response_deserializer=batchd_dot_v1_dot_batch__pb2.DeleteBatchResponse.FromString,
+                _registered_method=True)
+        self.RetryBatch = channel.unary_unary(
+                '/batchd.v1.BatchService/RetryBatch',
+                request_serializer=batchd_dot_v1_dot_batch__pb2.RetryBatchRequest.SerializeToString,
+                response_deserializer=batchd_dot_v1_dot_batch__pb2.RetryBatchResponse.FromString,
+                _registered_method=True)
         self.WatchBatch = channel.unary_stream(
                 '/batchd.v1.BatchService/WatchBatch',
                 request_serializer=batchd_dot_v1_dot_batch__pb2.WatchBatchRequest.SerializeToString,
@@ -128,6 +138,26 @@ class BatchServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def DeleteBatch(self, request, context):
+        """Deletes a finished batch, its operations and its request id. NOT_FOUND
+        afterwards for every read of them; FAILED_PRECONDITION
+        (`batch.not_finished`) for a batch that has not finished.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RetryBatch(self, request, context):
+        """Creates a new batch holding copies of a finished batch's selected
+        operations, in their original order, with its execution options.
+        FAILED_PRECONDITION (`batch.not_finished`) while the source is unfinished;
+        FAILED_PRECONDITION (`batch.retry.nothing_selected`) when no operation
+        matches.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def WatchBatch(self, request, context):
         """Streams a batch: its current state at once, then an event each time an
         operation finishes or the batch changes status; ends when the batch has
@@ -169,6 +199,16 @@ def add_BatchServiceServicer_to_server(servicer, server):
                     servicer.CancelBatch,
                     request_deserializer=batchd_dot_v1_dot_batch__pb2.CancelBatchRequest.FromString,
                     response_serializer=batchd_dot_v1_dot_batch__pb2.CancelBatchResponse.SerializeToString,
+            ),
+            'DeleteBatch': grpc.unary_unary_rpc_method_handler(
+                    servicer.DeleteBatch,
+                    request_deserializer=batchd_dot_v1_dot_batch__pb2.DeleteBatchRequest.FromString,
+                    response_serializer=batchd_dot_v1_dot_batch__pb2.DeleteBatchResponse.SerializeToString,
+            ),
+            'RetryBatch': grpc.unary_unary_rpc_method_handler(
+                    servicer.RetryBatch,
+                    request_deserializer=batchd_dot_v1_dot_batch__pb2.RetryBatchRequest.FromString,
+                    response_serializer=batchd_dot_v1_dot_batch__pb2.RetryBatchResponse.SerializeToString,
             ),
             'WatchBatch': grpc.unary_stream_rpc_method_handler(
                     servicer.WatchBatch,
@@ -343,6 +383,60 @@ class BatchService:
             '/batchd.v1.BatchService/CancelBatch',
             batchd_dot_v1_dot_batch__pb2.CancelBatchRequest.SerializeToString,
             batchd_dot_v1_dot_batch__pb2.CancelBatchResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DeleteBatch(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/batchd.v1.BatchService/DeleteBatch',
+            batchd_dot_v1_dot_batch__pb2.DeleteBatchRequest.SerializeToString,
+            batchd_dot_v1_dot_batch__pb2.DeleteBatchResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RetryBatch(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/batchd.v1.BatchService/RetryBatch',
+            batchd_dot_v1_dot_batch__pb2.RetryBatchRequest.SerializeToString,
+            batchd_dot_v1_dot_batch__pb2.RetryBatchResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -2,7 +2,8 @@
 
 The dispatcher claims and runs operations; beside it the result writer records
 their results, the lease keeper renews this process's leases and recovers
-expired ones, and the purge forgets expired idempotency keys. Each side task
+expired ones, the purge forgets expired idempotency keys, and the retention
+deletes finished batches older than BATCH_RETENTION. Each side task
 retries database failures itself (retrying.py); one that ends any other way is
 a bug, and the engine stops loudly rather than run on without it, as
 procrastinate's worker does when a side task dies.
@@ -23,6 +24,7 @@ from service.engine.dispatcher import Dispatcher
 from service.engine.leases import LeaseKeeper
 from service.engine.purge import IdempotencyKeyPurge
 from service.engine.result_writer import ResultWriter
+from service.engine.retention import BatchRetention
 from service.engine.retrying import until_done
 from service.engine.urls import Upstream
 from service.settings import ServiceSettings
@@ -65,12 +67,20 @@ class Engine:
             "engine-leases": self.leases.run,
             "engine-purge": IdempotencyKeyPurge(database, PURGE_INTERVAL_SECONDS).run,
             "engine-throttle": self.dispatcher.throttle.run,
+            **self._retention(database, settings),
             **(extra_side_tasks or {}),
         }
         self._tasks: dict[str, asyncio.Task[None]] = {}
         self._stopping = False
         # Set when the engine stopped of its own accord: a task of it died.
         self.died: asyncio.Future[BaseException] = asyncio.get_running_loop().create_future()
+
+    @staticmethod
+    def _retention(database: Database, settings: ServiceSettings) -> dict[str, SideTask]:
+        retention = settings.retention_seconds()
+        if not retention:
+            return {}  # BATCH_RETENTION=0 keeps batches forever
+        return {"engine-retention": BatchRetention(database, retention).run}
 
     async def start(self, on_death: Callable[[], None] = lambda: None) -> None:
         """Starts the engine; `on_death` is called if a task of it dies."""

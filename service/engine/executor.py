@@ -111,7 +111,7 @@ class Executor:
         idempotent = claim.http_method in IDEMPOTENT_METHODS
         # The same request on every attempt.
         url = self.upstream.url_for(claim.path, claim.query_params)
-        headers = _headers(claim.id, authorization, correlation_id)
+        headers = _headers(claim.idempotency_key or claim.id, authorization, correlation_id)
         try:
             with self.deadlines.bound(self.timeout):
                 while True:
@@ -260,10 +260,10 @@ class Executor:
 
 
 def _headers(
-    operation_id: str, authorization: str | None, correlation_id: str | None
+    idempotency_key: str, authorization: str | None, correlation_id: str | None
 ) -> dict[str, str]:
     headers = {
-        "Idempotency-Key": operation_id,
+        "Idempotency-Key": idempotency_key,
         "Accept": "application/json",
         "User-Agent": USER_AGENT,
     }
