@@ -520,9 +520,20 @@ async def requeue(
     if not_owner is not None:
         held.append(operations.c.lease_owner.is_distinct_from(not_owner))
     released = {"lease_owner": None, "lease_expires_at": None, "updated_at": now}
+    # A canceled batch claims nothing more, so nothing of it may go back to pending:
+    # what was never sent is canceled, what was sent is interrupted.
+    of_canceled = operations.c.batch_id.in_(
+        select(batches.c.id).where(batches.c.canceled_at.is_not(None))
+    )
+    canceled = await connection.execute(
+        update(operations)
+        .where(*held, of_canceled, operations.c.sent_at.is_(None))
+        .values(status=OperationStatus.CANCELED, **released)
+        .returning(operations.c.batch_id)
+    )
     requeued = await connection.execute(
         update(operations)
-        .where(*held, _resendable(resend_interrupted))
+        .where(*held, ~of_canceled, _resendable(resend_interrupted))
         .values(status=OperationStatus.PENDING, **released)
         .returning(operations.c.batch_id)
     )
@@ -532,9 +543,9 @@ async def requeue(
         .values(status=OperationStatus.FAILED, failure_reason="interrupted", **released)
         .returning(operations.c.batch_id)
     )
-    failed_batches = list(failed.scalars())
-    await refresh_batches(connection, now, set(failed_batches))
-    return len(requeued.all()) + len(failed_batches)
+    ended = [*canceled.scalars(), *failed.scalars()]
+    await refresh_batches(connection, now, set(ended))
+    return len(requeued.all()) + len(ended)
 
 
 def _resendable(resend_interrupted: bool) -> ColumnElement[bool]:

@@ -235,6 +235,32 @@ async def test_leases_are_renewed_from_the_database_clock(database: Database) ->
     assert before + 29 < expiry < time.time() + 31
 
 
+async def test_recovery_in_a_canceled_batch_requeues_nothing(database: Database) -> None:
+    """A canceled batch claims nothing more: a recovered claim of it must end, or the
+    batch would keep a pending operation, unfinished, forever."""
+    await insert(database, "b1", CREATED, ["GET", "GET", "POST"])
+    sent_get, unsent_get, sent_post = await claim(database, "gone", {"b1": 3})
+    async with database.write() as connection:
+        await claims.mark_sent(connection, "gone", CREATED, [sent_get, sent_post])
+        await connection.execute(
+            update(store.batches).where(store.batches.c.id == "b1").values(canceled_at=CREATED)
+        )
+        recovered = await claims.requeue(
+            connection, CREATED + 40, False, expired_before=CREATED + 40
+        )
+        operations = await store.operations_page(connection, TENANT, "b1", -1, 100)
+        [batch] = await connection.execute(
+            select(store.batches.c.status).where(store.batches.c.id == "b1")
+        )
+    assert recovered == 3
+    assert [(op.status, op.failure_reason) for op in operations] == [
+        ("failed", "interrupted"),
+        ("canceled", None),
+        ("failed", "interrupted"),
+    ]
+    assert batch.status == BatchStatus.CANCELED
+
+
 async def test_queue_requeues_expired_leases(database: Database) -> None:
     await insert(database, "b1", CREATED, ["GET", "POST"])
     _, post = await claim(database, "gone", {"b1": 2})
