@@ -239,7 +239,7 @@ async def test_recovery_in_a_canceled_batch_requeues_nothing(database: Database)
     """A canceled batch claims nothing more: a recovered claim of it must end, or the
     batch would keep a pending operation, unfinished, forever."""
     await insert(database, "b1", CREATED, ["GET", "GET", "POST"])
-    sent_get, unsent_get, sent_post = await claim(database, "gone", {"b1": 3})
+    sent_get, _unsent_get, sent_post = await claim(database, "gone", {"b1": 3})
     async with database.write() as connection:
         await claims.mark_sent(connection, "gone", CREATED, [sent_get, sent_post])
         await connection.execute(
