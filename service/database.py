@@ -40,6 +40,10 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_en
 from service import models  # noqa: F401  (registers the tables)
 from service.sqlite_inline import WAL_BACKSTOP_PAGES, InlineReader, InlineWriter, P, T
 
+# A statement's error names its parameters unless told not to, and they are
+# operations' bodies, responses and sealed credentials: never in a log line.
+HIDE_PARAMETERS = True
+
 # Rewrites a row in place: on SQLite it appends a page to the WAL, as any write does.
 _PROBE_WRITE = text("UPDATE alembic_version SET version_num = version_num")
 # asyncpg waits 60 s by default for an unreachable server; calls should fail sooner.
@@ -139,6 +143,7 @@ def open_database(url: str) -> Database:
     if parsed.get_backend_name() != "sqlite":
         engine = create_async_engine(
             url,
+            hide_parameters=HIDE_PARAMETERS,
             pool_size=10,
             max_overflow=10,
             pool_pre_ping=True,
@@ -150,10 +155,24 @@ def open_database(url: str) -> Database:
         Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
     # Readers run in autocommit mode and never hold a transaction, so returning
     # a connection to the pool needs no rollback (a round trip to its thread).
-    engine = create_async_engine(url, pool_size=8, max_overflow=0, pool_reset_on_return=None)
+    engine = create_async_engine(
+        url,
+        hide_parameters=HIDE_PARAMETERS,
+        pool_size=8,
+        max_overflow=0,
+        pool_reset_on_return=None,
+    )
     sync_url = parsed.set(drivername="sqlite")
-    inline_reader = create_engine(sync_url, pool_size=1, max_overflow=0, pool_reset_on_return=None)
-    inline_writer = create_engine(sync_url, pool_size=1, max_overflow=0)
+    inline_reader = create_engine(
+        sync_url,
+        hide_parameters=HIDE_PARAMETERS,
+        pool_size=1,
+        max_overflow=0,
+        pool_reset_on_return=None,
+    )
+    inline_writer = create_engine(
+        sync_url, hide_parameters=HIDE_PARAMETERS, pool_size=1, max_overflow=0
+    )
     _configure_sqlite(engine.sync_engine, begin=None)
     # The inline connections run on the event loop: they must not wait for locks.
     _configure_sqlite(inline_reader, begin=None, busy_timeout_ms=20)
