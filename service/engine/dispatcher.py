@@ -137,9 +137,15 @@ class Dispatcher:
             task.cancel()
         await asyncio.gather(*unfinished, return_exceptions=True)
 
-    async def close(self) -> list[str]:
-        """Waits for its own writes; the claims it never started, to give back."""
-        await asyncio.gather(*self._background)
+    async def close(self, seconds: float) -> list[str]:
+        """Waits up to `seconds` for its own writes; the claims it never started, to
+        give back. Writes the database does not take in time (it may be away) are
+        abandoned: their claims' leases expire, and recovery ends them."""
+        if self._background:
+            _, late = await asyncio.wait(self._background, timeout=seconds)
+            for task in late:
+                task.cancel()
+            await asyncio.gather(*late, return_exceptions=True)
         await self._gate.close()
         if self._session is not None:
             await self._session.close()

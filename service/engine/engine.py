@@ -122,7 +122,7 @@ class Engine:
         await self.dispatcher.drain(grace)
         if not self._tasks["engine-results"].done():
             await _within(_final(deadline), "record results", self.writer.results.join())
-        unsent = await self.dispatcher.close()
+        unsent = await self.dispatcher.close(_final(deadline))
         for task in tasks:
             await _cancelled(task)
         await self.signals.stop()

@@ -97,21 +97,24 @@ class Executor:
         self,
         claim: Claim,
         authorization: str | None,
-        correlation_id: str | None = None,
-        admitted_at: float | None = None,
+        correlation_id: str | None,
+        first_admitted_at: float,
     ) -> Result:
-        """Runs the operation; `admitted_at` when the throttle already admitted its first send.
+        """Runs the operation, whose first send the throttle admitted at `first_admitted_at`.
 
         Held back before the first send, an operation has not started: its budget
         starts once it is admitted. Retries wait within the budget."""
-        if admitted_at is None:
-            admitted_at = await self.throttle.admit(claim.tenant)
+        admitted_at: float | None = first_admitted_at
         attempts = 0
         deadline = time.monotonic() + self.timeout
         idempotent = claim.http_method in IDEMPOTENT_METHODS
-        # The same request on every attempt.
-        url = self.upstream.url_for(claim.path, claim.query_params)
-        headers = _headers(claim.idempotency_key or claim.id, authorization, correlation_id)
+        try:
+            # The same request on every attempt.
+            url = self.upstream.url_for(claim.path, claim.query_params)
+            headers = _headers(claim.idempotency_key or claim.id, authorization, correlation_id)
+        except BaseException:
+            self.throttle.finished(claim.tenant, first_admitted_at, None, None)
+            raise
         try:
             with self.deadlines.bound(self.timeout):
                 while True:

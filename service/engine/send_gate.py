@@ -46,10 +46,11 @@ class SendGate:
                     marked = await self._mark([claim for claim, _ in waiting])
                 except Exception as error:  # a bug: those operations fail, saying so
                     for _, admitted in waiting:
-                        admitted.set_exception(error)
+                        if not admitted.done():  # a cancelled waiter wants nothing
+                            admitted.set_exception(error)
                     continue
                 for claim, admitted in waiting:
-                    if not admitted.cancelled():
+                    if not admitted.done():
                         admitted.set_result(claim.id in marked)
         finally:
             self._writing = None
