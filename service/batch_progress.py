@@ -43,8 +43,8 @@ async def stop_after_failures(
     unsent claims are canceled, so no replica starts another."""
     if not batch_ids:
         return []
-    # Locked before their operations, in the order a cancel and a claim lock
-    # them too, so that none of them deadlocks with another.
+    # Locked in the order a cancel and a claim lock them too (a result group
+    # has locked all of its batches already, before its operations).
     stopping = (
         select(batches.c.id)
         .where(batches.c.id.in_(batch_ids), batches.c.stop_on_failure)
@@ -124,6 +124,14 @@ _FINISH_BATCHES = (
 )
 
 
+async def lock_batches(connection: DbConnection, batch_ids: Iterable[str]) -> None:
+    """Locks these batches' rows in id order, the order every claim, cancel and
+    result group takes them in, so that no two of them deadlock. SQLite's writers
+    take turns for whole transactions and need none."""
+    if connection.dialect.name != "sqlite":
+        await connection.execute(_LOCK_BATCHES, {"batch_ids": sorted(batch_ids)})
+
+
 async def refresh_batches(
     connection: DbConnection,
     now: float,
@@ -144,8 +152,8 @@ async def refresh_batches(
     # that was recounting the same batch has committed, so no count misses
     # results. An increment needs no such lock: an UPDATE adds to the latest
     # committed count. SQLite's writers take turns for whole transactions.
-    if recounted and connection.dialect.name != "sqlite":
-        await connection.execute(_LOCK_BATCHES, {"batch_ids": ids})
+    if recounted:
+        await lock_batches(connection, ids)
     if added:
         await _ADD_FINISHED.execute_many(
             connection,

@@ -56,7 +56,7 @@ from sqlalchemy.engine import Dialect
 from sqlalchemy.sql import ColumnElement, Select
 from sqlalchemy.sql.dml import ReturningUpdate
 
-from service.batch_progress import refresh_batches, stop_after_failures
+from service.batch_progress import lock_batches, refresh_batches, stop_after_failures
 from service.bulk import BulkStatement, json_text
 from service.database import DbConnection
 from service.models import BatchStatus, OperationStatus
@@ -339,6 +339,9 @@ async def record_results(
     In a batch that stops on failure, a failed, timed-out or >= 400 result
     cancels the operations not yet started.
     """
+    # Batches first, then their operations, as claims and cancels lock them: a
+    # claim holds a batch while it waits for the next one in id order.
+    await lock_batches(connection, {result.batch_id for result in results})
     written = await _write_results(connection, owner, now, results)
     stopped = await stop_after_failures(
         connection, now, {r.batch_id for r in results if r.is_failure}
