@@ -23,7 +23,8 @@ from service.models import (
 )
 from service.store import batches, operations
 
-_batch_ids: BindParameter[str] = bindparam("batch_ids", expanding=True)
+# The batches a statement of batch bookkeeping is about; claims use it too.
+BATCH_IDS: BindParameter[str] = bindparam("batch_ids", expanding=True)
 
 
 async def cancel(connection: DbConnection, batch_id: str, now: float) -> None:
@@ -82,10 +83,7 @@ async def _cancel_pending(connection: DbConnection, now: float, batch_ids: list[
 
 
 _LOCK_BATCHES = (
-    select(batches.c.id)
-    .where(batches.c.id.in_(_batch_ids))
-    .order_by(batches.c.id)
-    .with_for_update()
+    select(batches.c.id).where(batches.c.id.in_(BATCH_IDS)).order_by(batches.c.id).with_for_update()
 )
 _ADD_FINISHED = BulkStatement(
     update(batches)
@@ -96,7 +94,7 @@ _ADD_FINISHED = BulkStatement(
 )
 _RECOUNT_FINISHED = (
     update(batches)
-    .where(batches.c.id.in_(_batch_ids))
+    .where(batches.c.id.in_(BATCH_IDS))
     .values(
         finished_count=select(func.count())
         .select_from(operations)
@@ -109,7 +107,7 @@ _RECOUNT_FINISHED = (
 _FINISH_BATCHES = (
     update(batches)
     .where(
-        batches.c.id.in_(_batch_ids),
+        batches.c.id.in_(BATCH_IDS),
         batches.c.finished_count == batches.c.operations_count,
         batches.c.status.not_in(FINISHED_BATCH_STATUSES),
     )

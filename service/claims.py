@@ -36,8 +36,6 @@ from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import (
-    BindParameter,
-    Float,
     Integer,
     String,
     Text,
@@ -52,13 +50,13 @@ from sqlalchemy import (
     update,
 )
 from sqlalchemy.dialects.postgresql import ARRAY, JSONB
-from sqlalchemy.engine import Dialect
 from sqlalchemy.sql import ColumnElement, Select
 from sqlalchemy.sql.dml import ReturningUpdate
 
-from service.batch_progress import lock_batches, refresh_batches, stop_after_failures
+from service.batch_progress import BATCH_IDS, lock_batches, refresh_batches, stop_after_failures
 from service.bulk import BulkStatement, json_text
 from service.database import DbConnection
+from service.database_clock import database_now
 from service.models import BatchStatus, OperationStatus
 from service.store import batches, columns_of, operations
 
@@ -215,10 +213,9 @@ _COUNT_RUNNING = (
         operations.c.status == OperationStatus.IN_PROGRESS,
     )
 )
-_batch_ids: BindParameter[str] = bindparam("batch_ids", expanding=True)
 _START_BATCHES = (
     update(batches)
-    .where(batches.c.id.in_(_batch_ids), batches.c.status == BatchStatus.PENDING)
+    .where(batches.c.id.in_(BATCH_IDS), batches.c.status == BatchStatus.PENDING)
     .values(status=BatchStatus.IN_PROGRESS, updated_at=bindparam("now"))
 )
 
@@ -452,15 +449,8 @@ async def renew_leases(
     await connection.execute(
         update(operations)
         .where(*_held_by(owner, operation_ids))
-        .values(lease_expires_at=_database_clock(connection.dialect) + lease_seconds)
+        .values(lease_expires_at=database_now() + lease_seconds)
     )
-
-
-def _database_clock(dialect: Dialect) -> ColumnElement[float]:
-    """Seconds since the epoch, read when the statement runs."""
-    if dialect.name == "postgresql":
-        return cast(func.extract("epoch", func.clock_timestamp()), Float)
-    return (func.julianday("now") - 2440587.5) * 86400.0
 
 
 async def unclaim(

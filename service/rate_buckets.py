@@ -23,6 +23,7 @@ from sqlalchemy.sql.compiler import SQLCompiler
 from sqlalchemy.sql.functions import FunctionElement
 
 from service.database import DbConnection
+from service.database_clock import database_now
 from service.models import RateBucket, UpstreamPause
 
 buckets = RateBucket.__table__  # type: ignore[attr-defined]
@@ -32,24 +33,6 @@ UPSTREAM_BUCKET = "upstream"
 
 def tenant_bucket(tenant: str) -> str:
     return f"tenant:{tenant}"
-
-
-class _DatabaseNow(FunctionElement[float]):
-    """The database's clock, in Unix seconds."""
-
-    type = Float()
-    inherit_cache = True
-
-
-@compiles(_DatabaseNow)
-def _postgresql_now(_element: _DatabaseNow, _compiler: SQLCompiler, **_kw: Any) -> str:
-    # clock_timestamp(), not now(): now() is the transaction's start.
-    return "CAST(extract(epoch FROM clock_timestamp()) AS DOUBLE PRECISION)"
-
-
-@compiles(_DatabaseNow, "sqlite")
-def _sqlite_now(_element: _DatabaseNow, _compiler: SQLCompiler, **_kw: Any) -> str:
-    return "((julianday('now') - 2440587.5) * 86400.0)"
 
 
 class _Whole(FunctionElement[int]):
@@ -69,10 +52,6 @@ def _postgresql_whole(element: _Whole, compiler: SQLCompiler, **kw: Any) -> str:
 def _sqlite_whole(element: _Whole, compiler: SQLCompiler, **kw: Any) -> str:
     # SQLite's CAST truncates; its floor() needs the optional math functions.
     return f"CAST({compiler.process(element.clauses, **kw)} AS INTEGER)"
-
-
-def database_now() -> ColumnElement[float]:
-    return _DatabaseNow()
 
 
 def _least(a: ColumnElement[Any], b: ColumnElement[Any]) -> ColumnElement[Any]:

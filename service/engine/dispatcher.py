@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 import aiohttp
 
 from service import claims, metrics
-from service.claims import ActiveBatch, Claim, Recorded, Result
+from service.claims import Claim, Recorded, Result
 from service.credentials import Sealer
 from service.database import Database
 from service.engine.authorizations import Authorizations
@@ -172,7 +172,7 @@ class Dispatcher:
             candidates = await claims.batches_with_pending_work(connection, MAX_CANDIDATE_BATCHES)
         wanted = self._scheduler.to_claim(
             {
-                batch.id: self._limit(batch)
+                batch.id: batch.in_flight_limit
                 for batch in candidates
                 if batch.id not in self._failed_batches
                 and not self.throttle.holding_back(batch.tenant)
@@ -194,10 +194,6 @@ class Dispatcher:
             self._scheduler.add(batch.id, job)
         self._start_ready()
         return len(claimed)
-
-    def _limit(self, batch: ActiveBatch) -> int:
-        # The claim enforces it fleet-wide; the scheduler keeps this replica within it.
-        return batch.in_flight_limit
 
     def _cancel_unsent(self, batch_ids: list[str]) -> None:
         unsent = [job.claim.id for job in self._scheduler.take_unstarted(batch_ids)]
