@@ -46,7 +46,9 @@ class WatchLimits:
 @dataclass(eq=False)
 class _Watcher:
     batch_id: str
-    # Times come from the writer's clock, so no replica's clock skew hides an event.
+    # Times are the stored rows' own (their writer's clock), never this process's.
+    # With several replicas, a writer whose clock runs behind the last one seen can
+    # still write an event older than `since`: replicas' clocks must stay close.
     since: float
     status: str
     sent: set[str] = field(default_factory=set)
