@@ -44,10 +44,10 @@ from typing import Any
 import grpc
 from aiohttp import web
 
+from batchd.rest_objects import batch_object, operation_object
 from batchd.v1 import batch_pb2
 from gateway.backend import batch_service, call_metadata
 from gateway.errors import ApiProblem, from_rpc_error, internal, unavailable
-from gateway.presenters import batch_object, operation_object
 from gateway.settings import SETTINGS_KEY
 
 log = logging.getLogger(__name__)

@@ -11,13 +11,13 @@ import grpc
 from aiohttp import web
 from grpc_health.v1 import health_pb2
 
+from batchd.rest_objects import JSONObject, batch_object, list_object, operation_object
 from batchd.v1 import batch_pb2
 from batchd.vocabulary import BATCH_STATUSES, OPERATION_STATUSES, SERVICE_NAME
 from gateway import params
 from gateway.backend import BACKEND_KEY, batch_service, call_options
 from gateway.batch_body import create_request
 from gateway.errors import unavailable
-from gateway.presenters import JSONObject, batch_object, list_object, operation_object
 from gateway.retry_body import retry_request
 
 BATCH_EXPANDS = {"batch_operations"}

@@ -1,4 +1,7 @@
-"""API messages as the contract's JSON objects: every key present, unset values as null."""
+"""API messages as the REST contract's JSON objects: every key present, unset values as null.
+
+On the ground floor because the gateway answers with them and the service's webhook events
+carry them."""
 
 from __future__ import annotations
 
