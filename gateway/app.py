@@ -11,6 +11,7 @@ from gateway import handlers, observability
 from gateway.backend import grpc_backend
 from gateway.batch_events import STOPPING_KEY, batch_events, end_event_streams
 from gateway.connections import GatewayRunner
+from gateway.console import add_console
 from gateway.middleware import contract_errors
 from gateway.openapi import load_document, openapi_document
 from gateway.settings import SETTINGS_KEY, GatewaySettings
@@ -43,6 +44,7 @@ def create_app(settings: GatewaySettings) -> web.Application:
             web.get("/openapi.json", openapi_document),
         ]
     )
+    add_console(app)
     return app
 
 
