@@ -89,10 +89,11 @@ class Visit:
 
 
 @asynccontextmanager
-async def visit(stack: ConsoleStack) -> AsyncIterator[Visit]:
-    """A new browser context (its own session storage) with a fresh tenant's token."""
+async def visit(stack: ConsoleStack, base_url: str | None = None) -> AsyncIterator[Visit]:
+    """A new browser context (its own session storage) with a fresh tenant's token,
+    on the gateway or on `base_url` (a proxy in front of it)."""
     context: BrowserContext = await stack.browser.new_context(
-        base_url=stack.base_url, viewport={"width": 1200, "height": 760}
+        base_url=base_url or stack.base_url, viewport={"width": 1200, "height": 760}
     )
     page = await context.new_page()
     seen = Visit(page, fresh_token())

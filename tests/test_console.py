@@ -25,6 +25,7 @@ from tests.console_browser import (
 )
 from tests.rest import call, create_batch, wait_completed
 from tests.shared_stack import fresh_token
+from tests.tcp_proxy import tcp_proxy
 
 # A body an upstream could send: markup that runs if the console ever parsed it as HTML.
 XSS_SCRIPT = "<script>window.__pwned = 'script'</script>"
@@ -210,6 +211,33 @@ async def test_progress_moves_live_in_the_list_and_on_the_batch_page(
     assert len(documents) == 1
 
 
+async def test_a_cut_event_stream_reconnects_and_progress_goes_on(stack: ConsoleStack) -> None:
+    host, port = stack.base_url.removeprefix("http://").rsplit(":", 1)
+    async with (
+        tcp_proxy(host, int(port)) as proxy,
+        visit(stack, f"http://{host}:{proxy.port}") as tab,
+    ):
+        async with rest_client(stack, tab.token) as http:
+            total = 10
+            batch = await sequential_batch(http, slow_operations(total, 0.4))
+        await sign_in(tab)
+        page = tab.page
+        await open_batch(page, batch["id"])
+        await mark_document(page)
+        progress = page.locator(".summary progress")
+        await expect(progress).not_to_have_attribute("value", "0")
+        proxy.cut()
+        await asyncio.sleep(0.3)
+        proxy.resume()
+        after = await progress_values(progress, total)
+        assert after == sorted(after)
+        await expect(page.locator("#batch-status")).to_have_text("completed")
+        assert await still_same_document(page)
+        streams = [url for url in tab.urls() if url.endswith(f"/v1/batches/{batch['id']}/events")]
+        assert len(streams) >= 2, streams
+        assert [url for url in tab.urls() if tab.token in url] == []
+
+
 # --- the batch page --------------------------------------------------------------------
 
 
@@ -337,3 +365,51 @@ def test_the_console_ships_no_inline_script_or_style() -> None:
     assert '<script type="module" src="/console/assets/console.js"></script>' in page
     assert page.count("<script") == 1
     assert "<style" not in page and "style=" not in page
+
+
+# --- the event stream reader -------------------------------------------------------------
+
+# A stream as the gateway sends it, with what a newer gateway may add: `retry:`, comments,
+# CRLF line ends, a multi-line `data:` and a final event of a type the console does not know.
+STREAM = (
+    "retry: 1500\r\n\r\n"
+    ": keep-alive\r\n\r\n"
+    'id: 1\r\nevent: batch\r\ndata: {"object": "batch", "status": "in_progress"}\r\n\r\n'
+    'id: 2\nevent: batch_operation\ndata: {"batch":\ndata:  {"object": "batch"}}\n\n'
+    "id: 3\revent: end\rdata: {}\r\r"
+)
+PARSED = {
+    "events": [
+        {"type": "batch", "data": '{"object": "batch", "status": "in_progress"}'},
+        {"type": "batch_operation", "data": '{"batch":\n {"object": "batch"}}'},
+        {"type": "end", "data": "{}"},
+    ],
+    "lastEventId": "3",
+    "retry": 1500,
+}
+
+
+async def test_the_event_reader_parses_a_stream_cut_at_any_point(tab: Visit) -> None:
+    await tab.page.goto("/console")
+    results = await tab.page.evaluate(
+        """async (stream) => {
+            const { EventStreamParser } = await import("/console/assets/events.js");
+            const results = [];
+            for (let cut = 0; cut <= stream.length; cut++) {
+                const parser = new EventStreamParser();
+                const events = [stream.slice(0, cut), stream.slice(cut)].flatMap(
+                    (part) => parser.feed(part)
+                );
+                results.push({ events, lastEventId: parser.lastEventId, retry: parser.retry });
+            }
+            const parser = new EventStreamParser();
+            const events = [...stream].flatMap((character) => parser.feed(character));
+            results.push({ events, lastEventId: parser.lastEventId, retry: parser.retry });
+            return results;
+        }""",
+        STREAM,
+    )
+    # Cut in two at every point, then fed one character at a time.
+    assert len(results) == len(STREAM) + 2
+    for cut, result in enumerate(results):
+        assert result == PARSED, f"cut at {cut}: {result}"

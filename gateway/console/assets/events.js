@@ -3,9 +3,9 @@
 //
 // Parsed as the HTML standard's event stream: `data:` lines join, `id:` is kept and sent
 // back as Last-Event-ID on reconnect, `retry:` sets the reconnect delay, `:` lines are
-// comments (keep-alives). Event types other than batch, batch_operation and error (such
-// as a final event at the end of a finished batch) update the batch when their data
-// holds one, and are otherwise ignored.
+// comments (keep-alives). `end` closes a complete stream (a 204 answers a reconnect
+// with nothing left to send); other event types update the batch when their data holds
+// one, and are otherwise ignored.
 
 import { FINISHED, apiUrl, authorized, failure } from "./api.js";
 
@@ -15,6 +15,7 @@ const MAX_RETRY_MS = 30000;
 export class EventStreamParser {
   constructor() {
     this.buffer = "";
+    this.afterCR = false;
     this.data = [];
     this.type = "";
     this.lastEventId = null;
@@ -23,13 +24,13 @@ export class EventStreamParser {
 
   // The complete events in `text` (a chunk of the stream, cut anywhere).
   feed(text) {
-    let input = this.buffer + text;
-    // A "\r" at the very end may be the first half of a "\r\n": it waits for the next chunk.
-    const held = input.endsWith("\r") ? "\r" : "";
-    if (held) input = input.slice(0, -1);
-    const lines = input.split(/\r\n|\r|\n/);
+    // A "\r" that ended the last chunk ended its line; a "\n" opening this one is its other half.
+    if (!text) return [];
+    const rest = this.afterCR && text.startsWith("\n") ? text.slice(1) : text;
+    this.afterCR = rest.endsWith("\r");
+    const lines = (this.buffer + rest).split(/\r\n|\r|\n/);
     // The last piece has no line end yet.
-    this.buffer = lines.pop() + held;
+    this.buffer = lines.pop();
     const events = [];
     for (const line of lines) {
       const event = this.line(line);
@@ -65,23 +66,24 @@ export class EventStreamParser {
 // `onProblem(error)` hears of failures; the watch reconnects after those it can outlast.
 export async function watchBatch(batchId, { onBatch, onOperation = () => {}, onProblem = () => {} }, signal) {
   const parser = new EventStreamParser();
-  let delay = DEFAULT_RETRY_MS;
+  // Failures in a row: each doubles the wait before the next try.
+  let failures = 0;
   while (!signal.aborted) {
     let finished = false;
     try {
       finished = await readStream(batchId, parser, { onBatch, onOperation, onProblem }, signal);
-      delay = parser.retry ?? DEFAULT_RETRY_MS;
+      failures = 0;
     } catch (error) {
       if (signal.aborted) return;
-      if (error.status === 401 || error.status === 404) {
-        onProblem(error);
-        return;
-      }
-      onProblem(error);
-      delay = Math.min(delay * 2, MAX_RETRY_MS);
+      failures += 1;
+      // An event id the gateway does not know: start again from the batch's state.
+      if (error.status === 400 && parser.lastEventId !== null) parser.lastEventId = null;
+      else onProblem(error);
+      if (error.status === 401 || error.status === 404) return;
     }
     if (finished) return;
-    await sleep(delay, signal);
+    const wait = (parser.retry ?? DEFAULT_RETRY_MS) * 2 ** Math.max(failures - 1, 0);
+    await sleep(Math.min(wait, MAX_RETRY_MS), signal);
   }
 }
 
@@ -95,6 +97,8 @@ async function readStream(batchId, parser, handlers, signal) {
     cache: "no-store",
   });
   if (!response.ok) throw failure(response.status, await response.json().catch(() => null));
+  // A finished batch with nothing left to send since the last event id.
+  if (response.status === 204 || !response.body) return true;
   const reader = response.body.pipeThrough(new TextDecoderStream()).getReader();
   let finished = false;
   for (;;) {
@@ -120,9 +124,9 @@ function handle(event, { onBatch, onOperation, onProblem }) {
   }
   if (event.type === "batch_operation" && data?.batch_operation) onOperation(data.batch_operation);
   const batch = data?.object === "batch" ? data : data?.batch;
-  if (batch?.object !== "batch") return false;
-  onBatch(batch);
-  return FINISHED.has(batch.status);
+  const known = batch?.object === "batch";
+  if (known) onBatch(batch);
+  return event.type === "end" || (known && FINISHED.has(batch.status));
 }
 
 function sleep(ms, signal) {
