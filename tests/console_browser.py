@@ -147,7 +147,7 @@ async def screenshot(path: Path) -> None:
         async with console_stack(Path(directory)) as stack, visit(stack) as seen:
             async with rest_client(stack, seen.token) as http:
                 await create_batch(http, [{"http_method": "GET", "path": "/echo/done"}])
-                operations = [
+                operations: list[dict[str, Any]] = [
                     {"http_method": "GET", "path": "/echo/v1/products"},
                     {"http_method": "POST", "path": "/echo/v1/orders", "body": {"order": 7}},
                     {"http_method": "GET", "path": "/status/500"},
@@ -156,8 +156,9 @@ async def screenshot(path: Path) -> None:
                 running = await sequential_batch(http, operations)
             await sign_in(seen)
             await seen.page.click(f"a[href='#/batches/{running['id']}']")
+            # The table catches up with the bar within a second of each operation.
             await seen.page.wait_for_function(
-                "() => document.querySelector('#view progress')?.value >= 4"
+                "() => document.querySelectorAll('.operations .status.completed').length >= 4"
             )
             await seen.page.screenshot(path=str(path), full_page=True)
 
