@@ -103,6 +103,11 @@ async def test_console_responses_carry_a_strict_csp_and_nosniff(stack: ConsoleSt
                 assert response.headers["X-Frame-Options"] == "DENY"
         async with anonymous.get("/console/assets/console.js") as response:
             assert response.content_type in {"text/javascript", "application/javascript"}
+        # The files are those of gateway/console/assets alone: no way out of the folder.
+        for escape in ("/console/assets/../../console.py", "/console/assets/%2e%2e/index.html"):
+            async with anonymous.get(escape) as response:
+                assert response.status in {403, 404}, escape
+                assert "CONSOLE_DIR" not in await response.text()
         # The API's answers are unchanged.
         async with anonymous.get("/healthz") as response:
             assert "Content-Security-Policy" not in response.headers
@@ -236,6 +241,27 @@ async def test_a_cut_event_stream_reconnects_and_progress_goes_on(stack: Console
         streams = [url for url in tab.urls() if url.endswith(f"/v1/batches/{batch['id']}/events")]
         assert len(streams) >= 2, streams
         assert [url for url in tab.urls() if tab.token in url] == []
+
+
+async def test_the_list_follows_more_running_batches_than_it_streams_at_once(
+    tab: Visit, http: aiohttp.ClientSession
+) -> None:
+    """A few streams at a time (a browser's connections to one host are few); each batch
+    waiting for one is watched as another ends, and all reach completed live."""
+    batches = [await sequential_batch(http, slow_operations(5, 0.4)) for _ in range(6)]
+    await sign_in(tab)
+    page = tab.page
+    await expect(page.locator("table.batches tbody tr")).to_have_count(len(batches))
+    await mark_document(page)
+    first = await page.locator("table.batches .status").all_text_contents()
+    # More than the 3 streams were running when the list came: some had to wait.
+    assert first.count("completed") <= len(batches) - 4, first
+    for batch in batches:
+        await expect(row_of(page, batch["id"]).locator(".status")).to_have_text(
+            "completed", timeout=20_000
+        )
+        await expect(row_of(page, batch["id"]).locator(".count")).to_have_text("5 / 5")
+    assert await still_same_document(page)
 
 
 # --- the batch page --------------------------------------------------------------------
