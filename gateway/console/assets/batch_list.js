@@ -9,6 +9,8 @@ export const PAGE_SIZE = 20;
 // Under HTTP/1.1 a browser opens about 6 connections to one host: a few streams at a
 // time leave room for the API calls, and the next waiting batch is watched as one ends.
 const MAX_STREAMS = 3;
+// Meanwhile the batches waiting for a stream are read this often.
+const POLL_MS = 2000;
 
 export function batchList(root, { navigate, message, page }) {
   const abort = new AbortController();
@@ -61,6 +63,24 @@ export function batchList(root, { navigate, message, page }) {
       next();
     };
     for (let i = 0; i < MAX_STREAMS; i++) next();
+    poll(waiting, signal);
+  }
+
+  function poll(waiting, signal) {
+    const timer = setInterval(async () => {
+      if (!waiting.length) {
+        clearInterval(timer);
+        return;
+      }
+      const query = [["limit", String(PAGE_SIZE)], ...waiting.map((item) => ["ids[]", item.batch.id])];
+      try {
+        const list = await api("GET", "/v1/batches", { query, signal });
+        for (const batch of list.data) waiting.find((item) => item.batch.id === batch.id)?.update(batch);
+      } catch {
+        // The next poll tries again; a refused token has signed the console out already.
+      }
+    }, POLL_MS);
+    signal.addEventListener("abort", () => clearInterval(timer), { once: true });
   }
 
   load();
