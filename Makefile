@@ -48,6 +48,9 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy batchd allinone batchctl service gateway tests benchmarks migrations
 
+# PostgreSQL cases run on 127.0.0.1:5432 as user postgres unless told otherwise:
+# make test BATCH_TEST_POSTGRES_URL=postgresql://user:password@host:port/postgres
+export BATCH_TEST_POSTGRES_URL
 test: $(STAMP)
 	$(BIN)/pytest -q
 
