@@ -60,6 +60,9 @@ $(CHROMIUM):
 
 chromium: $(CHROMIUM)
 
+# PostgreSQL cases run on 127.0.0.1:5432 as user postgres unless told otherwise:
+# make test BATCH_TEST_POSTGRES_URL=postgresql://user:password@host:port/postgres
+export BATCH_TEST_POSTGRES_URL
 test: $(STAMP) $(CHROMIUM)
 	$(BIN)/pytest -q
 

@@ -51,4 +51,4 @@ def create_app(settings: GatewaySettings) -> web.Application:
 async def start_gateway(settings: GatewaySettings) -> web.AppRunner:
     """Serves the gateway until the returned runner is cleaned up."""
     runner = GatewayRunner(create_app(settings), settings)
-    return await start_runner(runner, settings.host, settings.port)
+    return await start_runner(runner, settings.host, settings.port, "BATCH_HTTP_ADDRESS")

@@ -106,7 +106,8 @@ class BatchServicer(batch_pb2_grpc.BatchServiceServicer):
         batch_id = validation.object_id("batch", request.id)
         metrics.WATCH_STREAMS.inc()
         try:
-            async for event in self.watches.watch(caller.tenant, batch_id):
+            watch = self.watches.watch(caller.tenant, batch_id, request.resume_after)
+            async for event in watch:
                 yield event
         finally:
             metrics.WATCH_STREAMS.dec()

@@ -22,8 +22,8 @@ from typing import Any
 
 from batchd.v1 import batch_pb2
 from service import convert, store
-from service.database import Database
-from service.errors import RetryLater, not_found
+from service.database import Database, DbConnection
+from service.errors import RetryLater, Violation, invalid, not_found
 from service.models import FINISHED_BATCH_STATUSES
 from service.signals import Signals
 from service.waiting import POLL_SECONDS
@@ -65,19 +65,29 @@ class WatchFeed:
         self._by_tenant: Counter[str] = Counter()
         self._reader: asyncio.Task[None] | None = None
 
-    async def watch(self, tenant: str, batch_id: str) -> AsyncIterator[Event]:
-        """The batch as it is now, then an event for each change, until it finishes."""
+    async def watch(
+        self, tenant: str, batch_id: str, resume_after: str = ""
+    ) -> AsyncIterator[Event]:
+        """The batch as it is now, then an event for each change, until it finishes;
+        resuming, first the operations that finished after `resume_after`."""
         with self._slot(tenant):
             async with self.database.read() as connection:
                 batch = await store.get_batch(connection, tenant, batch_id)
-            if batch is None:
-                raise not_found("batch", batch_id)
+                if batch is None:
+                    raise not_found("batch", batch_id)
+                resumed = await _resumed(connection, batch, resume_after) if resume_after else None
             yield Event(batch=convert.batch_message(batch))
-            if batch.status in FINISHED_BATCH_STATUSES:
+            if resumed is not None:
+                watcher = resumed
+                # At once, rather than at the next change: the batch may have finished.
+                await self._read_for([watcher])
+            elif batch.status in FINISHED_BATCH_STATUSES:
                 return
-            watcher = _Watcher(batch_id, batch.updated_at, batch.status)
-            self._watchers.add(watcher)
-            self._start_reading()
+            else:
+                watcher = _Watcher(batch_id, batch.updated_at, batch.status)
+            if watcher.status not in FINISHED_BATCH_STATUSES:
+                self._watchers.add(watcher)
+                self._start_reading()
             try:
                 while (events := await watcher.inbox.get()) is not None:
                     if isinstance(events, BaseException):
@@ -140,6 +150,28 @@ class WatchFeed:
             _deliver(watcher, batches.get(watcher.batch_id), finished[watcher.batch_id], events)
             if watcher.status in FINISHED_BATCH_STATUSES or watcher.batch_id not in batches:
                 self._watchers.discard(watcher)
+
+
+async def _resumed(connection: DbConnection, batch: Any, resume_after: str) -> _Watcher:
+    """A watcher past the operation `resume_after` names (or, named by the batch's own
+    id, before every operation), as a stream that delivered it left off."""
+    if resume_after == batch.id:
+        return _Watcher(batch.id, 0.0, batch.status)
+    last = await store.finished_operation(connection, batch.tenant, batch.id, resume_after)
+    if last is None:
+        raise invalid(
+            "watch.resume_after.invalid",
+            [
+                Violation(
+                    "resume_after",
+                    "watch.resume_after.invalid",
+                    "resume_after must name the batch or one of its finished operations",
+                )
+            ],
+        )
+    # Those finished at the same moment, up to it in submitted order, were delivered too.
+    sent = await store.finished_at_or_before(connection, batch.id, last.updated_at, last.position)
+    return _Watcher(batch.id, last.updated_at, batch.status, sent=set(sent))
 
 
 def _deliver(watcher: _Watcher, batch: Any, finished: list[Any], events: _SharedEvents) -> None:

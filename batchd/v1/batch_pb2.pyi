@@ -232,10 +232,12 @@ class CancelBatchResponse(_message.Message):
     def __init__(self, batch: _Optional[_Union[Batch, _Mapping]] = ...) -> None: ...
 
 class WatchBatchRequest(_message.Message):
-    __slots__ = ("id",)
+    __slots__ = ("id", "resume_after")
     ID_FIELD_NUMBER: _ClassVar[int]
+    RESUME_AFTER_FIELD_NUMBER: _ClassVar[int]
     id: str
-    def __init__(self, id: _Optional[str] = ...) -> None: ...
+    resume_after: str
+    def __init__(self, id: _Optional[str] = ..., resume_after: _Optional[str] = ...) -> None: ...
 
 class WatchBatchResponse(_message.Message):
     __slots__ = ("batch", "batch_operation")
