@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import math
 import time
 from pathlib import Path
 
@@ -20,7 +21,7 @@ from service.settings import ServiceSettings
 from tests import postgres
 from tests.grpc_client import GET, POST, bearer, operation, run_batch, wait_completed
 from tests.processes import OTHER_TOKEN, free_port, service_env, serving, start_service
-from tests.upstream import UpstreamLog
+from tests.upstream import SeenRequest, UpstreamLog
 
 PATCH = batch_pb2.HTTP_METHOD_PATCH
 
@@ -279,3 +280,48 @@ async def test_a_take_grants_what_the_bucket_holds_and_never_beyond_its_burst(
         assert capped is not None and capped.granted == 4
     finally:
         await database.dispose()
+
+
+def refusals_after(requests: list[SeenRequest], since: float) -> tuple[int, int]:
+    """Of the requests that arrived after `since`: how many, and how many were
+    refused. An operation's attempts on /limited end at its first 2xx (the
+    test checks it), so every attempt of a key but its last was a 429."""
+    by_key: dict[str, list[SeenRequest]] = {}
+    for request in requests:
+        by_key.setdefault(request.headers["Idempotency-Key"], []).append(request)
+    later = [r for r in requests if r.at > since]
+    refused = [r for attempts in by_key.values() for r in attempts[:-1] if r.at > since]
+    return len(later), len(refused)
+
+
+# What the adapting upstream accepts in any second: low enough that a loaded
+# machine still sends faster, so the adaptation is what keeps 429s away.
+ADAPTING_RATE = 30
+
+
+async def test_without_a_configured_limit_adaptation_keeps_429s_rare(
+    database_url: str, upstream_server: tuple[str, UpstreamLog], tmp_path: Path
+) -> None:
+    env = service_env(
+        database_url,
+        upstream_server[0],
+        BATCH_MAX_IN_FLIGHT_PER_BATCH="64",
+        BATCH_METRICS_ADDRESS=f"127.0.0.1:{free_port()}",
+    )
+    path = f"/limited/adapting/{ADAPTING_RATE}"
+    async with serving(env, tmp_path / "service.log") as (_, stub):
+        batch = await run_batch(stub, mixed_operations(360, path), timeout=120)
+    seen = upstream_server[1].requests
+    assert {op.status for op in batch.batch_operations} == {
+        batch_pb2.BATCH_OPERATION_STATUS_COMPLETED
+    }
+    assert {op.response_status for op in batch.batch_operations} == {200}
+    assert sum(op.attempts for op in batch.batch_operations) == len(seen)
+    # The first burst found the limit: refused beyond it ...
+    total, refused = refusals_after(seen, -math.inf)
+    assert refused > 0
+    # ... and from two seconds on, the sends kept under it.
+    later, refused_later = refusals_after(seen, seen[0].at + 2)
+    print(f"429s: {refused}/{total} in all, {refused_later}/{later} after two seconds")
+    assert later > 200
+    assert refused_later < 0.05 * later, (refused_later, later)
