@@ -54,6 +54,24 @@ async def test_a_429_is_retried_for_every_method_with_its_idempotency_key(
     assert [r.body for r in post_sends] == [{"n": 1}, {"n": 1}]
 
 
+async def test_a_post_refused_twice_then_created_reached_the_upstream_three_times(
+    stub: batch_pb2_grpc.BatchServiceStub, upstream_server: tuple[str, UpstreamLog]
+) -> None:
+    batch = await run_batch(
+        stub,
+        [operation(POST, "/flaky/created/2/429", body={"n": 1}, query_params={"then": 201})],
+    )
+    [post] = batch.batch_operations
+    assert (post.status, post.response_status, post.attempts) == (
+        batch_pb2.BATCH_OPERATION_STATUS_COMPLETED,
+        201,
+        3,
+    )
+    arrivals = [r for r in upstream_server[1].requests if r.path == "/flaky/created/2/429"]
+    assert [(r.method, r.body) for r in arrivals] == [("POST", {"n": 1})] * 3
+    assert {r.headers["Idempotency-Key"] for r in arrivals} == {post.id}
+
+
 def most_in_any_window(times: list[float], window: float) -> int:
     """The most of these moments that fall within any `window` seconds."""
     ordered = sorted(times)
