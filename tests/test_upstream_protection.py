@@ -7,6 +7,7 @@ import asyncio
 import itertools
 import math
 import time
+from collections.abc import AsyncIterable
 from pathlib import Path
 
 import aiohttp
@@ -353,3 +354,69 @@ async def test_without_a_configured_limit_adaptation_keeps_429s_rare(
     print(f"429s: {refused}/{total} in all, {refused_later}/{later} after two seconds")
     assert later > 200
     assert refused_later < 0.05 * later, (refused_later, later)
+
+
+async def test_get_and_watch_say_while_a_batch_is_held_back_by_an_upstream_pause(
+    database_url: str, upstream_server: tuple[str, UpstreamLog], tmp_path: Path
+) -> None:
+    env = service_env(database_url, upstream_server[0])
+    pause = batch_pb2.HeldBack.REASON_UPSTREAM_PAUSE
+    async with serving(env, tmp_path / "service.log") as (_, stub):
+        # Another tenant's batch, unfinished throughout: never held back by this pause.
+        others = await stub.CreateBatch(
+            batch_pb2.CreateBatchRequest(
+                batch=batch_pb2.Batch(batch_operations=[operation(GET, "/slow/4/other")])
+            ),
+            metadata=bearer(OTHER_TOKEN),
+        )
+        created = await stub.CreateBatch(
+            batch_pb2.CreateBatchRequest(
+                batch=batch_pb2.Batch(
+                    batch_operations=[
+                        operation(GET, "/flaky/held/1/429", query_params={"retry_after": 2})
+                    ]
+                )
+            ),
+            metadata=bearer(),
+        )
+        watching = stub.WatchBatch(
+            batch_pb2.WatchBatchRequest(id=created.batch.id), metadata=bearer()
+        )
+        events = asyncio.create_task(batches_of(watching))
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + 10
+        while True:
+            held = (
+                await stub.GetBatch(
+                    batch_pb2.GetBatchRequest(id=created.batch.id), metadata=bearer()
+                )
+            ).batch
+            if held.HasField("held_back"):
+                break
+            assert loop.time() < deadline, "GetBatch never said the batch is held back"
+            await asyncio.sleep(0.05)
+        other = (
+            await stub.GetBatch(
+                batch_pb2.GetBatchRequest(id=others.batch.id), metadata=bearer(OTHER_TOKEN)
+            )
+        ).batch
+        watched = await asyncio.wait_for(events, 30)
+        done = (
+            await stub.GetBatch(batch_pb2.GetBatchRequest(id=created.batch.id), metadata=bearer())
+        ).batch
+    assert held.held_back.reason == pause
+    # Until about two seconds after the 429 (Retry-After: 2), on the database's clock.
+    [refusal, _] = [r for r in upstream_server[1].requests if r.path == "/flaky/held/1/429"]
+    refused_at = time.time() - (time.monotonic() - refusal.at)
+    until = held.held_back.until.ToMicroseconds() / 1e6
+    assert refused_at + 1 < until < refused_at + 3, (until, refused_at)
+    assert other.status != batch_pb2.BATCH_STATUS_COMPLETED and not other.HasField("held_back")
+    # The stream said so while it lasted; the batch it ended with is held back no more.
+    assert any(batch.held_back.reason == pause for batch in watched), watched
+    assert watched[-1].status == batch_pb2.BATCH_STATUS_COMPLETED
+    assert not watched[-1].HasField("held_back")
+    assert done.status == batch_pb2.BATCH_STATUS_COMPLETED and not done.HasField("held_back")
+
+
+async def batches_of(stream: AsyncIterable[batch_pb2.WatchBatchResponse]) -> list[batch_pb2.Batch]:
+    return [event.batch async for event in stream]
