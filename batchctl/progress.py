@@ -1,4 +1,5 @@
-"""A live progress bar over a WatchBatch stream: done/total, rate, failures."""
+"""A live progress bar over a WatchBatch stream: done/total, rate, failures,
+and whether the batch is being held back."""
 
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ from rich.progress import (
 from rich.text import Text
 
 from batchctl.outcome import batch_status_name, finished, succeeded
+from batchctl.render import held_back_note
 from batchd.v1 import batch_pb2
 
 
@@ -46,6 +48,7 @@ def follow(
         RateColumn(),
         TextColumn("[red]{task.fields[failures]} failed"),
         TimeElapsedColumn(),
+        TextColumn("[yellow]{task.fields[held_back]}"),
         console=console,
         disable=not console.is_terminal,
     ) as progress:
@@ -61,6 +64,7 @@ def follow(
                     total=batch.batch_operations_count,
                     completed=batch.finished_batch_operations_count,
                     failures=len(failures),
+                    held_back="",
                 )
             if event.HasField("batch_operation"):
                 failures.update(_failed_ids([event.batch_operation]))
@@ -69,6 +73,7 @@ def follow(
                 description=batch_status_name(batch.status),
                 completed=batch.finished_batch_operations_count,
                 failures=len(failures),
+                held_back=held_back_note(batch),
             )
 
 
