@@ -420,3 +420,39 @@ async def test_get_and_watch_say_while_a_batch_is_held_back_by_an_upstream_pause
 
 async def batches_of(stream: AsyncIterable[batch_pb2.WatchBatchResponse]) -> list[batch_pb2.Batch]:
     return [event.batch async for event in stream]
+
+
+async def test_a_refusal_after_healthy_answers_paces_the_tenant_at_a_learned_rate(
+    tmp_path: Path,
+) -> None:
+    """20 healthy answers in the last second, then a 429: the tenant's next sends
+    go at 70% of 20 a second, one by one; another tenant is not paced."""
+    settings = ServiceSettings(
+        database_url=f"sqlite+aiosqlite:///{tmp_path / 'unused.db'}", api_tokens="t:tenant"
+    )
+    database = open_database(settings.database_url)
+    throttle = Throttle(database, settings)
+    try:
+        for _ in range(20):
+            admitted_at = await throttle.admit("paced")
+            throttle.finished("paced", admitted_at, 200, None)
+        admitted_at = await throttle.admit("paced")
+        throttle.finished("paced", admitted_at, 429, None)
+        began = time.monotonic()
+        sent: list[float] = []
+
+        async def send(tenant: str) -> None:
+            admitted_at = await throttle.admit(tenant)
+            sent.append(time.monotonic())
+            throttle.finished(tenant, admitted_at, 200, None)
+
+        waiting = [asyncio.create_task(send("paced")) for _ in range(8)]
+        await asyncio.sleep(0)
+        assert throttle.holding_back("paced") and not throttle.holding_back("other")
+        await send("other")
+        await asyncio.gather(*waiting)
+        # Eight turns about 1/14 s apart after the refusal's own, the rate growing
+        # by a step a second meanwhile: never much sooner.
+        assert max(sent) - began >= 7 / 15
+    finally:
+        await database.dispose()

@@ -125,6 +125,8 @@ class _Tenant:
         self.rate = max(MIN_RATE, min(let_through, known) * RATE_BACKOFF_RATIO)
         self.rate_step = max(MIN_RATE, self.rate * RATE_STEP)
         self.rate_cut = now
+        # The refused send was a turn too: the next one waits its spacing.
+        self.next_turn = max(self.next_turn, now + 1 / self.rate)
 
 
 class Throttle:
