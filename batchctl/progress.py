@@ -1,5 +1,6 @@
-"""A live progress bar over a WatchBatch stream: finished/total, rate, and the finished
-operations' outcomes in the summary's words (`34 succeeded, 12 completed with 5xx`)."""
+"""A live progress bar over a WatchBatch stream: finished/total, rate, the finished
+operations' outcomes in the summary's words (`34 succeeded, 12 completed with 5xx`), and
+whether the batch is being held back."""
 
 from __future__ import annotations
 
@@ -19,7 +20,7 @@ from rich.progress import (
 from rich.text import Text
 
 from batchctl.outcome import batch_status_name, finished, outcome
-from batchctl.render import outcome_counts
+from batchctl.render import held_back_note, outcome_counts
 from batchd.v1 import batch_pb2
 
 
@@ -50,6 +51,7 @@ def follow(
         RateColumn(),
         OutcomesColumn(outcomes),
         TimeElapsedColumn(),
+        TextColumn("[yellow]{task.fields[held_back]}"),
         console=console,
         disable=not console.is_terminal,
     ) as progress:
@@ -64,6 +66,7 @@ def follow(
                     batch_status_name(batch.status),
                     total=batch.batch_operations_count,
                     completed=batch.finished_batch_operations_count,
+                    held_back="",
                 )
             if event.HasField("batch_operation"):
                 _count(outcomes, [event.batch_operation])
@@ -71,6 +74,7 @@ def follow(
                 task,
                 description=batch_status_name(batch.status),
                 completed=batch.finished_batch_operations_count,
+                held_back=held_back_note(batch),
             )
 
 

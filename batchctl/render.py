@@ -10,6 +10,7 @@ import json
 import sys
 from collections import Counter
 from collections.abc import Sequence
+from datetime import UTC
 from typing import Any
 
 from google.protobuf import json_format
@@ -51,6 +52,19 @@ def _whole_numbers(data: Any) -> Any:
     if isinstance(data, float):
         return as_exact(data)
     return data
+
+
+_HOLD_REASONS = {batch_pb2.HeldBack.REASON_UPSTREAM_PAUSE: "the upstream asked for a pause"}
+
+
+def held_back_note(batch: batch_pb2.Batch) -> str:
+    """`held back until 13:05:02 (the upstream asked for a pause)`, in local
+    time; empty when the batch is not held back."""
+    if not batch.HasField("held_back"):
+        return ""
+    until = batch.held_back.until.ToDatetime(tzinfo=UTC).astimezone()
+    reason = _HOLD_REASONS.get(batch.held_back.reason, "reason unknown")
+    return f"held back until {until:%H:%M:%S} ({reason})"
 
 
 def summary(batch: batch_pb2.Batch) -> Text:

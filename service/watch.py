@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from batchd.v1 import batch_pb2
-from service import convert, store
+from service import convert, rate_buckets, store
 from service.database import Database, DbConnection
 from service.errors import RetryLater, Violation, invalid, not_found
 from service.models import FINISHED_BATCH_STATUSES
@@ -52,6 +52,8 @@ class _Watcher:
     since: float
     status: str
     sent: set[str] = field(default_factory=set)
+    # Until when the last batch it was sent said it is held back.
+    held_back_until: float | None = None
     # Lists of events; None once the batch finished (or is gone); an error the read hit.
     inbox: asyncio.Queue[list[Event] | BaseException | None] = field(default_factory=asyncio.Queue)
 
@@ -75,16 +77,21 @@ class WatchFeed:
                 batch = await store.get_batch(connection, tenant, batch_id)
                 if batch is None:
                     raise not_found("batch", batch_id)
+                pauses = await rate_buckets.pauses_of(connection, [tenant])
                 resumed = await _resumed(connection, batch, resume_after) if resume_after else None
-            yield Event(batch=convert.batch_message(batch))
+            held_back_until = convert.held_back_until(batch, pauses)
+            yield Event(batch=convert.hold_back(convert.batch_message(batch), held_back_until))
             if resumed is not None:
                 watcher = resumed
+                watcher.held_back_until = held_back_until
                 # At once, rather than at the next change: the batch may have finished.
                 await self._read_for([watcher])
             elif batch.status in FINISHED_BATCH_STATUSES:
                 return
             else:
-                watcher = _Watcher(batch_id, batch.updated_at, batch.status)
+                watcher = _Watcher(
+                    batch_id, batch.updated_at, batch.status, held_back_until=held_back_until
+                )
             if watcher.status not in FINISHED_BATCH_STATUSES:
                 self._watchers.add(watcher)
                 self._start_reading()
@@ -145,7 +152,8 @@ class WatchFeed:
                 cursors = {batch_id: since_by_batch[batch_id] for batch_id in chunk}
                 for row in await store.finished_operations_of(connection, cursors):
                     finished[row.batch_id].append(row)
-        events = _SharedEvents()
+            pauses = await rate_buckets.pauses_of(connection, {b.tenant for b in batches.values()})
+        events = _SharedEvents(pauses)
         for watcher in watchers:
             _deliver(watcher, batches.get(watcher.batch_id), finished[watcher.batch_id], events)
             if watcher.status in FINISHED_BATCH_STATUSES or watcher.batch_id not in batches:
@@ -185,8 +193,10 @@ def _deliver(watcher: _Watcher, batch: Any, finished: list[Any], events: _Shared
         watcher.sent.add(operation.id)
         watcher.since = max(watcher.since, operation.updated_at)
         fresh.append(events.operation(batch, operation))
-    if batch.status != watcher.status:
+    held_back_until = events.held_back_until(batch)
+    if batch.status != watcher.status or held_back_until != watcher.held_back_until:
         watcher.status = batch.status
+        watcher.held_back_until = held_back_until
         fresh.append(events.batch(batch))
     if fresh:
         watcher.inbox.put_nowait(fresh)
@@ -195,11 +205,16 @@ def _deliver(watcher: _Watcher, batch: Any, finished: list[Any], events: _Shared
 
 
 class _SharedEvents:
-    """The events of one read, each built once for all the batch's watchers."""
+    """The events of one read, each built once for all the batch's watchers;
+    `pauses` are the upstream pauses of their tenants, as of the read."""
 
-    def __init__(self) -> None:
+    def __init__(self, pauses: dict[str, float]) -> None:
+        self._pauses = pauses
         self._batches: dict[str, batch_pb2.Batch] = {}
         self._events: dict[tuple[str, str], Event] = {}
+
+    def held_back_until(self, batch: Any) -> float | None:
+        return convert.held_back_until(batch, self._pauses)
 
     def batch(self, batch: Any) -> Event:
         return self._event(batch, None)
@@ -211,7 +226,9 @@ class _SharedEvents:
         key = (batch.id, "" if operation is None else operation.id)
         if key not in self._events:
             if batch.id not in self._batches:
-                self._batches[batch.id] = convert.batch_message(batch)
+                self._batches[batch.id] = convert.hold_back(
+                    convert.batch_message(batch), self.held_back_until(batch)
+                )
             message = Event(batch=self._batches[batch.id])
             if operation is not None:
                 message.batch_operation.CopyFrom(convert.operation_message(operation))

@@ -326,13 +326,8 @@ def read_until_closed(fd: int) -> bytes:
         output += chunk
 
 
-async def test_the_live_progress_bar_renders_in_a_terminal(service: Service) -> None:
-    operations = json.dumps([{"http_method": "GET", "path": f"/slow/0.2/{i}"} for i in range(4)])
-    batch = await batchctl(
-        service, "submit", "-", "--json", "--max-concurrency", "1", stdin=operations
-    )
-    batch_id = batch.json_lines()[0]["id"]
-
+async def watch_in_a_terminal(service: Service, batch_id: str) -> str:
+    """What `batchctl watch` shows in a terminal until the batch finishes."""
     primary, secondary = pty.openpty()
     process = await asyncio.create_subprocess_exec(
         BATCHCTL,
@@ -351,10 +346,33 @@ async def test_the_live_progress_bar_renders_in_a_terminal(service: Service) -> 
     code = await asyncio.wait_for(process.wait(), 60)
     text = output.decode(errors="replace")
     assert code == 0, text
+    return text
+
+
+async def test_the_live_progress_bar_renders_in_a_terminal(service: Service) -> None:
+    operations = json.dumps([{"http_method": "GET", "path": f"/slow/0.2/{i}"} for i in range(4)])
+    batch = await batchctl(
+        service, "submit", "-", "--json", "--max-concurrency", "1", stdin=operations
+    )
+    batch_id = batch.json_lines()[0]["id"]
+    text = await watch_in_a_terminal(service, batch_id)
     assert "━" in text and "4/4" in text  # the bar and its done/total column
     assert f"Batch {batch_id} completed: 4 operations, 4 ran (4 succeeded)" in text
     assert "4 succeeded" in text.split("Batch ")[0]  # the bar counts in the same words
     assert "Traceback" not in text
+
+
+async def test_the_progress_line_says_while_an_upstream_pause_holds_the_batch_back(
+    service: Service,
+) -> None:
+    # Refused once with Retry-After: 3, the tenant's sends pause; then it succeeds.
+    operations = json.dumps(
+        [{"http_method": "GET", "path": "/flaky/ctl/1/429", "query_params": {"retry_after": 3}}]
+    )
+    batch = await batchctl(service, "submit", "-", "--json", stdin=operations)
+    text = await watch_in_a_terminal(service, batch.json_lines()[0]["id"])
+    assert "held back until " in text and "(the upstream asked for a pause)" in text, text
+    assert "1/1" in text and "1 succeeded" in text
 
 
 async def test_retry_resends_the_failed_part_and_delete_removes_a_batch(

@@ -110,7 +110,7 @@ class ExecutionOptions(_message.Message):
     def __init__(self, sequential: _Optional[bool] = ..., stop_on_failure: _Optional[bool] = ..., max_concurrency: _Optional[int] = ...) -> None: ...
 
 class Batch(_message.Message):
-    __slots__ = ("id", "status", "batch_operations_count", "finished_batch_operations_count", "batch_operations", "create_time", "update_time", "execution_options", "retry_of")
+    __slots__ = ("id", "status", "batch_operations_count", "finished_batch_operations_count", "batch_operations", "create_time", "update_time", "execution_options", "retry_of", "held_back")
     ID_FIELD_NUMBER: _ClassVar[int]
     STATUS_FIELD_NUMBER: _ClassVar[int]
     BATCH_OPERATIONS_COUNT_FIELD_NUMBER: _ClassVar[int]
@@ -120,6 +120,7 @@ class Batch(_message.Message):
     UPDATE_TIME_FIELD_NUMBER: _ClassVar[int]
     EXECUTION_OPTIONS_FIELD_NUMBER: _ClassVar[int]
     RETRY_OF_FIELD_NUMBER: _ClassVar[int]
+    HELD_BACK_FIELD_NUMBER: _ClassVar[int]
     id: str
     status: BatchStatus
     batch_operations_count: int
@@ -129,7 +130,22 @@ class Batch(_message.Message):
     update_time: _timestamp_pb2.Timestamp
     execution_options: ExecutionOptions
     retry_of: str
-    def __init__(self, id: _Optional[str] = ..., status: _Optional[_Union[BatchStatus, str]] = ..., batch_operations_count: _Optional[int] = ..., finished_batch_operations_count: _Optional[int] = ..., batch_operations: _Optional[_Iterable[_Union[BatchOperation, _Mapping]]] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., update_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., execution_options: _Optional[_Union[ExecutionOptions, _Mapping]] = ..., retry_of: _Optional[str] = ...) -> None: ...
+    held_back: HeldBack
+    def __init__(self, id: _Optional[str] = ..., status: _Optional[_Union[BatchStatus, str]] = ..., batch_operations_count: _Optional[int] = ..., finished_batch_operations_count: _Optional[int] = ..., batch_operations: _Optional[_Iterable[_Union[BatchOperation, _Mapping]]] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., update_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., execution_options: _Optional[_Union[ExecutionOptions, _Mapping]] = ..., retry_of: _Optional[str] = ..., held_back: _Optional[_Union[HeldBack, _Mapping]] = ...) -> None: ...
+
+class HeldBack(_message.Message):
+    __slots__ = ("reason", "until")
+    class Reason(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+        __slots__ = ()
+        REASON_UNSPECIFIED: _ClassVar[HeldBack.Reason]
+        REASON_UPSTREAM_PAUSE: _ClassVar[HeldBack.Reason]
+    REASON_UNSPECIFIED: HeldBack.Reason
+    REASON_UPSTREAM_PAUSE: HeldBack.Reason
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    UNTIL_FIELD_NUMBER: _ClassVar[int]
+    reason: HeldBack.Reason
+    until: _timestamp_pb2.Timestamp
+    def __init__(self, reason: _Optional[_Union[HeldBack.Reason, str]] = ..., until: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
 
 class CreateBatchRequest(_message.Message):
     __slots__ = ("batch", "view", "request_id")
