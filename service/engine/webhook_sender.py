@@ -117,7 +117,13 @@ class WebhookSender:
         if secret is None:
             outcome = Outcome(False, "secret_unavailable", None, "signing_secret_unavailable", True)
         else:
-            outcome = await _post(session, destination.url, delivery, Webhook(secret))
+            outcome = await _post(
+                session,
+                destination.url,
+                delivery,
+                Webhook(secret),
+                public_only=not self.settings.webhook_allow_private,
+            )
         metrics.webhook_attempted(outcome.label)
         if not outcome.delivered:
             log.info("webhook %s attempt %d: %s", delivery.id, delivery.attempts, outcome.error)
@@ -148,9 +154,14 @@ class WebhookSender:
 
 
 async def _post(
-    session: aiohttp.ClientSession, raw_url: str, delivery: DueDelivery, signer: Webhook
+    session: aiohttp.ClientSession,
+    raw_url: str,
+    delivery: DueDelivery,
+    signer: Webhook,
+    public_only: bool,
 ) -> Outcome:
-    """One attempt: its outcome, whatever went wrong."""
+    """One attempt: its outcome, whatever went wrong. `public_only`: an IP literal
+    must be public (a host name's addresses are the resolver's to check)."""
     now = datetime.now(UTC)
     headers = {
         "Content-Type": "application/json",
@@ -160,7 +171,7 @@ async def _post(
     }
     try:
         url = URL(raw_url, encoded=True)
-        if url.host is not None:
+        if public_only and url.host is not None:
             check_literal(url.host)
         async with session.post(
             url, data=delivery.payload.encode(), headers=headers, allow_redirects=False
