@@ -3,7 +3,8 @@ delete, and an endpoint's deliveries (why it gets nothing, when it does not).
 
 The create body is `{"webhook_endpoint": {"url": "...", "webhook_events": [...]}}`:
 a wrong envelope is a 400, wrong types inside it are a 422 naming the field, and
-the service checks the values (the URL's form, the event types).
+the service checks the values (the URL's form, the event types). A string that
+is not valid Unicode (a lone surrogate) is a 400, as in the batch body.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from typing import Any
 
 from aiohttp import web
 
+from batchd.json_values import has_surrogate
 from batchd.rest_objects import JSONObject, list_object
 from batchd.v1 import batch_pb2
 from gateway import params
@@ -91,6 +93,9 @@ def create_request(raw: bytes) -> batch_pb2.CreateWebhookEndpointRequest:
         )
     if errors:
         raise unprocessable(f"{KIND}.invalid", errors)
+    # protobuf cannot carry a lone surrogate ("\ud800"); the batch body refuses it so too.
+    if any(has_surrogate(text) for text in [url, *events]):
+        raise bad_request(f"{KIND} strings must be valid Unicode")
     return batch_pb2.CreateWebhookEndpointRequest(
         webhook_endpoint=batch_pb2.WebhookEndpoint(url=url, webhook_events=events)
     )
