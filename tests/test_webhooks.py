@@ -37,6 +37,7 @@ async def running_batchd(
     tmp_path: Path, database_url: str, upstream_url: str, **env: str
 ) -> AsyncIterator[tuple[Process, aiohttp.ClientSession]]:
     overrides = {"BATCH_DATABASE_URL": database_url, "BATCH_UPSTREAM_URL": upstream_url, **env}
+    tmp_path.mkdir(exist_ok=True)
     process, base_url = await start_batchd(batchd_env(tmp_path, **overrides), tmp_path)
     try:
         async with aiohttp.ClientSession(base_url=base_url, headers=AUTH) as http:
@@ -277,3 +278,30 @@ async def test_deleting_an_endpoint_stops_its_waiting_deliveries(
         seen = len(receiver.received)
         await asyncio.sleep(QUIET_SECONDS)
         assert len(receiver.received) == seen
+
+
+async def test_two_replicas_post_each_event_once(
+    tmp_path: Path, postgres_url: str, upstream_server: tuple[str, UpstreamLog]
+) -> None:
+    """Both replicas finish batches and both send webhooks; each event arrives once."""
+    receiver = Receiver()
+    async with (
+        receiving(receiver),
+        running_batchd(tmp_path / "a", postgres_url, upstream_server[0], **ALLOW_LOOPBACK) as (
+            _,
+            first,
+        ),
+        running_batchd(tmp_path / "b", postgres_url, upstream_server[0], **ALLOW_LOOPBACK) as (
+            _,
+            second,
+        ),
+    ):
+        endpoint = await create_endpoint(first, receiver.url, ["batch.completed"])
+        batches = await asyncio.gather(*(finished_batch(http) for http in [first, second] * 5))
+        requests = await receiver.wait_for(len(batches))
+        await asyncio.sleep(QUIET_SECONDS)
+        assert len(receiver.received) == len(batches)
+        events = [verified(endpoint["signing_secret"], request) for request in requests]
+        assert sorted(event["data"]["object"]["id"] for event in events) == sorted(
+            batch["id"] for batch in batches
+        )
