@@ -127,15 +127,27 @@ class Destination:
     sealed_secret: bytes
 
 
-def _claim_statement() -> Any:
+def _is_due() -> list[Any]:
     now = database_now()
+    return [
+        deliveries.c.status == WebhookDeliveryStatus.PENDING,
+        deliveries.c.next_attempt_at <= now,
+        or_(deliveries.c.lease_expires_at.is_(None), deliveries.c.lease_expires_at < now),
+    ]
+
+
+# A read, so that an idle sender's polls take no write lock (SQLite has one writer).
+_ANY_DUE = select(deliveries.c.id).where(*_is_due()).limit(1)
+
+
+async def any_due(connection: DbConnection) -> bool:
+    return (await connection.execute(_ANY_DUE)).first() is not None
+
+
+def _claim_statement() -> Any:
     due = (
         select(deliveries.c.id)
-        .where(
-            deliveries.c.status == WebhookDeliveryStatus.PENDING,
-            deliveries.c.next_attempt_at <= now,
-            or_(deliveries.c.lease_expires_at.is_(None), deliveries.c.lease_expires_at < now),
-        )
+        .where(*_is_due())
         .order_by(deliveries.c.next_attempt_at)
         .limit(bindparam("limit", type_=Integer))
         .with_for_update(skip_locked=True)
@@ -143,6 +155,7 @@ def _claim_statement() -> Any:
         .cte("due")
         .prefix_with("MATERIALIZED", dialect="postgresql")
     )
+    now = database_now()
     return (
         update(deliveries)
         .where(

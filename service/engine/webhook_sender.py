@@ -99,6 +99,9 @@ class WebhookSender:
         room = MAX_CONCURRENT_ATTEMPTS - len(self._running)
         if room <= 0:
             return 0
+        async with self.database.read() as reading:
+            if not await webhook_outbox.any_due(reading):
+                return 0
         lease = self.settings.webhook_timeout + LEASE_MARGIN_SECONDS
         async with self.database.write() as connection:
             due, destinations = await webhook_outbox.claim_due(connection, self.owner, room, lease)
