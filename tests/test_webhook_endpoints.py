@@ -1,5 +1,5 @@
-"""REST webhook endpoints: their shapes, tenants kept apart, and every kind of bad input
-answered in the contract's error format."""
+"""Webhook endpoints over REST and gRPC: their shapes, tenants kept apart, and every kind
+of bad input answered in the contract's error format (REST) or with BadRequest (gRPC)."""
 
 from __future__ import annotations
 
@@ -7,8 +7,11 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import aiohttp
+import grpc
 import pytest
 
+from batchd.v1 import batch_pb2, batch_pb2_grpc
+from tests.grpc_client import bearer, details
 from tests.processes import API_TOKENS, Process, batchd_env, free_port, start_batchd
 from tests.rest import AUTH, OTHER_AUTH, assert_error, assert_list, attributes, call
 
@@ -20,7 +23,8 @@ MISSING = f"{PATH}/00000000-0000-4000-8000-000000000000"
 
 
 @pytest.fixture(scope="module")
-async def base_url(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[str]:
+async def batchd(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[tuple[str, str]]:
+    """The REST base URL and the gRPC target of one batchd for the module."""
     tmp_path = tmp_path_factory.mktemp("webhook_endpoints")
     env = batchd_env(
         tmp_path,
@@ -30,14 +34,20 @@ async def base_url(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[st
     )
     process: Process
     process, url = await start_batchd(env, tmp_path)
-    yield url
+    yield url, env["BATCH_GRPC_ADDRESS"]
     await process.stop()
 
 
 @pytest.fixture
-async def http(base_url: str) -> AsyncIterator[aiohttp.ClientSession]:
-    async with aiohttp.ClientSession(base_url=base_url, headers=AUTH) as session:
+async def http(batchd: tuple[str, str]) -> AsyncIterator[aiohttp.ClientSession]:
+    async with aiohttp.ClientSession(base_url=batchd[0], headers=AUTH) as session:
         yield session
+
+
+@pytest.fixture
+async def stub(batchd: tuple[str, str]) -> AsyncIterator[batch_pb2_grpc.BatchServiceStub]:
+    async with grpc.aio.insecure_channel(batchd[1]) as channel:
+        yield batch_pb2_grpc.BatchServiceStub(channel)
 
 
 def body(url: Any = "https://hooks.example.com/batchd", events: Any = None) -> dict[str, Any]:
@@ -175,3 +185,43 @@ async def test_a_tenant_has_at_most_16_endpoints(http: aiohttp.ClientSession) ->
 async def test_bad_list_parameters_are_refused(http: aiohttp.ClientSession, query: str) -> None:
     answer = await call(http, "GET", f"{PATH}?{query}", 422)
     assert_error(answer, "unprocessable_entity")
+
+
+async def test_over_grpc_an_endpoint_is_created_listed_and_read_without_its_secret(
+    stub: batch_pb2_grpc.BatchServiceStub,
+) -> None:
+    endpoint = batch_pb2.WebhookEndpoint(
+        url="https://hooks.example.com/grpc", webhook_events=["batch.completed"]
+    )
+    created = await stub.CreateWebhookEndpoint(
+        batch_pb2.CreateWebhookEndpointRequest(webhook_endpoint=endpoint), metadata=bearer()
+    )
+    assert created.webhook_endpoint.signing_secret.startswith("whsec_")
+    read = await stub.GetWebhookEndpoint(
+        batch_pb2.GetWebhookEndpointRequest(id=created.webhook_endpoint.id), metadata=bearer()
+    )
+    assert read.webhook_endpoint.signing_secret == ""
+    assert read.webhook_endpoint.url == endpoint.url
+    assert list(read.webhook_endpoint.webhook_events) == ["batch.completed"]
+    listed = await stub.ListWebhookEndpoints(
+        batch_pb2.ListWebhookEndpointsRequest(page_size=100), metadata=bearer()
+    )
+    assert read.webhook_endpoint in listed.webhook_endpoints
+
+
+async def test_over_grpc_bad_input_is_invalid_argument_naming_each_field(
+    stub: batch_pb2_grpc.BatchServiceStub,
+) -> None:
+    endpoint = batch_pb2.WebhookEndpoint(url="gopher://x", webhook_events=["x", "batch.completed"])
+    with pytest.raises(grpc.aio.AioRpcError) as raised:
+        await stub.CreateWebhookEndpoint(
+            batch_pb2.CreateWebhookEndpointRequest(webhook_endpoint=endpoint), metadata=bearer()
+        )
+    assert raised.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert details(raised.value) == (
+        "webhook_endpoint.invalid",
+        [
+            ("webhook_endpoint.url", "webhook_endpoint.url.invalid"),
+            ("webhook_endpoint.webhook_events[0]", "webhook_endpoint.webhook_events.invalid"),
+        ],
+    )
