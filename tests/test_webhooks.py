@@ -157,6 +157,45 @@ async def test_an_event_answered_500_twice_arrives_on_the_third_attempt_under_on
         assert (delivery["status"], delivery["attempts"]) == ("delivered", 3)
 
 
+async def test_an_unanswered_attempt_times_out_and_is_retried(
+    tmp_path: Path, upstream_server: tuple[str, UpstreamLog]
+) -> None:
+    receiver = Receiver(delays=[3])
+    database_url = f"sqlite+aiosqlite:///{tmp_path / 'batchd.db'}"
+    env = {**ALLOW_LOOPBACK, "BATCH_WEBHOOK_TIMEOUT": "0.5"}
+    async with (
+        receiving(receiver),
+        running_batchd(tmp_path, database_url, upstream_server[0], **env) as (_, http),
+    ):
+        endpoint = await create_endpoint(http, receiver.url, ["batch.completed"])
+        await finished_batch(http)
+        first, second = await receiver.wait_for(2)
+        assert first.headers["webhook-id"] == second.headers["webhook-id"]
+        delivered = await wait_delivery(http, endpoint["id"], lambda d: d["status"] == "delivered")
+        assert delivered["attempts"] == 2
+
+
+async def test_an_event_is_given_up_after_the_attempts_allowed(
+    tmp_path: Path, upstream_server: tuple[str, UpstreamLog]
+) -> None:
+    receiver = Receiver(statuses=[503] * 100)
+    database_url = f"sqlite+aiosqlite:///{tmp_path / 'batchd.db'}"
+    env = {**ALLOW_LOOPBACK, "BATCH_WEBHOOK_MAX_ATTEMPTS": "2"}
+    async with (
+        receiving(receiver),
+        running_batchd(tmp_path, database_url, upstream_server[0], **env) as (_, http),
+    ):
+        endpoint = await create_endpoint(http, receiver.url, ["batch.completed"])
+        await finished_batch(http)
+        failed = await wait_delivery(http, endpoint["id"], lambda d: d["status"] == "failed")
+        assert failed["attempts"] == 2
+        assert failed["last_response_status"] == 503
+        assert failed["last_error"] == 'HTTP 503: {"answered": 503}'
+        assert failed["next_attempt_at"] is None
+        await asyncio.sleep(QUIET_SECONDS)
+        assert len(receiver.received) == 2
+
+
 async def test_an_event_outlives_a_sigkill_while_its_receiver_is_down(
     tmp_path: Path, database_url: str, upstream_server: tuple[str, UpstreamLog]
 ) -> None:

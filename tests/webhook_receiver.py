@@ -26,11 +26,12 @@ class Received:
 
 @dataclass
 class Receiver:
-    """What arrived, and how to answer: the statuses to answer in turn (then 200), or a
-    redirect to `redirect_to`."""
+    """What arrived, and how to answer: the statuses to answer in turn (then 200), each
+    after the delay in `delays` in turn (then at once), or a redirect to `redirect_to`."""
 
     port: int = field(default_factory=free_port)
     statuses: list[int] = field(default_factory=list)
+    delays: list[float] = field(default_factory=list)
     redirect_to: str | None = None
     received: list[Received] = field(default_factory=list)
     arrived: asyncio.Event = field(default_factory=asyncio.Event)
@@ -42,6 +43,8 @@ class Receiver:
     async def handle(self, request: web.Request) -> web.Response:
         self.received.append(Received(dict(request.headers), await request.read()))
         self.arrived.set()
+        if self.delays:
+            await asyncio.sleep(self.delays.pop(0))
         if self.redirect_to is not None:
             raise web.HTTPFound(self.redirect_to)
         status = self.statuses.pop(0) if self.statuses else 200
