@@ -225,6 +225,29 @@ async def test_an_event_outlives_a_sigkill_while_its_receiver_is_down(
         assert (await deliveries_of(http, endpoint["id"])) == [delivered]
 
 
+async def test_a_stop_lets_an_attempt_under_way_finish_so_a_restart_sends_nothing_again(
+    tmp_path: Path, database_url: str, upstream_server: tuple[str, UpstreamLog]
+) -> None:
+    receiver = Receiver(delays=[1])
+    async with receiving(receiver):
+        async with running_batchd(tmp_path, database_url, upstream_server[0], **ALLOW_LOOPBACK) as (
+            process,
+            http,
+        ):
+            endpoint = await create_endpoint(http, receiver.url, ["batch.completed"])
+            await finished_batch(http)
+            await receiver.wait_for(1)
+            assert await process.stop(signal.SIGTERM) == 0
+        async with running_batchd(tmp_path, database_url, upstream_server[0], **ALLOW_LOOPBACK) as (
+            _,
+            http,
+        ):
+            [delivery] = await deliveries_of(http, endpoint["id"])
+            assert (delivery["status"], delivery["attempts"]) == ("delivered", 1)
+            await asyncio.sleep(QUIET_SECONDS)
+            assert len(receiver.received) == 1
+
+
 async def test_a_canceled_batch_sends_batch_canceled_only_where_subscribed(
     tmp_path: Path, database_url: str, upstream_server: tuple[str, UpstreamLog]
 ) -> None:

@@ -39,6 +39,8 @@ USER_AGENT = "batchd-webhooks/0.1"
 # Settled deliveries are kept this long for ListWebhookDeliveries.
 HISTORY_SECONDS = 7 * 86400.0
 PURGE_EVERY_SECONDS = 3600.0
+# How long a stop waits for attempts under way (BATCH_SHUTDOWN_GRACE bounds the rest).
+STOP_WAIT_SECONDS = 2.0
 
 
 class WebhookSender:
@@ -68,10 +70,17 @@ class WebhookSender:
             try:
                 await self._send_due(session)
             finally:
-                # Their leases expire and another sender (or this one, restarted) goes on.
-                for task in self._running:
-                    task.cancel()
-                await asyncio.gather(*self._running, return_exceptions=True)
+                await self._let_attempts_finish()
+
+    async def _let_attempts_finish(self) -> None:
+        """At a stop, attempts under way get a moment to finish and be settled, so a
+        restart does not send them again; the rest are cut off, and their leases
+        expire for another sender (or this one, restarted) to go on."""
+        if self._running:
+            await asyncio.wait(self._running, timeout=STOP_WAIT_SECONDS)
+        for task in self._running:
+            task.cancel()
+        await asyncio.gather(*self._running, return_exceptions=True)
 
     async def _send_due(self, session: aiohttp.ClientSession) -> None:
         while True:
