@@ -367,3 +367,24 @@ async def test_two_replicas_post_each_event_once(
         assert sorted(event["data"]["object"]["id"] for event in events) == sorted(
             batch["id"] for batch in batches
         )
+
+
+async def test_creates_at_once_on_two_replicas_stop_at_the_tenants_limit(
+    tmp_path: Path, postgres_url: str, upstream_server: tuple[str, UpstreamLog]
+) -> None:
+    document = {
+        "webhook_endpoint": {"url": "https://x.example/h", "webhook_events": ["batch.completed"]}
+    }
+    async with (
+        running_batchd(tmp_path / "a", postgres_url, upstream_server[0]) as (_, first),
+        running_batchd(tmp_path / "b", postgres_url, upstream_server[0]) as (_, second),
+    ):
+
+        async def create(http: aiohttp.ClientSession) -> int:
+            async with http.post("/v1/webhook_endpoints", json=document) as response:
+                return response.status
+
+        statuses = await asyncio.gather(*(create(http) for http in [first, second] * 12))
+        assert sorted(statuses) == [200] * 16 + [422] * 8
+        listed = await call(first, "GET", "/v1/webhook_endpoints", 200)
+        assert listed["pagination"]["count"] == 16
