@@ -7,7 +7,7 @@ import asyncio
 from aiohttp import web
 
 from batchd.sites import start_runner
-from gateway import handlers, observability
+from gateway import handlers, observability, webhook_endpoints
 from gateway.backend import grpc_backend
 from gateway.batch_events import STOPPING_KEY, batch_events, end_event_streams
 from gateway.connections import GatewayRunner
@@ -39,6 +39,11 @@ def create_app(settings: GatewaySettings) -> web.Application:
             web.get("/v1/batches/{id}/events", batch_events),
             web.get("/v1/batch_operations", handlers.list_operations),
             web.get("/v1/batch_operations/{id}", handlers.get_operation),
+            web.post("/v1/webhook_endpoints", webhook_endpoints.create_endpoint),
+            web.get("/v1/webhook_endpoints", webhook_endpoints.list_endpoints),
+            web.get("/v1/webhook_endpoints/{id}", webhook_endpoints.get_endpoint),
+            web.delete("/v1/webhook_endpoints/{id}", webhook_endpoints.delete_endpoint),
+            web.get("/v1/webhook_endpoints/{id}/deliveries", webhook_endpoints.list_deliveries),
             web.get("/healthz", handlers.healthz),
             web.get("/metrics", observability.metrics),
             web.get("/openapi.json", openapi_document),

@@ -22,9 +22,10 @@ from service.rate_limit import CreateRateLimiter
 from service.rpc_scope import Context, current_caller
 from service.signals import Signals
 from service.watch import WatchFeed, WatchLimits
+from service.webhook_rpcs import WebhookEndpointRpcs
 
 
-class BatchServicer(batch_pb2_grpc.BatchServiceServicer):
+class BatchServicer(WebhookEndpointRpcs, batch_pb2_grpc.BatchServiceServicer):
     """The methods run inside RpcScopeInterceptor (service/rpc_scope.py): it authenticates
     the caller, whom current_caller() returns, and turns what they raise into statuses.
 
