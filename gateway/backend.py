@@ -10,6 +10,7 @@ import grpc
 from aiohttp import web
 from grpc_health.v1 import health_pb2_grpc
 
+from batchd import tracing
 from batchd.logs import REQUEST_ID_METADATA
 from batchd.messages import MESSAGE_SIZE_OPTIONS
 from batchd.v1 import batch_pb2_grpc
@@ -68,7 +69,9 @@ async def grpc_backend(app: web.Application) -> AsyncIterator[None]:
     """Cleanup context: the channel lives as long as the application."""
     settings = app[SETTINGS_KEY]
     async with grpc.aio.insecure_channel(
-        settings.grpc_target, options=MESSAGE_SIZE_OPTIONS
+        settings.grpc_target,
+        options=MESSAGE_SIZE_OPTIONS,
+        interceptors=tracing.grpc_client_interceptors(),
     ) as channel:
         app[BACKEND_KEY] = Backend(
             batch_pb2_grpc.BatchServiceStub(channel),
