@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import os
 from collections.abc import Iterator, Mapping
@@ -42,6 +43,7 @@ from typing import Any
 
 import aiohttp
 from opentelemetry import trace
+from opentelemetry.context import Context
 from opentelemetry.sdk.resources import SERVICE_NAME, Resource
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, ConsoleSpanExporter, SpanExporter
@@ -55,6 +57,15 @@ from batchd.vocabulary import SERVICE_NAME as BATCH_SERVICE
 TRACEPARENT_LENGTH = 55
 EXPORTERS = ("otlp", "console", "none")
 OTLP_PROTOCOL = "http/protobuf"
+# The specification's samplers; the SDK would fall back to the default on any other.
+SAMPLERS = (
+    "always_on",
+    "always_off",
+    "traceidratio",
+    "parentbased_always_on",
+    "parentbased_always_off",
+    "parentbased_traceidratio",
+)
 _TRACE_CONTEXT = TraceContextTextMapPropagator()
 _NO_SPAN: AbstractContextManager[None] = contextlib.nullcontext()
 _provider: TracerProvider | None = None
@@ -70,6 +81,7 @@ def configure(default_service_name: str, environ: Mapping[str, str] = os.environ
     exporter = _exporter(environ)
     if exporter is None:
         return False
+    _check_sampler(environ)
     service_name = environ.get("OTEL_SERVICE_NAME") or default_service_name
     provider = TracerProvider(resource=Resource.create({SERVICE_NAME: service_name}))
     provider.add_span_processor(BatchSpanProcessor(exporter))
@@ -119,6 +131,23 @@ def _exporter(environ: Mapping[str, str]) -> SpanExporter | None:
     from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
 
     return OTLPSpanExporter()
+
+
+def _check_sampler(environ: Mapping[str, str]) -> None:
+    """A sampler the SDK would not read stops the start, rather than tracing everything."""
+    sampler = environ.get("OTEL_TRACES_SAMPLER", "").strip().lower()
+    if sampler and sampler not in SAMPLERS:
+        raise ConfigError(f"OTEL_TRACES_SAMPLER={sampler!r}: one of {', '.join(SAMPLERS)}")
+    argument = environ.get("OTEL_TRACES_SAMPLER_ARG", "").strip()
+    if sampler.endswith("traceidratio") and argument:
+        try:
+            ratio = float(argument)
+        except ValueError:
+            ratio = -1.0
+        if not 0.0 <= ratio <= 1.0:
+            raise ConfigError(
+                f"OTEL_TRACES_SAMPLER_ARG={argument[:40]!r}: a ratio from 0 to 1 for {sampler}"
+            )
 
 
 def _instrument_http_servers(provider: TracerProvider) -> None:
@@ -196,11 +225,17 @@ def operation_span(
     return _operation_span(_tracer, traceparent, operation_id, batch_id)
 
 
+@functools.lru_cache(maxsize=1024)
+def _stored_context(traceparent: str) -> Context:
+    """Parsed once per batch, not once per operation: a batch's operations share it."""
+    return _TRACE_CONTEXT.extract({"traceparent": traceparent})
+
+
 @contextlib.contextmanager
 def _operation_span(
     tracer: trace.Tracer, traceparent: str | None, operation_id: str, batch_id: str
 ) -> Iterator[trace.Span]:
-    parent = _TRACE_CONTEXT.extract({"traceparent": traceparent}) if traceparent else None
+    parent = _stored_context(traceparent) if traceparent else None
     attributes = {"batchd.batch.id": batch_id, "batchd.operation.id": operation_id}
     with tracer.start_as_current_span(
         "execute operation", context=parent, attributes=attributes

@@ -50,6 +50,7 @@ def tracing_to(endpoint: str, **overrides: str) -> dict[str, str]:
         **TRACING_OFF,
         "OTEL_EXPORTER_OTLP_ENDPOINT": endpoint,
         "OTEL_TRACES_SAMPLER": "parentbased_always_on",
+        "OTEL_TRACES_SAMPLER_ARG": "",
         # Export within a tenth of a second, not the default five.
         "OTEL_BSP_SCHEDULE_DELAY": "100",
         **overrides,
@@ -274,28 +275,43 @@ async def test_tracing_off_exports_nothing_and_sends_no_traceparent(
 
 
 @pytest.mark.parametrize(
-    ("variable", "value", "message"),
+    ("settings", "message"),
     [
         (
-            "OTEL_TRACES_EXPORTER",
-            "jaeger",
+            {"OTEL_TRACES_EXPORTER": "jaeger"},
             "batchd: OTEL_TRACES_EXPORTER='jaeger': batchd exports to one of otlp, console, none",
         ),
         (
-            "OTEL_EXPORTER_OTLP_PROTOCOL",
-            "grpc",
+            {"OTEL_TRACES_EXPORTER": "otlp,console"},
+            "batchd: OTEL_TRACES_EXPORTER='otlp,console': batchd exports to one of otlp, "
+            "console, none",
+        ),
+        (
+            {"OTEL_EXPORTER_OTLP_PROTOCOL": "grpc"},
             "batchd: OTEL_EXPORTER_OTLP_PROTOCOL='grpc': batchd exports OTLP over HTTP only "
             "(http/protobuf)",
         ),
+        (
+            {"OTEL_TRACES_SAMPLER": "sometimes"},
+            "batchd: OTEL_TRACES_SAMPLER='sometimes': one of always_on, always_off, "
+            "traceidratio, parentbased_always_on, parentbased_always_off, "
+            "parentbased_traceidratio",
+        ),
+        (
+            {"OTEL_TRACES_SAMPLER": "parentbased_traceidratio", "OTEL_TRACES_SAMPLER_ARG": "nan"},
+            "batchd: OTEL_TRACES_SAMPLER_ARG='nan': a ratio from 0 to 1 for "
+            "parentbased_traceidratio",
+        ),
     ],
+    ids=["exporter", "two-exporters", "protocol", "sampler", "ratio"],
 )
 async def test_a_tracing_setting_batchd_cannot_honour_is_a_one_line_error(
-    tmp_path: Path, variable: str, value: str, message: str
+    tmp_path: Path, settings: dict[str, str], message: str
 ) -> None:
     env = batchd_env(
         tmp_path,
         BATCH_UPSTREAM_URL="http://127.0.0.1:9",
-        **tracing_to("http://127.0.0.1:9", **{variable: value}),
+        **tracing_to("http://127.0.0.1:9", **settings),
     )
     process = Process("batchd", env, tmp_path / "batchd.log", command=(str(BATCHD),))
     await process.start()
