@@ -174,6 +174,14 @@ async def test_a_callers_traceparent_continues_and_logs_carry_the_trace_id(
     finally:
         assert await process.stop() == 0, process.log()
     [rest] = received.named("POST /v1/batches", "batchd-under-test")
+    # The event stream's spans end too, though the gateway cancels its call.
+    [events_span] = received.named("GET /v1/batches/{id}/events")
+    [watch_client, watch_server] = sorted(
+        received.named("/batchd.v1.BatchService/WatchBatch"), key=lambda span: span.kind
+    )
+    assert (watch_client.kind, watch_server.kind) == ("client", "server")
+    assert watch_client.parent_span_id == events_span.span_id
+    assert watch_server.parent_span_id == watch_client.span_id
     assert (rest.trace_id, rest.parent_span_id) == (caller_trace, caller_span)
     [request] = seen.requests
     assert trace_context(request)[0] == caller_trace
