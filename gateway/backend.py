@@ -10,6 +10,7 @@ import grpc
 from aiohttp import web
 from grpc_health.v1 import health_pb2_grpc
 
+from batchd import tracing
 from batchd.logs import REQUEST_ID_METADATA
 from batchd.messages import MESSAGE_SIZE_OPTIONS
 from batchd.v1 import batch_pb2_grpc
@@ -73,7 +74,11 @@ CHANNEL_OPTIONS = [*MESSAGE_SIZE_OPTIONS, ("grpc.lb_policy_name", "round_robin")
 async def grpc_backend(app: web.Application) -> AsyncIterator[None]:
     """Cleanup context: the channel lives as long as the application."""
     settings = app[SETTINGS_KEY]
-    async with grpc.aio.insecure_channel(settings.grpc_target, options=CHANNEL_OPTIONS) as channel:
+    async with grpc.aio.insecure_channel(
+        settings.grpc_target,
+        options=CHANNEL_OPTIONS,
+        interceptors=tracing.grpc_client_interceptors(),
+    ) as channel:
         app[BACKEND_KEY] = Backend(
             batch_pb2_grpc.BatchServiceStub(channel),
             health_pb2_grpc.HealthStub(channel),

@@ -15,6 +15,7 @@ from sqlalchemy.dialects.postgresql import JSONB
 from sqlmodel import AutoString, Field, SQLModel
 
 from batchd.logs import MAX_REQUEST_ID_LENGTH
+from batchd.tracing import TRACEPARENT_LENGTH
 
 # JSONB on PostgreSQL; SQL NULL (not JSON 'null') for a Python None.
 JsonColumn = JSON(none_as_null=True).with_variant(JSONB(none_as_null=True), "postgresql")
@@ -80,6 +81,9 @@ class Batch(SQLModel, table=True):
     canceled_at: float | None = None
     # The create call's request id, sent upstream with every operation.
     correlation_id: str | None = Field(default=None, max_length=MAX_REQUEST_ID_LENGTH)
+    # The create call's W3C trace context (when tracing is on): each operation's
+    # execution span is its child, and the upstream sees the same trace id.
+    traceparent: str | None = Field(default=None, max_length=TRACEPARENT_LENGTH)
     # The batch this one retries (RetryBatch); no foreign key: it outlives that batch.
     retry_of: str | None = Field(default=None, max_length=36)
     created_at: float

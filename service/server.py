@@ -19,6 +19,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_health.v1._async import HealthServicer
 from grpc_reflection.v1alpha import reflection
 
+from batchd import tracing
 from batchd.config import ConfigError, host_port
 from batchd.messages import MESSAGE_SIZE_OPTIONS
 from batchd.v1 import batch_pb2_grpc
@@ -53,7 +54,9 @@ def build_server(
     servicer: BatchServicer, address: str, max_watches: int
 ) -> tuple[grpc.aio.Server, HealthServicer]:
     options = [*MESSAGE_SIZE_OPTIONS, ("grpc.so_reuseport", 0), *abuse_limits(max_watches)]
-    server = grpc.aio.server(interceptors=[RpcScopeInterceptor(servicer.tenants)], options=options)
+    # The first interceptor is the outermost: tracing's span runs inside the RPC scope.
+    interceptors = [RpcScopeInterceptor(servicer.tenants), *tracing.grpc_server_interceptors()]
+    server = grpc.aio.server(interceptors=interceptors, options=options)
     batch_pb2_grpc.add_BatchServiceServicer_to_server(servicer, server)
     health_servicer = HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
