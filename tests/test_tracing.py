@@ -170,7 +170,10 @@ async def test_a_callers_traceparent_continues_and_logs_carry_the_trace_id(
             # The event stream runs through the traced channel too.
             async with http.get(f"/v1/batches/{created['id']}/events") as events:
                 assert events.status == 200
-                assert (await events.content.readline()).startswith(b"id: 1")
+                # The stream opens with its `retry:` advice, then the batch's first event.
+                assert await events.content.readline() == b"retry: 2000\n"
+                assert await events.content.readline() == b"\n"
+                assert (await events.content.readline()).startswith(b"id: ")
     finally:
         assert await process.stop() == 0, process.log()
     [rest] = received.named("POST /v1/batches", "batchd-under-test")
