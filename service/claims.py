@@ -215,9 +215,9 @@ def _claim_statement(first_only: bool) -> ReturningUpdate[*tuple[Any, ...]]:
 # more than running it. So are the other statements of claims and results.
 CLAIM_NEXT = _claim_statement(first_only=False)
 CLAIM_FIRST = _claim_statement(first_only=True)
-# The claim's lock on the batch: its limit, if it may still start operations.
+# The claim's lock on the batch: its limit and status, if it may still start operations.
 _LOCK_CLAIMABLE_BATCH = (
-    select(batches.c.in_flight_limit)
+    select(batches.c.in_flight_limit, batches.c.status)
     .where(
         batches.c.id == bindparam("claim_batch"),
         batches.c.status.in_((BatchStatus.PENDING, BatchStatus.IN_PROGRESS)),
@@ -257,13 +257,15 @@ async def claim(
     marked sent, within its fleet-wide running limit (`finished`: this owner's
     claims that run no more, by batch)."""
     claims: list[Claim] = []
+    started: set[str] = set()
     lease = {"owner": owner, "now": now, "lease_until": lease_until}
     # Batches locked in one order by every replica, so no two claims deadlock.
     for batch_id in sorted(wanted):
         of_batch = {"claim_batch": batch_id}
-        limit = (await connection.execute(_LOCK_CLAIMABLE_BATCH, of_batch)).scalar()
-        if limit is None:
+        locked = (await connection.execute(_LOCK_CLAIMABLE_BATCH, of_batch)).one_or_none()
+        if locked is None:
             continue
+        limit, status = locked
         ended = sorted((finished or {}).get(batch_id, ()))
         held, running = (
             await connection.execute(_COUNT_HELD, {**of_batch, "finished": ended})
@@ -279,8 +281,11 @@ async def claim(
             if size > 0:
                 parameters = {**of_batch, "count": size, "sent_at": sent_at, **lease}
                 rows = await connection.execute(statement, parameters)
-                claims.extend(Claim(**row) for row in rows.mappings())
-    started = {claim.batch_id for claim in claims}
+                claimed = [Claim(**row) for row in rows.mappings()]
+                claims.extend(claimed)
+                if claimed and status == BatchStatus.PENDING:
+                    started.add(batch_id)
+    # Only batches still pending: a round trip less for every other claim.
     if started:
         await connection.execute(_START_BATCHES, {"batch_ids": sorted(started), "now": now})
     claims.sort(key=lambda claim: claim.id)
