@@ -9,11 +9,15 @@ so one huge batch cannot starve the others.
 
 A claim counts until its result is recorded, not only while it runs: a batch
 limited to one operation gets its next claim only after the previous result
-is stored, so a failure can stop it before anything else is sent.
+is stored, so a failure can stop it before anything else is sent, and what a
+killed process held (and may repeat) stays bounded by the room to claim.
+These limits are this process's; the fleet-wide ones are kept in the database
+(claims.py).
 
-Batches `held` back (their tenant is throttled) neither start nor count
-against the room to claim: their claims wait without taking a slot, and other
-batches' claims go on.
+An item starts only if `may_start` agrees (the throttle lets its tenant in),
+so an item that would only wait does not take a slot; claims of batches
+`held` back (their tenant is throttled) do not count against the room to
+claim either, so other batches' claims go on.
 """
 
 from __future__ import annotations
