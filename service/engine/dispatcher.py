@@ -43,7 +43,7 @@ log = logging.getLogger(__name__)
 MAX_CANDIDATE_BATCHES = 256
 # A batch the gate found at its fleet-wide limit, or a tenant the throttle
 # holds back: when to look again (other replicas' results, pauses, end unheard).
-NO_ROOM_RETRY_SECONDS = 0.01
+NO_ROOM_RETRY_SECONDS = 0.05
 HELD_BACK_RETRY_SECONDS = 0.05
 
 
