@@ -12,7 +12,7 @@ from benchmarks.results import Figure, Row, Series
 def number(value: float, unit: str) -> str:
     if unit == "s":
         return f"{value * 1000:,.1f} ms"
-    if unit in ("ms", "MiB", "% of a core"):
+    if unit in ("ms", "MiB", "% of a core", "replicas"):
         return f"{value:,.1f} {unit}"
     return f"{value:,.0f} {unit}"
 

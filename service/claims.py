@@ -9,29 +9,36 @@ On PostgreSQL the claim skips rows other replicas hold (FOR UPDATE SKIP
 LOCKED); SQLite ignores that clause, its writes being serialised anyway.
 
 A batch's limit (its `in_flight_limit`: 1 when sequential) holds across the
-fleet because each claim locks the batch's row, then counts the batch's
-in-progress operations and claims no more than the room left, all in one
-transaction. Under READ COMMITTED the count, a statement after the lock, sees
-every claim committed by whoever held the lock before; SKIP LOCKED alone
-bounds no count. The count is the operations' own statuses rather than a
-counter kept on the batch: every way out of `in_progress` (results, recovery,
-unclaim, cancel, stop) then frees its slot without touching the batch row, so
-no path can let a counter drift, and an expired lease of a dead replica keeps
-counting, still `in_progress`, until recovery takes it back. The count reads
-at most the batch's limit of index entries; the lock serialises only claims
-of one batch, which the limit serialises anyway.
+fleet because everything that lets one of its operations be sent (a claim
+that starts it at once, the send gate's mark) locks the batch's row, then
+counts the batch's operations marked sent and still in progress, and marks no
+more than the room left, all in one transaction. Under READ COMMITTED the
+count, a statement after the lock, sees every mark committed by whoever held
+the lock before; SKIP LOCKED alone bounds no count. The count is the
+operations' own statuses rather than a counter kept on the batch: every way
+out of `in_progress` (results, recovery, unclaim, cancel, stop) then frees its
+slot without touching the batch row, so no path can let a counter drift, and
+an expired lease of a dead replica keeps counting, still `in_progress`, until
+recovery takes it back. The marking replica may leave out of the count its own
+claims whose exchange with the upstream has ended but whose result is not
+stored yet (`finished`): they run nowhere, and their slots refill without
+waiting for the result write. Claims not marked are prefetched: a batch may
+hold up to PREFETCH times its limit of claims, so slots refill from memory; a
+sequential batch gets none, its next operation is claimed only once the
+previous one's result is stored, so operations run strictly in order.
 
-A claim is marked sent (`sent_at`) just before it is sent, in a statement
-conditional on the claim still standing; a cancel or a stop after a failure
-ends only claims not marked. The operation row's lock decides a race between
-the two: either the mark wins and the operation is sent, or the cancel wins,
-the mark changes nothing and the claim is dropped unsent.
+A claim is marked sent (`sent_at`) just before it is sent, in the claim
+itself when it starts at once, else in a statement conditional on the claim
+still standing; a cancel or a stop after a failure ends only claims not
+marked. The operation row's lock decides a race between the two: either the
+mark wins and the operation is sent, or the cancel wins, the mark changes
+nothing and the claim is dropped unsent.
 """
 
 from __future__ import annotations
 
-from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections import Counter, defaultdict
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -61,6 +68,8 @@ from service.models import BatchStatus, OperationStatus
 from service.store import batches, columns_of, operations
 
 IDEMPOTENT_METHODS = ("GET", "PUT", "DELETE")
+# A batch may hold this many times its running limit of claims, fleet-wide.
+PREFETCH = 2
 
 
 @dataclass(frozen=True)
@@ -92,6 +101,8 @@ class Claim:
     attempts: int
     # The Idempotency-Key to send when not the id (a retry's copy: lifecycle.py).
     idempotency_key: str | None
+    # Set when the claim was marked sent as it was made: it starts at once.
+    sent_at: float | None
 
 
 @dataclass(frozen=True)
@@ -129,7 +140,11 @@ def _batches_with_pending_work_query() -> Select[*tuple[Any, ...]]:
     )
     return (
         select(*columns_of(batches, ActiveBatch))
-        .where(batches.c.status.in_((BatchStatus.PENDING, BatchStatus.IN_PROGRESS)), has_pending)
+        .where(
+            batches.c.status.in_((BatchStatus.PENDING, BatchStatus.IN_PROGRESS)),
+            has_pending,
+            batches.c.tenant.not_in(bindparam("held_tenants", expanding=True)),
+        )
         .order_by(batches.c.created_at, batches.c.id)
         .limit(bindparam("limit", type_=Integer))
     )
@@ -138,8 +153,13 @@ def _batches_with_pending_work_query() -> Select[*tuple[Any, ...]]:
 BATCHES_WITH_PENDING_WORK = _batches_with_pending_work_query()
 
 
-async def batches_with_pending_work(connection: DbConnection, limit: int) -> list[ActiveBatch]:
-    rows = await connection.execute(BATCHES_WITH_PENDING_WORK, {"limit": limit})
+async def batches_with_pending_work(
+    connection: DbConnection, limit: int, held_tenants: Collection[str] = ()
+) -> list[ActiveBatch]:
+    """Up to `limit` of them, none of `held_tenants` (throttled: their batches
+    would only fill the list)."""
+    parameters = {"limit": limit, "held_tenants": sorted(held_tenants)}
+    rows = await connection.execute(BATCHES_WITH_PENDING_WORK, parameters)
     return [ActiveBatch(**row) for row in rows.mappings()]
 
 
@@ -186,7 +206,7 @@ def _claim_statement(first_only: bool) -> ReturningUpdate[*tuple[Any, ...]]:
             lease_owner=bindparam("owner"),
             lease_expires_at=bindparam("lease_until"),
             lease_generation=operations.c.lease_generation + 1,
-            sent_at=None,
+            sent_at=bindparam("sent_at"),
             updated_at=bindparam("now"),
         )
         .returning(*columns_of(operations, Claim))
@@ -197,9 +217,9 @@ def _claim_statement(first_only: bool) -> ReturningUpdate[*tuple[Any, ...]]:
 # more than running it. So are the other statements of claims and results.
 CLAIM_NEXT = _claim_statement(first_only=False)
 CLAIM_FIRST = _claim_statement(first_only=True)
-# The claim's lock on the batch: its limit, if it may still start operations.
+# The claim's lock on the batch: its limit and status, if it may still start operations.
 _LOCK_CLAIMABLE_BATCH = (
-    select(batches.c.in_flight_limit)
+    select(batches.c.in_flight_limit, batches.c.status)
     .where(
         batches.c.id == bindparam("claim_batch"),
         batches.c.status.in_((BatchStatus.PENDING, BatchStatus.IN_PROGRESS)),
@@ -207,13 +227,16 @@ _LOCK_CLAIMABLE_BATCH = (
     )
     .with_for_update()
 )
-_COUNT_RUNNING = (
-    select(func.count())
-    .select_from(operations)
-    .where(
-        operations.c.batch_id == bindparam("claim_batch"),
-        operations.c.status == OperationStatus.IN_PROGRESS,
-    )
+# The batch's claims, and of them those marked sent and not `finished`.
+_COUNT_HELD = select(
+    func.count(),
+    func.count().filter(
+        operations.c.sent_at.is_not(None),
+        operations.c.id.not_in(bindparam("finished", expanding=True)),
+    ),
+).where(
+    operations.c.batch_id == bindparam("claim_batch"),
+    operations.c.status == OperationStatus.IN_PROGRESS,
 )
 _START_BATCHES = (
     update(batches)
@@ -228,25 +251,43 @@ async def claim(
     now: float,
     lease_until: float,
     wanted: Mapping[str, int],
+    start: Mapping[str, int] | None = None,
+    finished: Mapping[str, Collection[str]] | None = None,
 ) -> list[Claim]:
     """Claims up to `wanted[batch_id]` pending operations of each batch, in order,
-    within each batch's room under its fleet-wide limit."""
+    within the batch's room for claims; the first `start[batch_id]` of them are
+    marked sent, within its fleet-wide running limit (`finished`: this owner's
+    claims that run no more, by batch)."""
     claims: list[Claim] = []
+    started: set[str] = set()
     lease = {"owner": owner, "now": now, "lease_until": lease_until}
     # Batches locked in one order by every replica, so no two claims deadlock.
     for batch_id in sorted(wanted):
         of_batch = {"claim_batch": batch_id}
-        limit = (await connection.execute(_LOCK_CLAIMABLE_BATCH, of_batch)).scalar()
-        if limit is None:
+        locked = (await connection.execute(_LOCK_CLAIMABLE_BATCH, of_batch)).one_or_none()
+        if locked is None:
             continue
-        running = (await connection.execute(_COUNT_RUNNING, of_batch)).scalar_one()
-        count = min(wanted[batch_id], limit - running)
+        limit, status = locked
+        ended = sorted((finished or {}).get(batch_id, ()))
+        held, running = (
+            await connection.execute(_COUNT_HELD, {**of_batch, "finished": ended})
+        ).one()
+        # Sequential: the next operation only once every earlier one is stored.
+        room = limit - held if limit == 1 else PREFETCH * limit - held
+        count = min(wanted[batch_id], room)
         if count <= 0:
             continue
+        marked = max(0, min((start or {}).get(batch_id, 0), count, limit - running))
         statement = CLAIM_FIRST if limit == 1 else CLAIM_NEXT
-        rows = await connection.execute(statement, {**of_batch, "count": count, **lease})
-        claims.extend(Claim(**row) for row in rows.mappings())
-    started = {claim.batch_id for claim in claims}
+        for size, sent_at in ((marked, now), (count - marked, None)):
+            if size > 0:
+                parameters = {**of_batch, "count": size, "sent_at": sent_at, **lease}
+                rows = await connection.execute(statement, parameters)
+                claimed = [Claim(**row) for row in rows.mappings()]
+                claims.extend(claimed)
+                if claimed and status == BatchStatus.PENDING:
+                    started.add(batch_id)
+    # Only batches still pending: a round trip less for every other claim.
     if started:
         await connection.execute(_START_BATCHES, {"batch_ids": sorted(started), "now": now})
     claims.sort(key=lambda claim: claim.id)
@@ -430,6 +471,43 @@ async def mark_sent(
     parameters = {"ids": [claim.id for claim in to_send], "claims": pairs}
     marked = await connection.execute(_MARK_SENT, {**parameters, "owner": owner, "now": now})
     return set(marked.scalars())
+
+
+@dataclass(frozen=True)
+class Marks:
+    sent: set[str]
+    # Still standing, but their batch runs its limit already: send them later.
+    no_room: set[str]
+
+
+async def mark_within_limits(
+    connection: DbConnection,
+    owner: str,
+    now: float,
+    to_send: Sequence[Claim],
+    finished: Mapping[str, Collection[str]],
+) -> Marks:
+    """Marks these claims sent as far as each batch's fleet-wide limit allows,
+    earliest first (`finished`: this owner's claims that run no more, by batch).
+    Those neither sent nor out of room were ended (cancel, stop, recovery)."""
+    by_batch: defaultdict[str, list[Claim]] = defaultdict(list)
+    for claim in to_send:
+        by_batch[claim.batch_id].append(claim)
+    chosen: list[Claim] = []
+    no_room: set[str] = set()
+    # Batches in the order claims and results lock them, then their operations.
+    for batch_id in sorted(by_batch):
+        of_batch = {"claim_batch": batch_id}
+        limit = (await connection.execute(_LOCK_CLAIMABLE_BATCH, of_batch)).scalar()
+        if limit is None:
+            continue  # canceled or over: its claims were ended with it
+        ended = sorted(finished.get(batch_id, ()))
+        _, running = (await connection.execute(_COUNT_HELD, {**of_batch, "finished": ended})).one()
+        waiting = sorted(by_batch[batch_id], key=lambda claim: claim.id)
+        room = max(0, limit - running)
+        chosen.extend(waiting[:room])
+        no_room.update(claim.id for claim in waiting[room:])
+    return Marks(await mark_sent(connection, owner, now, chosen), no_room)
 
 
 def _held_by(owner: str, operation_ids: Sequence[str]) -> list[ColumnElement[bool]]:

@@ -318,20 +318,55 @@ async def test_claims_of_one_batch_take_turns_and_count_each_others(
     postgres_database: Database,
 ) -> None:
     database = postgres_database
-    await insert(database, "b1", CREATED, ["GET"] * 20)  # its limit: 16 at once
+    await insert(database, "b1", CREATED, ["GET"] * 40)  # its limit: 16 at once, 32 claimed
     await insert(database, "b2", CREATED, ["GET"] * 5)
     async with database.write() as holding:
-        held = await claims.claim(holding, "one", CREATED, CREATED + 30, {"b1": 10})
+        held = await claims.claim(holding, "one", CREATED, CREATED + 30, {"b1": 20})
         # A claim of another batch does not wait for this transaction.
         elsewhere = await asyncio.wait_for(claim(database, "two", {"b2": 2}), 30)
         # One of the same batch waits on the batch's row, to count these claims.
-        same_batch = asyncio.create_task(claim(database, "two", {"b1": 10}))
+        same_batch = asyncio.create_task(claim(database, "two", {"b1": 20}))
         await asyncio.sleep(0.5)
         assert not same_batch.done()
     later = await asyncio.wait_for(same_batch, 30)
-    assert [c.id for c in held] == [f"b1-op{n}" for n in range(10)]
+    assert sorted(c.id for c in held) == sorted(f"b1-op{n}" for n in range(20))
     assert [c.id for c in elsewhere] == ["b2-op0", "b2-op1"]
-    assert [c.id for c in later] == [f"b1-op{n}" for n in range(10, 16)]
+    assert sorted(c.id for c in later) == sorted(f"b1-op{n}" for n in range(20, 32))
+
+
+async def test_marks_sent_keep_a_batch_within_its_limit_across_owners(
+    database: Database,
+) -> None:
+    """Claims started at once and the gate's marks count together, fleet-wide; an
+    owner's claims that run no more free their places for that owner only."""
+    await insert(database, "b1", CREATED, ["GET"] * 30)  # its limit: 16 at once
+
+    async def claim_starting(owner: str, count: int, start: int) -> list[claims.Claim]:
+        async with database.write() as connection:
+            return await claims.claim(
+                connection, owner, CREATED, CREATED + 30, {"b1": count}, {"b1": start}
+            )
+
+    async def mark(owner: str, to_send: list[claims.Claim], finished: list[str]) -> claims.Marks:
+        async with database.write() as connection:
+            return await claims.mark_within_limits(
+                connection, owner, CREATED, to_send, {"b1": finished}
+            )
+
+    first = await claim_starting("one", 10, 10)
+    assert all(c.sent_at is not None for c in first)
+    second = await claim_starting("two", 10, 10)
+    # Only 6 places were left: the other 4 are prefetched, unsent.
+    assert [c.sent_at is not None for c in second] == [True] * 6 + [False] * 4
+    unsent = second[6:]
+    assert await mark("two", unsent, []) == claims.Marks(set(), {c.id for c in unsent})
+    more = await claim_starting("one", 2, 0)
+    assert [c.sent_at for c in more] == [None, None]
+    # Three of one's claims run no more: one may send two more in their places ...
+    done = [c.id for c in first[:3]]
+    assert await mark("one", more, done) == claims.Marks({c.id for c in more}, set())
+    # ... but to two, whose count cannot leave them out, the batch is full.
+    assert await mark("two", unsent, []) == claims.Marks(set(), {c.id for c in unsent})
 
 
 async def test_primary_key_lookups_read_like_every_other_query(database: Database) -> None:

@@ -9,13 +9,21 @@ so one huge batch cannot starve the others.
 
 A claim counts until its result is recorded, not only while it runs: a batch
 limited to one operation gets its next claim only after the previous result
-is stored, so a failure can stop it before anything else is sent.
+is stored, so a failure can stop it before anything else is sent, and what a
+killed process held (and may repeat) stays bounded by the room to claim.
+These limits are this process's; the fleet-wide ones are kept in the database
+(claims.py).
+
+An item starts only if `may_start` agrees (the throttle lets its tenant in),
+so an item that would only wait does not take a slot; claims of batches
+`held` back (their tenant is throttled) do not count against the room to
+claim either, so other batches' claims go on.
 """
 
 from __future__ import annotations
 
 from collections import Counter, deque
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence, Set
 from typing import Generic, TypeVar
 
 Item = TypeVar("Item")
@@ -37,41 +45,76 @@ class Scheduler(Generic[Item]):
     def claimed(self) -> int:
         return self._claimed_per_batch.total()
 
-    def wants_more(self) -> bool:
+    def wants_more(self, held: Set[str] = frozenset()) -> bool:
         """Whether claiming is worth a round trip: room for half a running set, or nothing ready."""
-        room = self.max_claimed - self.claimed
-        nothing_ready = not self._ready
+        room = self.max_claimed - self._claimed_beside(held)
+        nothing_ready = not any(batch_id not in held for batch_id in self._ready)
         return room >= max(1, self.max_running // 2) or (room > 0 and nothing_ready)
 
-    def to_claim(self, limits: Mapping[str, int]) -> dict[str, int]:
+    def to_claim(self, limits: Mapping[str, int], held: Set[str] = frozenset()) -> dict[str, int]:
         """How many more operations to claim from each batch, given each one's running limit."""
         room = {}
         for batch_id, limit in limits.items():
             self._limits[batch_id] = limit = min(limit, self.max_running_per_batch)
             cap = limit if limit == 1 else limit * self.prefetch
             room[batch_id] = cap - self._claimed_per_batch[batch_id]
-        return _deal(list(limits), self.max_claimed - self.claimed, room)
+        return _deal(list(limits), self.max_claimed - self._claimed_beside(held), room)
+
+    def to_start_at_once(self, claiming: Mapping[str, int]) -> dict[str, int]:
+        """Of the operations about to be claimed, how many of each batch could start
+        as soon as they arrive: free slots not already promised to ready claims."""
+        ready = sum(len(items) for items in self._ready.values())
+        room = {
+            batch_id: min(
+                count,
+                self._limit(batch_id)
+                - self._running_per_batch[batch_id]
+                - len(self._ready.get(batch_id, ())),
+            )
+            for batch_id, count in claiming.items()
+        }
+        return _deal(list(claiming), self.max_running - self.running - ready, room)
 
     def add(self, batch_id: str, item: Item) -> None:
         self._ready.setdefault(batch_id, deque()).append(item)
         self._claimed_per_batch[batch_id] += 1
 
-    def startable(self) -> list[tuple[str, Item]]:
-        """Claimed items to start now, within the running limits."""
-        room = {
-            batch_id: min(len(ready), self._limit(batch_id) - self._running_per_batch[batch_id])
-            for batch_id, ready in self._ready.items()
-        }
-        dealt = _deal(list(self._ready), self.max_running - self.running, room)
+    def add_started(self, batch_id: str, item: Item) -> None:
+        """A claim that starts as it arrives, in a slot `to_start_at_once` offered."""
+        self._claimed_per_batch[batch_id] += 1
+        self._limits.setdefault(batch_id, self.max_running_per_batch)
+        self._running_per_batch[batch_id] += 1
+        self.running += 1
+
+    def startable(
+        self, may_start: Callable[[str, Item], bool] = lambda _, __: True
+    ) -> list[tuple[str, Item]]:
+        """Claimed items to start now, round-robin within the running limits.
+
+        A batch whose next item `may_start` refuses starts nothing more this time."""
         started: list[tuple[str, Item]] = []
-        for batch_id, count in dealt.items():
-            ready = self._ready[batch_id]
-            started.extend((batch_id, ready.popleft()) for _ in range(count))
-            if not ready:
-                del self._ready[batch_id]
-            self._running_per_batch[batch_id] += count
-        self.running += len(started)
+        candidates = list(self._ready)
+        while candidates and self.running < self.max_running:
+            for batch_id in list(candidates):
+                if self.running >= self.max_running:
+                    break
+                ready = self._ready[batch_id]
+                full = self._running_per_batch[batch_id] >= self._limit(batch_id)
+                if full or not may_start(batch_id, ready[0]):
+                    candidates.remove(batch_id)
+                    continue
+                started.append((batch_id, ready.popleft()))
+                self._running_per_batch[batch_id] += 1
+                self.running += 1
+                if not ready:
+                    del self._ready[batch_id]
+                    candidates.remove(batch_id)
         return started
+
+    def not_started(self, batch_id: str, item: Item) -> None:
+        """A started item could not start after all: first in its batch's line again."""
+        self.finished(batch_id)
+        self._ready.setdefault(batch_id, deque()).appendleft(item)
 
     def finished(self, batch_id: str) -> None:
         """An item stopped running; its claim stays counted until `recorded`."""
@@ -97,6 +140,11 @@ class Scheduler(Generic[Item]):
             self._claimed_per_batch[batch_id] -= len(ready)
             self._forget_if_idle(batch_id)
         return items
+
+    def _claimed_beside(self, held: Set[str]) -> int:
+        return sum(
+            count for batch_id, count in self._claimed_per_batch.items() if batch_id not in held
+        )
 
     def _limit(self, batch_id: str) -> int:
         return self._limits.get(batch_id, self.max_running_per_batch)

@@ -186,6 +186,30 @@ class Throttle:
             raise
         return _now()
 
+    def try_enter(self, tenant: str) -> bool:
+        """Takes a place in the tenant's window at once if nothing holds it back (no
+        pause, room, nobody waiting before it); then `admit_entered` completes the
+        admission. Lets the engine give a slot only to an attempt that can go."""
+        state = self._tenant(tenant)
+        if state.paused_until > _now() or state.for_room or state.in_flight >= state.allowed:
+            return False
+        state.in_flight += 1
+        return True
+
+    def takes_tokens(self, tenant: str) -> bool:
+        """Whether the tenant's attempts wait for rate-limit tokens once entered."""
+        return bool(self._limits(tenant))
+
+    async def admit_entered(self, tenant: str) -> float:
+        """Admits an attempt that `try_enter` let in, once it holds its tokens; when."""
+        state = self._tenants[tenant]
+        try:
+            await self._tokens(tenant, state)
+        except BaseException:
+            self._release(state)
+            raise
+        return _now()
+
     def finished(
         self, tenant: str, admitted_at: float, status: int | None, retry_after: float | None
     ) -> None:
