@@ -67,8 +67,14 @@ def caller_metadata(request: web.Request) -> tuple[tuple[str, str], ...]:
 
 # A target naming several replicas (`ipv4:10.0.0.1:50051,10.0.0.2:50051`, or a DNS
 # name with several addresses) spreads calls over those that answer, instead of
-# grpc's default of the first that connects; one address behaves as before.
-CHANNEL_OPTIONS = [*MESSAGE_SIZE_OPTIONS, ("grpc.lb_policy_name", "round_robin")]
+# grpc's default of the first that connects; one address behaves as before. A replica
+# that was down (restarted, deployed, started after the gateway) gets calls again within
+# 5 s rather than after grpc's default reconnect backoff of up to 120 s.
+CHANNEL_OPTIONS = [
+    *MESSAGE_SIZE_OPTIONS,
+    ("grpc.lb_policy_name", "round_robin"),
+    ("grpc.max_reconnect_backoff_ms", 5000),
+]
 
 
 async def grpc_backend(app: web.Application) -> AsyncIterator[None]:

@@ -230,9 +230,16 @@ async def test_the_scale_out_recipe_runs_replicas_behind_one_gateway(
                 await asyncio.sleep(0.05)
             else:
                 raise AssertionError("the batch did not complete")
-            # The gateway spread its calls: each replica answered some.
-            for metrics in (ports["9101"], ports["9102"]):
-                assert await rpc_count(session, f"http://127.0.0.1:{metrics}/metrics") > 0
+            # The gateway spreads its calls: each replica answers some. The second replica
+            # may come up after the gateway's first connection attempt, so reads go on
+            # until the channel's reconnect (within 5 s, gateway/backend.py) reaches it.
+            replicas = [f"http://127.0.0.1:{ports[port]}/metrics" for port in ("9101", "9102")]
+            deadline = asyncio.get_running_loop().time() + 30
+            while min([await rpc_count(session, url) for url in replicas]) == 0:
+                assert asyncio.get_running_loop().time() < deadline, "one replica got no call"
+                async with session.get(f"/v1/batches/{batch_id}", headers=headers) as response:
+                    assert response.status == 200
+                await asyncio.sleep(0.1)
         sent = [r for r in upstream_server[1].requests if r.path.startswith("/echo/item/")]
         assert len(sent) == 20
     finally:
