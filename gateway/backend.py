@@ -1,4 +1,8 @@
-"""The gRPC backend the gateway calls: one channel, its stubs, and per-call options."""
+"""The BatchService the gateway calls: one channel, its stubs, and per-call options.
+
+The channel is gRPC's to `BATCH_GRPC_TARGET`, or one the composition root hands over
+(the all-in-one `batchd` gives an in-process one): the gateway knows only the stubs.
+"""
 
 from __future__ import annotations
 
@@ -64,15 +68,17 @@ def caller_metadata(request: web.Request) -> tuple[tuple[str, str], ...]:
     return (("authorization", header),)
 
 
+def backend_of(channel: grpc.aio.Channel, timeout: float) -> Backend:
+    return Backend(
+        batch_pb2_grpc.BatchServiceStub(channel), health_pb2_grpc.HealthStub(channel), timeout
+    )
+
+
 async def grpc_backend(app: web.Application) -> AsyncIterator[None]:
     """Cleanup context: the channel lives as long as the application."""
     settings = app[SETTINGS_KEY]
     async with grpc.aio.insecure_channel(
         settings.grpc_target, options=MESSAGE_SIZE_OPTIONS
     ) as channel:
-        app[BACKEND_KEY] = Backend(
-            batch_pb2_grpc.BatchServiceStub(channel),
-            health_pb2_grpc.HealthStub(channel),
-            settings.rpc_timeout,
-        )
+        app[BACKEND_KEY] = backend_of(channel, settings.rpc_timeout)
         yield

@@ -12,6 +12,8 @@ connections are pinged so that dead peers' are closed.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_health.v1._async import HealthServicer
@@ -20,6 +22,7 @@ from grpc_reflection.v1alpha import reflection
 from batchd.messages import MESSAGE_SIZE_OPTIONS
 from batchd.v1 import batch_pb2_grpc
 from batchd.vocabulary import SERVICE_NAME
+from service.in_process import InProcessChannel, Registration
 from service.rpc_scope import RpcScopeInterceptor
 from service.servicer import BatchServicer
 
@@ -45,20 +48,40 @@ def abuse_limits(max_watches: int) -> list[tuple[str, int]]:
     ]
 
 
-def build_server(
-    servicer: BatchServicer, address: str, max_watches: int
-) -> tuple[grpc.aio.Server, HealthServicer]:
+@dataclass(frozen=True)
+class Services:
+    """What the gRPC server and the in-process channel both serve, and how."""
+
+    batches: BatchServicer
+    health: HealthServicer
+    interceptors: tuple[RpcScopeInterceptor, ...]
+
+    @classmethod
+    def of(cls, servicer: BatchServicer) -> Services:
+        return cls(servicer, HealthServicer(), (RpcScopeInterceptor(servicer.tenants),))
+
+    def registrations(self) -> list[Registration]:
+        return [
+            (batch_pb2_grpc.add_BatchServiceServicer_to_server, self.batches),
+            (health_pb2_grpc.add_HealthServicer_to_server, self.health),
+        ]
+
+    def in_process_channel(self) -> InProcessChannel:
+        """A channel to these services with no socket: for the all-in-one gateway."""
+        return InProcessChannel(self.registrations(), self.interceptors)
+
+
+def build_server(services: Services, address: str, max_watches: int) -> grpc.aio.Server:
     options = [*MESSAGE_SIZE_OPTIONS, ("grpc.so_reuseport", 0), *abuse_limits(max_watches)]
-    server = grpc.aio.server(interceptors=[RpcScopeInterceptor(servicer.tenants)], options=options)
-    batch_pb2_grpc.add_BatchServiceServicer_to_server(servicer, server)
-    health_servicer = HealthServicer()
-    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    server = grpc.aio.server(interceptors=services.interceptors, options=options)
+    for add_to_server, servicer in services.registrations():
+        add_to_server(servicer, server)
     reflection.enable_server_reflection(
         (SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), server
     )
     if server.add_insecure_port(address) == 0:
         raise OSError(f"cannot bind the gRPC server to {address}")
-    return server, health_servicer
+    return server
 
 
 async def set_serving(health_servicer: HealthServicer, serving: bool) -> None:
