@@ -155,14 +155,15 @@ class _Context(grpc.aio.ServicerContext[Any, Any]):
     """The handler's side of one call: the caller's metadata, the deadline, the status
     it sets, and (for a stream) the messages it writes."""
 
-    def __init__(self, details: _CallDetails, deadline: float | None) -> None:
+    def __init__(
+        self, details: _CallDetails, deadline: float | None, messages: asyncio.Queue[Any] | None
+    ) -> None:
         self._details = details
         self._deadline = deadline
         self.status_code = grpc.StatusCode.OK
         self.status_details = ""
         self.trailing: Metadata = ()
-        # One message in hand at a time: a slow reader slows the writer, as flow control does.
-        self.messages: asyncio.Queue[Any] = asyncio.Queue(maxsize=1)
+        self.messages = messages
 
     def error(self) -> grpc.aio.AioRpcError:
         return _error(self.status_code, self.status_details, self.trailing)
@@ -189,6 +190,8 @@ class _Context(grpc.aio.ServicerContext[Any, Any]):
         await self.abort(status.code, status.details, status.trailing_metadata)
 
     async def write(self, message: Any) -> None:
+        if self.messages is None:
+            raise TypeError("a unary method writes no messages")
         await self.messages.put(message)
 
     async def read(self) -> NoReturn:
@@ -228,12 +231,17 @@ class _Context(grpc.aio.ServicerContext[Any, Any]):
 class _Call:
     """One call, run as a task of its own like a grpc.aio server runs a handler."""
 
+    # Whether the handler writes messages: a queue costs a unary call for nothing.
+    streams = False
+
     def __init__(
         self, channel: InProcessChannel, details: _CallDetails, request: Any, timeout: float | None
     ) -> None:
         loop = asyncio.get_running_loop()
         deadline = None if timeout is None else loop.time() + timeout
-        self._context = _Context(details, deadline)
+        # One message in hand at a time: a slow reader slows the writer, as flow control does.
+        messages: asyncio.Queue[Any] | None = asyncio.Queue(maxsize=1) if self.streams else None
+        self._context = _Context(details, deadline, messages)
         self._task = loop.create_task(self._run(channel, details, request, timeout))
 
     async def _run(
@@ -311,6 +319,8 @@ class _UnaryCall(_Call):
 
 
 class _StreamCall(_Call):
+    streams = True
+
     async def _handle(self, handler: Handler, request: Any, context: _Context) -> None:
         behavior: Any = handler.unary_stream
         if behavior is None:
@@ -326,6 +336,7 @@ class _StreamCall(_Call):
     async def read(self) -> Any:
         """The next message, or EOF at the end; a failed call raises its error."""
         messages = self._context.messages
+        assert messages is not None
         if messages.empty() and not self._task.done():
             waiting = asyncio.ensure_future(messages.get())
             try:
