@@ -59,6 +59,8 @@ async def test_an_unchanged_object_is_not_modified(api: aiohttp.ClientSession) -
 
 async def test_a_304_keeps_the_request_id(api: aiohttp.ClientSession) -> None:
     created = await create_batch(api, [FAST])
+    # Finished, so that nothing changes it between the two reads.
+    await wait_completed(api, created["id"])
     path = f"/v1/batches/{created['id']}"
     tag, _ = await tagged(api, path)
     async with api.get(path, headers={"If-None-Match": tag, "X-Request-Id": "poll-1"}) as reply:
