@@ -17,6 +17,7 @@ Built from the registrations, not from a list of methods: an RPC added to the pr
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import inspect
 import logging
@@ -71,18 +72,31 @@ class _Handlers:
 
 
 class InProcessChannel(grpc.aio.Channel):
-    """A channel to the servicers of `registrations`, through `interceptors` in order."""
+    """A channel to the servicers of `registrations`, through the server's `interceptors`
+    in order, after the `client_interceptors` a grpc.aio channel would run (tracing's,
+    which send the caller's span as metadata)."""
 
     def __init__(
         self,
         registrations: Iterable[Registration],
         interceptors: Sequence[grpc.aio.ServerInterceptor[Any, Any]] = (),
+        client_interceptors: Sequence[Any] = (),
     ) -> None:
         handlers = _Handlers(registrations)
         resolve: Continuation = handlers.find
         for interceptor in reversed(interceptors):
             resolve = functools.partial(interceptor.intercept_service, resolve)
         self._resolve = resolve
+        self._unary_interceptors = [
+            interceptor.intercept_unary_unary
+            for interceptor in client_interceptors
+            if isinstance(interceptor, grpc.aio.UnaryUnaryClientInterceptor)
+        ]
+        self._stream_interceptors = [
+            interceptor.intercept_unary_stream
+            for interceptor in client_interceptors
+            if isinstance(interceptor, grpc.aio.UnaryStreamClientInterceptor)
+        ]
 
     async def handler(self, details: grpc.HandlerCallDetails) -> Handler:
         handler = await self._resolve(details)
@@ -92,9 +106,13 @@ class InProcessChannel(grpc.aio.Channel):
 
     def unary_unary(self, method: str, *args: Any, **kwargs: Any) -> Any:
         # Serialisers are what an in-process call leaves out.
+        if self._unary_interceptors:
+            return _Intercepted(self, method, _UnaryCall, self._unary_interceptors)
         return _MultiCallable(self, method, _UnaryCall)
 
     def unary_stream(self, method: str, *args: Any, **kwargs: Any) -> Any:
+        if self._stream_interceptors:
+            return _Intercepted(self, method, _StreamCall, self._stream_interceptors)
         return _MultiCallable(self, method, _StreamCall)
 
     def stream_unary(self, method: str, *args: Any, **kwargs: Any) -> NoReturn:
@@ -149,6 +167,106 @@ class _MultiCallable:
         return self.call_class(
             self.channel, _CallDetails(self.method, tuple(metadata or ())), request, timeout
         )
+
+
+@dataclass(frozen=True)
+class _Intercepted:
+    """A method whose calls pass the client interceptors first, as on a grpc.aio channel:
+    each gets a continuation that starts the call, and returns that call, a response
+    (unary) or an iterator of responses (a stream) in its place."""
+
+    channel: InProcessChannel
+    method: str
+    call_class: type[_Call]
+    interceptors: Sequence[Callable[..., Awaitable[Any]]]
+
+    def __call__(
+        self,
+        request: Any,
+        *,
+        timeout: float | None = None,
+        metadata: Metadata | None = None,
+        **options: Any,
+    ) -> _InterceptedUnary | _InterceptedStream:
+        started: list[_Call] = []
+
+        async def start(details: grpc.aio.ClientCallDetails, request: Any) -> _Call:
+            call = self.call_class(
+                self.channel,
+                _CallDetails(details.method, tuple(details.metadata or ())),
+                request,
+                details.timeout,
+            )
+            started.append(call)
+            return call
+
+        continuation: Callable[..., Awaitable[Any]] = start
+        for intercept in reversed(self.interceptors):
+            continuation = functools.partial(intercept, continuation)
+        details = grpc.aio.ClientCallDetails(
+            self.method, timeout, _metadata(metadata or ()), None, None
+        )
+        outcome = asyncio.ensure_future(continuation(details, request))
+        if self.call_class is _StreamCall:
+            return _InterceptedStream(outcome, started)
+        return _InterceptedUnary(outcome, started)
+
+
+class _InterceptedUnary:
+    def __init__(self, outcome: asyncio.Future[Any], started: list[_Call]) -> None:
+        self._outcome = outcome
+        self._started = started
+
+    async def _response(self) -> Any:
+        result = await self._outcome
+        return await result if isinstance(result, _UnaryCall) else result
+
+    def __await__(self) -> Generator[Any, None, Any]:
+        return self._response().__await__()
+
+    def cancel(self) -> bool:
+        for call in self._started:
+            call.cancel()
+        return self._outcome.cancel()
+
+
+class _InterceptedStream:
+    def __init__(self, outcome: asyncio.Future[Any], started: list[_Call]) -> None:
+        self._outcome = outcome
+        self._started = started
+        self._responses: AsyncIterator[Any] | None = None
+        self._closing: asyncio.Future[None] | None = None
+
+    async def _iterator(self) -> AsyncIterator[Any]:
+        if self._responses is None:
+            self._responses = aiter(await self._outcome)
+        return self._responses
+
+    async def read(self) -> Any:
+        return await anext(await self._iterator(), EOF)
+
+    async def __aiter__(self) -> AsyncIterator[Any]:
+        responses = await self._iterator()
+        async for response in responses:
+            yield response
+
+    def cancel(self) -> bool:
+        """Cancels the call, and closes what an interceptor iterates over it (so that, say,
+        a tracing span around the stream ends)."""
+        for call in self._started:
+            call.cancel()
+        if self._responses is not None and self._closing is None:
+            self._closing = asyncio.ensure_future(_close(self._responses))
+        return self._outcome.cancel()
+
+
+async def _close(responses: AsyncIterator[Any]) -> None:
+    close = getattr(responses, "aclose", None)
+    if close is None:
+        return
+    # Running means a reader's task is being cancelled inside it: that ends it too.
+    with contextlib.suppress(RuntimeError):
+        await close()
 
 
 class _Context(grpc.aio.ServicerContext[Any, Any]):
@@ -210,7 +328,9 @@ class _Context(grpc.aio.ServicerContext[Any, Any]):
         """Initial metadata has no reader in-process."""
 
     def peer(self) -> str:
-        return "in-process"
+        # Local, like a Unix socket's peer, and in the form telemetry knows not to
+        # parse as an address.
+        return "unix:in-process"
 
     def peer_identities(self) -> None:
         return None

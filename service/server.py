@@ -12,7 +12,9 @@ connections are pinged so that dead peers' are closed.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
@@ -66,9 +68,10 @@ class Services:
             (health_pb2_grpc.add_HealthServicer_to_server, self.health),
         ]
 
-    def in_process_channel(self) -> InProcessChannel:
-        """A channel to these services with no socket: for the all-in-one gateway."""
-        return InProcessChannel(self.registrations(), self.interceptors)
+    def in_process_channel(self, client_interceptors: Sequence[Any] = ()) -> InProcessChannel:
+        """A channel to these services with no socket: for the all-in-one gateway, with
+        the client interceptors its gRPC channel would have."""
+        return InProcessChannel(self.registrations(), self.interceptors, client_interceptors)
 
 
 def build_server(services: Services, address: str, max_watches: int) -> grpc.aio.Server:

@@ -34,6 +34,7 @@ class Both:
     local: batch_pb2_grpc.BatchServiceStub
     channel: InProcessChannel
     database: Database
+    services: Services
 
 
 @pytest.fixture
@@ -54,6 +55,7 @@ async def both(tmp_path: Path) -> AsyncIterator[Both]:
                 batch_pb2_grpc.BatchServiceStub(channel),
                 channel,
                 database,
+                services,
             )
     finally:
         await server.stop(None)
@@ -224,3 +226,64 @@ async def test_an_unknown_method_is_unimplemented(both: Both) -> None:
     unknown = both.channel.unary_unary("/batchd.v1.BatchService/NoSuchMethod")
     error = await failure(unknown(batch_pb2.GetBatchRequest(), metadata=bearer()))
     assert error.code() == grpc.StatusCode.UNIMPLEMENTED
+
+
+# Generic in the type stubs only, as in service/rpc_scope.py.
+class Stamping(
+    grpc.aio.UnaryUnaryClientInterceptor,  # type: ignore[type-arg]
+    grpc.aio.UnaryStreamClientInterceptor,  # type: ignore[type-arg]
+):
+    """A client interceptor as tracing's works: it adds metadata, and wraps a stream's
+    responses in a generator of its own, which must be closed when the call ends."""
+
+    def __init__(self) -> None:
+        self.closed = asyncio.Event()
+
+    def stamped(self, details: Any) -> Any:
+        metadata = (*(details.metadata or ()), (REQUEST_ID_METADATA, "stamped-by-client"))
+        return grpc.aio.ClientCallDetails(
+            details.method, details.timeout, grpc.aio.Metadata(*metadata), None, None
+        )
+
+    async def intercept_unary_unary(self, continuation: Any, details: Any, request: Any) -> Any:
+        return await continuation(self.stamped(details), request)
+
+    async def intercept_unary_stream(self, continuation: Any, details: Any, request: Any) -> Any:
+        call = await continuation(self.stamped(details), request)
+
+        async def responses() -> AsyncIterator[Any]:
+            try:
+                async for response in call:
+                    yield response
+            finally:
+                self.closed.set()
+
+        return responses()
+
+
+async def test_client_interceptors_run_before_the_server_side(both: Both) -> None:
+    stamping = Stamping()
+    stub = batch_pb2_grpc.BatchServiceStub(both.services.in_process_channel([stamping]))
+    handler = _RequestIds()
+    logger = logging.getLogger("batchd.rpc")
+    logger.addHandler(handler)
+    level = logger.level
+    logger.setLevel(logging.INFO)
+    try:
+        created = await stub.CreateBatch(new_batch(), metadata=bearer())
+        error = await failure(
+            stub.GetBatch(batch_pb2.GetBatchRequest(id=UNKNOWN_ID), metadata=bearer())
+        )
+        remote = await failure(
+            both.remote.GetBatch(batch_pb2.GetBatchRequest(id=UNKNOWN_ID), metadata=bearer())
+        )
+        assert outcome(error) == outcome(remote)
+        call = stub.WatchBatch(batch_pb2.WatchBatchRequest(id=created.batch.id), metadata=bearer())
+        first = await call.read()
+        assert first.batch.id == created.batch.id
+        call.cancel()
+        await asyncio.wait_for(stamping.closed.wait(), 5)
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(level)
+    assert handler.seen[:2] == ["stamped-by-client", "stamped-by-client"]
