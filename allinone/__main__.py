@@ -16,7 +16,7 @@ import os
 from collections.abc import Sequence
 
 from allinone.demo_upstream import DemoUpstreamSettings, start_demo_upstream
-from batchd import config, process
+from batchd import config, process, tracing
 from gateway.app import start_gateway
 from gateway.settings import GatewaySettings
 from service.__main__ import upstream_of
@@ -48,7 +48,12 @@ async def start(args: argparse.Namespace) -> process.Stop:
             log.warning("dev mode: operations go to the echoing demo upstream at %s", demo.url)
         service = await Service.start(service_settings, upstream_of(service_settings))
         started.append(service.stop)
-        channel = None if remote_target else service.services.in_process_channel()
+        # With the client interceptors the gateway's own gRPC channel would get (tracing's).
+        channel = (
+            None
+            if remote_target
+            else service.services.in_process_channel(tracing.grpc_client_interceptors())
+        )
         started.append((await start_gateway(gateway_settings, channel)).cleanup)
     except BaseException:
         await stop_all(started)

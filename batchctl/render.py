@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import json
 import sys
+from collections import Counter
 from collections.abc import Sequence
+from datetime import UTC
 from typing import Any
 
 from google.protobuf import json_format
@@ -16,12 +18,17 @@ from google.protobuf.message import Message
 from rich.table import Table
 from rich.text import Text
 
-from batchctl.outcome import batch_status_name, operation_status_name, succeeded, tally
+from batchctl.outcome import (
+    batch_status_name,
+    in_order,
+    operation_status_name,
+    ran,
+    succeeded,
+    tally,
+)
 from batchd.json_values import as_exact
 from batchd.v1 import batch_pb2
 from batchd.vocabulary import METHOD_NAMES
-
-_OUTCOME_ORDER = ("succeeded", "non_2xx", "failed", "timed_out", "canceled")
 
 
 def json_line(message: Message) -> None:
@@ -47,33 +54,55 @@ def _whole_numbers(data: Any) -> Any:
     return data
 
 
-def batch_line(batch: batch_pb2.Batch) -> str:
-    return (
-        f"{batch.id}  {batch_status_name(batch.status)}  "
-        f"{batch.finished_batch_operations_count}/{batch.batch_operations_count} finished"
-    )
+_HOLD_REASONS = {batch_pb2.HeldBack.REASON_UPSTREAM_PAUSE: "the upstream asked for a pause"}
+
+
+def held_back_note(batch: batch_pb2.Batch) -> str:
+    """`held back until 13:05:02 (the upstream asked for a pause)`, in local
+    time; empty when the batch is not held back."""
+    if not batch.HasField("held_back"):
+        return ""
+    until = batch.held_back.until.ToDatetime(tzinfo=UTC).astimezone()
+    reason = _HOLD_REASONS.get(batch.held_back.reason, "reason unknown")
+    return f"held back until {until:%H:%M:%S} ({reason})"
 
 
 def summary(batch: batch_pb2.Batch) -> Text:
-    """`Batch <id> completed: 10 operations, 9 succeeded, 1 non_2xx`."""
+    """What happened, in the words of `outcome`: `Batch <id> canceled: 200 operations,
+    46 ran (34 succeeded, 12 completed with 5xx), 154 canceled`."""
     counts = tally(batch.batch_operations)
-    ordered = [name for name in _OUTCOME_ORDER if counts[name]]
-    ordered += sorted(name for name in counts if name not in _OUTCOME_ORDER)
+    executed = ran(counts)
     text = Text(
         f"Batch {batch.id} {batch_status_name(batch.status)}: "
-        f"{len(batch.batch_operations)} operations"
+        f"{len(batch.batch_operations)} operations, {executed.total()} ran"
     )
-    for name in ordered:
+    if executed:
+        text.append(" (")
+        text.append_text(outcome_counts(executed))
+        text.append(")")
+    not_run = counts - executed
+    if not_run:
         text.append(", ")
-        text.append(f"{counts[name]} {name}", style="green" if name == "succeeded" else "red")
+        text.append_text(outcome_counts(not_run))
+    return text
+
+
+def outcome_counts(counts: Counter[str]) -> Text:
+    """`34 succeeded, 12 completed with 5xx`: green for success, red for the rest."""
+    text = Text()
+    for index, (name, count) in enumerate(in_order(counts)):
+        if index:
+            text.append(", ")
+        text.append(f"{count} {name}", style="green" if name == "succeeded" else "red")
     return text
 
 
 def operations_table(operations: Sequence[batch_pb2.BatchOperation]) -> Table:
-    table = _table("#", "method", "path", "status", "response", "failure reason")
+    table = _table("#", "id", "method", "path", "status", "response", "failure reason")
     for operation in operations:
         table.add_row(
             str(operation.position),
+            operation.id,
             METHOD_NAMES.get(operation.http_method, "UNSPECIFIED"),
             operation.path,
             Text(

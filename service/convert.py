@@ -9,6 +9,13 @@ from google.protobuf import struct_pb2, timestamp_pb2
 from batchd.json_values import to_value
 from batchd.v1 import batch_pb2
 from batchd.vocabulary import BATCH_STATUSES, HTTP_METHODS, OPERATION_STATUSES
+from service.models import FINISHED_BATCH_STATUSES
+
+
+def timestamp(unix_seconds: float) -> timestamp_pb2.Timestamp:
+    message = timestamp_pb2.Timestamp()
+    set_time(message, unix_seconds)
+    return message
 
 
 def set_time(field: timestamp_pb2.Timestamp, unix_seconds: float) -> None:
@@ -73,4 +80,20 @@ def batch_message(row: Any) -> batch_pb2.Batch:
     options.sequential = row.sequential
     options.stop_on_failure = row.stop_on_failure
     options.max_concurrency = row.max_concurrency
+    return message
+
+
+def held_back_until(row: Any, pauses: dict[str, float]) -> float | None:
+    """Until when the batch's sends wait for its tenant's pause; None if they do not."""
+    if row.status in FINISHED_BATCH_STATUSES:
+        return None
+    return pauses.get(row.tenant)
+
+
+def hold_back(message: batch_pb2.Batch, until: float | None) -> batch_pb2.Batch:
+    """The message, saying that its batch is held back by an upstream pause, while it is."""
+    if until is not None:
+        held = message.held_back
+        held.reason = batch_pb2.HeldBack.REASON_UPSTREAM_PAUSE
+        set_time(held.until, until)
     return message

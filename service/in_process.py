@@ -23,7 +23,7 @@ import inspect
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Generator, Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any, NoReturn, TypeAlias
+from typing import Any, NamedTuple, NoReturn, TypeAlias
 
 import grpc
 
@@ -44,6 +44,18 @@ EOF = grpc.aio.EOF  # type: ignore[attr-defined]
 class _CallDetails(grpc.HandlerCallDetails):
     method: str
     invocation_metadata: tuple[tuple[str, str | bytes], ...]
+
+    @classmethod
+    def of(cls, method: str, metadata: Metadata | None) -> _CallDetails:
+        return cls(method, tuple(_Metadatum(key, value) for key, value in metadata or ()))
+
+
+class _Metadatum(NamedTuple):
+    """A metadata pair as a grpc server hands it over: a tuple with `key` and `value`
+    (tracing's interceptor reads those names)."""
+
+    key: str
+    value: str | bytes
 
 
 class _Handlers:
@@ -165,7 +177,7 @@ class _MultiCallable:
         **options: Any,
     ) -> _Call:
         return self.call_class(
-            self.channel, _CallDetails(self.method, tuple(metadata or ())), request, timeout
+            self.channel, _CallDetails.of(self.method, metadata), request, timeout
         )
 
 
@@ -193,7 +205,7 @@ class _Intercepted:
         async def start(details: grpc.aio.ClientCallDetails, request: Any) -> _Call:
             call = self.call_class(
                 self.channel,
-                _CallDetails(details.method, tuple(details.metadata or ())),
+                _CallDetails.of(details.method, details.metadata),
                 request,
                 details.timeout,
             )

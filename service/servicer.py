@@ -9,7 +9,7 @@ from sqlalchemy import Select
 
 from batchd.v1 import batch_pb2, batch_pb2_grpc
 from batchd.vocabulary import BATCH_STATUS_NAMES, OPERATION_STATUS_NAMES
-from service import convert, metrics, store, validation
+from service import convert, metrics, rate_buckets, store, validation
 from service.auth import Tenants
 from service.batch_commands import Created, cancel_batch, create_batch
 from service.batch_view import Budget, batch_messages, operations_reply
@@ -17,13 +17,15 @@ from service.credentials import Sealer
 from service.database import Database
 from service.errors import not_found
 from service.lifecycle import delete_batch, retry_batch
+from service.models import FINISHED_BATCH_STATUSES
 from service.rate_limit import CreateRateLimiter
 from service.rpc_scope import Context, current_caller
 from service.signals import Signals
 from service.watch import WatchFeed, WatchLimits
+from service.webhook_rpcs import WebhookEndpointRpcs
 
 
-class BatchServicer(batch_pb2_grpc.BatchServiceServicer):
+class BatchServicer(WebhookEndpointRpcs, batch_pb2_grpc.BatchServiceServicer):
     """The methods run inside RpcScopeInterceptor (service/rpc_scope.py): it authenticates
     the caller, whom current_caller() returns, and turns what they raise into statuses.
 
@@ -106,7 +108,8 @@ class BatchServicer(batch_pb2_grpc.BatchServiceServicer):
         batch_id = validation.object_id("batch", request.id)
         metrics.WATCH_STREAMS.inc()
         try:
-            async for event in self.watches.watch(caller.tenant, batch_id):
+            watch = self.watches.watch(caller.tenant, batch_id, request.resume_after)
+            async for event in watch:
                 yield event
         finally:
             metrics.WATCH_STREAMS.dec()
@@ -116,11 +119,22 @@ class BatchServicer(batch_pb2_grpc.BatchServiceServicer):
     ) -> batch_pb2.GetBatchResponse:
         caller = current_caller()
         row = await self._owned("batch", store.BATCH_BY_ID, request.id)
+        held_back_until = await self._held_back_until(row)
         if request.view != batch_pb2.BATCH_VIEW_FULL:
-            return batch_pb2.GetBatchResponse(batch=convert.batch_message(row))
+            message = convert.batch_message(row)
+        else:
+            async with self.database.read() as connection:
+                [message] = await batch_messages(connection, caller.tenant, [row], request.view)
+        return batch_pb2.GetBatchResponse(batch=convert.hold_back(message, held_back_until))
+
+    async def _held_back_until(self, row: Any) -> float | None:
+        """Until when the batch waits for its tenant's upstream pause, or None;
+        a finished batch waits for nothing, and costs no read."""
+        if row.status in FINISHED_BATCH_STATUSES:
+            return None
         async with self.database.read() as connection:
-            [message] = await batch_messages(connection, caller.tenant, [row], request.view)
-        return batch_pb2.GetBatchResponse(batch=message)
+            pauses = await rate_buckets.pauses_of(connection, [row.tenant])
+        return convert.held_back_until(row, pauses)
 
     async def ListBatches(
         self, request: batch_pb2.ListBatchesRequest, context: Context
