@@ -83,7 +83,7 @@ def measure(plan: Plan, work: Path, upstream: str) -> Figure:
             over_grpc.samples.append(statistics.median(times))
             if problem is None:
                 gateway = stack.enter_context(
-                    batchd_gateway(service.address, work / "logs" / f"create-gateway-{repeat}.log")
+                    batchd_gateway(service, work / "logs" / f"create-gateway-{repeat}.log")
                 )
                 times = rest_seconds(gateway.url, service.address, specs, plan.creates_per_repeat)
                 over_rest.samples.append(statistics.median(times))

@@ -11,6 +11,7 @@ from pathlib import Path
 from benchmarks.processes import LOAD_CORE, cpu_seconds, run_pinned
 
 _UNITS = {"us": 1e-6, "ms": 1e-3, "s": 1.0}
+_BYTES = {"B": 1, "KB": 1024, "MB": 1024**2, "GB": 1024**3}
 
 
 @dataclass(frozen=True)
@@ -31,6 +32,8 @@ class Throughput:
     p99_ms: float | None = None
     # CPU seconds each watched process used while the load was measured.
     cpu_seconds: tuple[float, ...] = ()
+    # Bytes of responses read, headers included (wrk only).
+    bytes_read: float = 0.0
 
 
 class LoadError(Exception):
@@ -77,22 +80,29 @@ def h2load_grpc(url: str, body_file: Path, token: str, load: Load, reply_bytes: 
     return Throughput(float(rate[1]), succeeded)
 
 
-def wrk_get(url: str, token: str, load: Load, watched: Sequence[int] = ()) -> Throughput:
-    """GETs over kept-alive connections, with latency percentiles; any non-2xx is an error.
-    Also the CPU time the `watched` processes used during the measured part."""
+def wrk_get(
+    url: str,
+    token: str,
+    load: Load,
+    watched: Sequence[int] = (),
+    headers: Sequence[str] = (),
+) -> Throughput:
+    """GETs over kept-alive connections, with latency percentiles; any status of 400 or more
+    is an error. Also the CPU time the `watched` processes used during the measured part."""
     command = [
         "wrk",
         "--threads=1",
         f"--connections={load.connections}",
         "--latency",
         f"--header=Authorization: Bearer {token}",
+        *(f"--header={header}" for header in headers),
     ]
     run_pinned([*command, f"--duration={max(1, round(load.warmup))}s", url], LOAD_CORE)
     before = [cpu_seconds(pid) for pid in watched]
     output = run_pinned([*command, f"--duration={round(load.seconds)}s", url], LOAD_CORE)
     used = tuple(cpu_seconds(pid) - start for pid, start in zip(watched, before, strict=True))
     rate = re.search(r"Requests/sec:\s+([\d.]+)", output)
-    total = re.search(r"(\d+) requests in", output)
+    total = re.search(r"(\d+) requests in [\d.]+\w+, ([\d.]+)([KMG]?B) read", output)
     if not (rate and total):
         raise LoadError(f"unexpected wrk output:\n{output}")
     if "Non-2xx or 3xx responses" in output or "Socket errors" in output:
@@ -103,6 +113,7 @@ def wrk_get(url: str, token: str, load: Load, watched: Sequence[int] = ()) -> Th
         _percentile(output, "50%"),
         _percentile(output, "99%"),
         used,
+        float(total[2]) * _BYTES[total[3]],
     )
 
 

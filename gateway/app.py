@@ -1,14 +1,15 @@
-"""The gateway's aiohttp application: routes, middlewares and the gRPC channel."""
+"""The gateway's aiohttp application: routes, middlewares and the BatchService channel."""
 
 from __future__ import annotations
 
 import asyncio
 
+import grpc
 from aiohttp import web
 
 from batchd.sites import start_runner
 from gateway import handlers, observability, webhook_endpoints
-from gateway.backend import grpc_backend
+from gateway.backend import BACKEND_KEY, backend_of, grpc_backend
 from gateway.batch_events import STOPPING_KEY, batch_events, end_event_streams
 from gateway.connections import GatewayRunner
 from gateway.console import add_console
@@ -17,7 +18,11 @@ from gateway.openapi import load_document, openapi_document
 from gateway.settings import SETTINGS_KEY, GatewaySettings
 
 
-def create_app(settings: GatewaySettings) -> web.Application:
+def create_app(
+    settings: GatewaySettings, channel: grpc.aio.Channel | None = None
+) -> web.Application:
+    """Calls BatchService over `channel` if given (its owner closes it), else over a gRPC
+    channel of its own to `settings.grpc_target`."""
     app = web.Application(
         client_max_size=settings.max_body_bytes,
         middlewares=[observability.observe, contract_errors],
@@ -27,7 +32,10 @@ def create_app(settings: GatewaySettings) -> web.Application:
     app.on_shutdown.append(end_event_streams)
     load_document(app)
     app.on_response_prepare.append(observability.send_request_id)
-    app.cleanup_ctx.append(grpc_backend)
+    if channel is None:
+        app.cleanup_ctx.append(grpc_backend)
+    else:
+        app[BACKEND_KEY] = backend_of(channel, settings.rpc_timeout)
     app.router.add_routes(
         [
             web.post("/v1/batches", handlers.create_batch),
@@ -53,7 +61,9 @@ def create_app(settings: GatewaySettings) -> web.Application:
     return app
 
 
-async def start_gateway(settings: GatewaySettings) -> web.AppRunner:
+async def start_gateway(
+    settings: GatewaySettings, channel: grpc.aio.Channel | None = None
+) -> web.AppRunner:
     """Serves the gateway until the returned runner is cleaned up."""
-    runner = GatewayRunner(create_app(settings), settings)
+    runner = GatewayRunner(create_app(settings, channel), settings)
     return await start_runner(runner, settings.host, settings.port, "BATCH_HTTP_ADDRESS")

@@ -1,4 +1,8 @@
-"""The gRPC backend the gateway calls: one channel, its stubs, and per-call options."""
+"""The BatchService the gateway calls: one channel, its stubs, and per-call options.
+
+The channel is gRPC's to `BATCH_GRPC_TARGET`, or one the composition root hands over
+(the all-in-one `batchd` gives an in-process one): the gateway knows only the stubs.
+"""
 
 from __future__ import annotations
 
@@ -77,6 +81,12 @@ CHANNEL_OPTIONS = [
 ]
 
 
+def backend_of(channel: grpc.aio.Channel, timeout: float) -> Backend:
+    return Backend(
+        batch_pb2_grpc.BatchServiceStub(channel), health_pb2_grpc.HealthStub(channel), timeout
+    )
+
+
 async def grpc_backend(app: web.Application) -> AsyncIterator[None]:
     """Cleanup context: the channel lives as long as the application."""
     settings = app[SETTINGS_KEY]
@@ -85,9 +95,5 @@ async def grpc_backend(app: web.Application) -> AsyncIterator[None]:
         options=CHANNEL_OPTIONS,
         interceptors=tracing.grpc_client_interceptors(),
     ) as channel:
-        app[BACKEND_KEY] = Backend(
-            batch_pb2_grpc.BatchServiceStub(channel),
-            health_pb2_grpc.HealthStub(channel),
-            settings.rpc_timeout,
-        )
+        app[BACKEND_KEY] = backend_of(channel, settings.rpc_timeout)
         yield

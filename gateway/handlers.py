@@ -14,7 +14,7 @@ from grpc_health.v1 import health_pb2
 from batchd.rest_objects import JSONObject, batch_object, list_object, operation_object
 from batchd.v1 import batch_pb2
 from batchd.vocabulary import BATCH_STATUSES, OPERATION_STATUSES, SERVICE_NAME
-from gateway import params
+from gateway import conditional, params
 from gateway.backend import BACKEND_KEY, batch_service, call_options
 from gateway.batch_body import create_request
 from gateway.errors import unavailable
@@ -72,7 +72,9 @@ class Listing:
 
     def response(self, request: web.Request, data: list[JSONObject], total: int) -> web.Response:
         page = self.page
-        return web.json_response(list_object(data, total, page.limit, page.page, request.path))
+        return conditional.json_response(
+            request, list_object(data, total, page.limit, page.page, request.path)
+        )
 
 
 def listing(
@@ -103,7 +105,7 @@ async def get_batch(request: web.Request) -> web.Response:
     expand = params.expansions(request.query, BATCH_EXPANDS)
     call = batch_pb2.GetBatchRequest(id=request.match_info["id"], view=_view(expand))
     reply = await batch_service(request).GetBatch(call, **call_options(request))
-    return web.json_response(batch_object(reply.batch, bool(expand)))
+    return conditional.json_response(request, batch_object(reply.batch, bool(expand)))
 
 
 async def list_operations(request: web.Request) -> web.Response:
@@ -125,7 +127,9 @@ async def get_operation(request: web.Request) -> web.Response:
     reply = await batch_service(request).GetBatchOperation(call, **call_options(request))
     operation = reply.batch_operation
     batches = await _batches_by_id(request, {operation.batch_id}) if expand else {}
-    return web.json_response(operation_object(operation, batches.get(operation.batch_id)))
+    return conditional.json_response(
+        request, operation_object(operation, batches.get(operation.batch_id))
+    )
 
 
 async def _batches_by_id(request: web.Request, ids: set[str]) -> dict[str, JSONObject]:

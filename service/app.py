@@ -8,7 +8,6 @@ import signal
 from dataclasses import dataclass
 
 import grpc
-from grpc_health.v1._async import HealthServicer
 from sqlalchemy.exc import DBAPIError
 
 from batchd.config import ConfigError
@@ -20,7 +19,7 @@ from service.engine.urls import Upstream
 from service.health import HealthMonitor
 from service.migrate import prepare_schema
 from service.rate_limit import CreateRateLimiter
-from service.server import build_server, set_serving
+from service.server import Services, build_server, set_serving
 from service.servicer import BatchServicer
 from service.settings import ServiceSettings
 from service.signals import Signals
@@ -45,7 +44,7 @@ class Service:
     database: Database
     engine: Engine
     server: grpc.aio.Server
-    health: HealthServicer
+    services: Services
     health_monitor: HealthMonitor
 
     @classmethod
@@ -68,10 +67,9 @@ class Service:
             CreateRateLimiter(settings.create_rate, settings.create_burst),
             WatchLimits(settings.max_watches_per_tenant, settings.max_watches),
         )
-        server, health_servicer = build_server(
-            servicer, settings.grpc_address, settings.max_watches
-        )
-        health = HealthMonitor(database, health_servicer)
+        services = Services.of(servicer)
+        server = build_server(services, settings.grpc_address, settings.max_watches)
+        health = HealthMonitor(database, services.health)
         engine = Engine(
             database, settings, sealer, upstream, signals, extra_side_tasks={"health": health.run}
         )
@@ -79,16 +77,16 @@ class Service:
         # then makes its exit status say so.
         await engine.start(on_death=lambda: signal.raise_signal(signal.SIGTERM))
         await server.start()
-        await set_serving(health_servicer, True)
+        await set_serving(services.health, True)
         log.info("gRPC server listening on %s", settings.grpc_address)
-        return cls(settings, database, engine, server, health_servicer, health)
+        return cls(settings, database, engine, server, services, health)
 
     async def stop(self) -> None:
         """Drains: claims and sends nothing new, refuses new calls, and lets calls and
         in-flight work finish together within the one grace period."""
         self.engine.stop_claiming()
         self.health_monitor.stop()
-        await set_serving(self.health, False)
+        await set_serving(self.services.health, False)
         grace = self.settings.shutdown_grace
         await asyncio.gather(self.server.stop(grace=min(5.0, grace)), self.engine.stop(grace=grace))
         await self.database.dispose()

@@ -4,21 +4,45 @@ from __future__ import annotations
 
 from typing import Any
 
-from google.protobuf import timestamp_pb2
+from google.protobuf import struct_pb2, timestamp_pb2
 
-from batchd.json_values import to_struct, to_value
+from batchd.json_values import to_value
 from batchd.v1 import batch_pb2
 from batchd.vocabulary import BATCH_STATUSES, HTTP_METHODS, OPERATION_STATUSES
 from service.models import FINISHED_BATCH_STATUSES
 
 
 def timestamp(unix_seconds: float) -> timestamp_pb2.Timestamp:
-    return timestamp_pb2.Timestamp(
-        seconds=int(unix_seconds), nanos=int((unix_seconds % 1) * 1_000_000_000)
-    )
+    message = timestamp_pb2.Timestamp()
+    set_time(message, unix_seconds)
+    return message
+
+
+def set_time(field: timestamp_pb2.Timestamp, unix_seconds: float) -> None:
+    """Fills a message's Timestamp field in place: a new Timestamp passed to the
+    constructor would be built, then copied."""
+    field.seconds = int(unix_seconds)
+    field.nanos = int((unix_seconds % 1) * 1_000_000_000)
+
+
+def set_json(field: struct_pb2.Value, data: Any) -> None:
+    """Fills a message's Value field as to_value() builds it; an object (most bodies) in
+    place, as a copy of to_value()'s tree would cost a fifth more."""
+    if isinstance(data, dict):
+        field.SetInParent()
+        field.struct_value.update(data)
+    else:
+        field.CopyFrom(to_value(data))
+
+
+def set_struct(field: struct_pb2.Struct, data: dict[str, Any]) -> None:
+    """Fills a message's Struct field in place; present even when `data` is empty."""
+    field.SetInParent()
+    field.update(data)
 
 
 def operation_message(row: Any) -> batch_pb2.BatchOperation:
+    # Read on every GetBatchOperation: each field is set in place, nothing copied.
     message = batch_pb2.BatchOperation(
         id=row.id,
         batch_id=row.batch_id,
@@ -27,36 +51,36 @@ def operation_message(row: Any) -> batch_pb2.BatchOperation:
         status=OPERATION_STATUSES[row.status],
         attempts=row.attempts,
         position=row.position,
-        create_time=timestamp(row.created_at),
-        update_time=timestamp(row.updated_at),
     )
+    set_time(message.create_time, row.created_at)
+    set_time(message.update_time, row.updated_at)
     if row.query_params is not None:
-        message.query_params.CopyFrom(to_struct(row.query_params))
+        set_struct(message.query_params, row.query_params)
     if row.body is not None:
-        message.body.CopyFrom(to_struct(row.body))
+        set_struct(message.body, row.body)
     if row.response_status is not None:
         message.response_status = row.response_status
-        message.response_body.CopyFrom(to_value(row.response_body))
+        set_json(message.response_body, row.response_body)
     if row.failure_reason is not None:
         message.failure_reason = row.failure_reason
     return message
 
 
 def batch_message(row: Any) -> batch_pb2.Batch:
-    return batch_pb2.Batch(
+    message = batch_pb2.Batch(
         id=row.id,
         status=BATCH_STATUSES[row.status],
         batch_operations_count=row.operations_count,
         finished_batch_operations_count=row.finished_count,
-        create_time=timestamp(row.created_at),
-        update_time=timestamp(row.updated_at),
-        execution_options=batch_pb2.ExecutionOptions(
-            sequential=row.sequential,
-            stop_on_failure=row.stop_on_failure,
-            max_concurrency=row.max_concurrency,
-        ),
         retry_of=row.retry_of or "",
     )
+    set_time(message.create_time, row.created_at)
+    set_time(message.update_time, row.updated_at)
+    options = message.execution_options
+    options.sequential = row.sequential
+    options.stop_on_failure = row.stop_on_failure
+    options.max_concurrency = row.max_concurrency
+    return message
 
 
 def held_back_until(row: Any, pauses: dict[str, float]) -> float | None:
@@ -69,9 +93,7 @@ def held_back_until(row: Any, pauses: dict[str, float]) -> float | None:
 def hold_back(message: batch_pb2.Batch, until: float | None) -> batch_pb2.Batch:
     """The message, saying that its batch is held back by an upstream pause, while it is."""
     if until is not None:
-        message.held_back.CopyFrom(
-            batch_pb2.HeldBack(
-                reason=batch_pb2.HeldBack.REASON_UPSTREAM_PAUSE, until=timestamp(until)
-            )
-        )
+        held = message.held_back
+        held.reason = batch_pb2.HeldBack.REASON_UPSTREAM_PAUSE
+        set_time(held.until, until)
     return message

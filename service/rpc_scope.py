@@ -19,8 +19,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import time
-import uuid
 from collections.abc import Awaitable, Callable
 from contextvars import ContextVar
 from typing import TYPE_CHECKING, Any, NoReturn, TypeAlias
@@ -160,6 +160,12 @@ async def _write(context: Context, message: Any) -> None:
         raise asyncio.CancelledError from None
 
 
+def fresh_request_id() -> str:
+    """32 random hex digits, as uuid4().hex reads, for a fifth of its cost: most gRPC
+    callers send no id, so every such call makes one."""
+    return os.urandom(16).hex()
+
+
 class _Scope:
     """One RPC: its request id and caller, how it ended, and how long it took."""
 
@@ -172,7 +178,7 @@ class _Scope:
         # is reset (a stream's generator may be closed from another task, where a reset
         # would fail).
         request_id = metadata_value(context, REQUEST_ID_METADATA)
-        REQUEST_ID.set(clean_request_id(request_id) or uuid.uuid4().hex)
+        REQUEST_ID.set(clean_request_id(request_id) or fresh_request_id())
 
     def authenticate(self, tenants: Tenants) -> None:
         _CALLER.set(tenants.authenticate(self.context))

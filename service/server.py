@@ -13,6 +13,9 @@ connections are pinged so that dead peers' are closed.
 from __future__ import annotations
 
 import socket
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
@@ -24,6 +27,7 @@ from batchd.config import ConfigError, host_port
 from batchd.messages import MESSAGE_SIZE_OPTIONS
 from batchd.v1 import batch_pb2_grpc
 from batchd.vocabulary import SERVICE_NAME
+from service.in_process import InProcessChannel, Registration
 from service.rpc_scope import RpcScopeInterceptor
 from service.servicer import BatchServicer
 
@@ -50,16 +54,37 @@ def abuse_limits(max_watches: int) -> list[tuple[str, int]]:
     ]
 
 
-def build_server(
-    servicer: BatchServicer, address: str, max_watches: int
-) -> tuple[grpc.aio.Server, HealthServicer]:
+@dataclass(frozen=True)
+class Services:
+    """What the gRPC server and the in-process channel both serve, and how."""
+
+    batches: BatchServicer
+    health: HealthServicer
+    interceptors: tuple[Any, ...]
+
+    @classmethod
+    def of(cls, servicer: BatchServicer) -> Services:
+        # The first interceptor is the outermost: tracing's span runs inside the RPC scope.
+        interceptors = (RpcScopeInterceptor(servicer.tenants), *tracing.grpc_server_interceptors())
+        return cls(servicer, HealthServicer(), interceptors)
+
+    def registrations(self) -> list[Registration]:
+        return [
+            (batch_pb2_grpc.add_BatchServiceServicer_to_server, self.batches),
+            (health_pb2_grpc.add_HealthServicer_to_server, self.health),
+        ]
+
+    def in_process_channel(self, client_interceptors: Sequence[Any] = ()) -> InProcessChannel:
+        """A channel to these services with no socket: for the all-in-one gateway, with
+        the client interceptors its gRPC channel would have."""
+        return InProcessChannel(self.registrations(), self.interceptors, client_interceptors)
+
+
+def build_server(services: Services, address: str, max_watches: int) -> grpc.aio.Server:
     options = [*MESSAGE_SIZE_OPTIONS, ("grpc.so_reuseport", 0), *abuse_limits(max_watches)]
-    # The first interceptor is the outermost: tracing's span runs inside the RPC scope.
-    interceptors = [RpcScopeInterceptor(servicer.tenants), *tracing.grpc_server_interceptors()]
-    server = grpc.aio.server(interceptors=interceptors, options=options)
-    batch_pb2_grpc.add_BatchServiceServicer_to_server(servicer, server)
-    health_servicer = HealthServicer()
-    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    server = grpc.aio.server(interceptors=services.interceptors, options=options)
+    for add_to_server, servicer in services.registrations():
+        add_to_server(servicer, server)
     reflection.enable_server_reflection(
         (SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), server
     )
@@ -71,7 +96,7 @@ def build_server(
             reason = "grpc could not bind it"
     if reason is not None:
         raise OSError(f"cannot listen on {GRPC_ADDRESS_SETTING}={address}: {reason}")
-    return server, health_servicer
+    return server
 
 
 def _bind_refused(address: str) -> str | None:

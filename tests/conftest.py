@@ -3,6 +3,10 @@
 Every test that uses `database_url` runs twice: on a SQLite file and on the
 machine's PostgreSQL. Without PostgreSQL the second run is skipped, saying why;
 under CI=true it fails instead, so CI can never pass without it.
+
+A module marked `both_gateways` runs its `shared_stack` tests once more for each
+gateway: `python -m gateway` calling the service over gRPC, and the all-in-one
+`batchd` whose gateway calls the service in-process.
 """
 
 from __future__ import annotations
@@ -23,8 +27,10 @@ from tests.processes import (
     API_TOKENS,
     TOKEN,
     Process,
+    free_port,
     gateway_env,
     service_env,
+    start_batchd,
     start_gateway,
     start_service,
 )
@@ -136,6 +142,23 @@ async def http(gateway: tuple[Process, str]) -> AsyncIterator[aiohttp.ClientSess
         yield session
 
 
+GATEWAY_MODES = ("grpc", "in_process")
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    if metafunc.definition.get_closest_marker("both_gateways") is None:
+        return
+    if "gateway_mode" in metafunc.fixturenames:
+        metafunc.parametrize("gateway_mode", GATEWAY_MODES, indirect=True, scope="module")
+
+
+@pytest.fixture(scope="module")
+def gateway_mode(request: pytest.FixtureRequest) -> str:
+    """How the shared stack's gateway calls the service: over gRPC unless parametrized."""
+    mode: str = getattr(request, "param", "grpc")
+    return mode
+
+
 @pytest.fixture(scope="module", params=["sqlite", "postgresql"])
 def shared_database_url(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
@@ -157,9 +180,9 @@ async def module_postgres_url(
 
 @pytest.fixture(scope="module")
 async def shared_stack(
-    shared_database_url: str, tmp_path_factory: pytest.TempPathFactory
+    shared_database_url: str, gateway_mode: str, tmp_path_factory: pytest.TempPathFactory
 ) -> AsyncIterator[SharedStack]:
-    """A service and gateway shared by a module's tests."""
+    """A service and gateway shared by a module's tests: two processes, or one `batchd`."""
     directory = tmp_path_factory.mktemp("shared")
     async with running_upstream() as (upstream_url, _):
         env = service_env(
@@ -167,6 +190,17 @@ async def shared_stack(
             upstream_url,
             BATCH_API_TOKENS=f"{API_TOKENS},{SHARED_API_TOKENS}",
         )
+        if gateway_mode == "in_process":
+            batchd_env = {
+                **env,
+                "BATCH_HTTP_ADDRESS": f"127.0.0.1:{free_port()}",
+                "BATCH_GRPC_TARGET": "",
+                "BATCH_DEV_MODE": "",
+            }
+            batchd, base_url = await start_batchd(batchd_env, directory)
+            yield SharedStack(base_url, env["BATCH_GRPC_ADDRESS"])
+            await batchd.stop()
+            return
         service = await start_service(env, directory / "service.log")
         gateway_process, base_url = await start_gateway(
             gateway_env(env["BATCH_GRPC_ADDRESS"]), directory / "gateway.log"

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 # The shared stack serves every test a fresh tenant, so tests can share one
 # service and gateway (started once per module) and still count only their own objects.
-SHARED_TENANTS = 500
+SHARED_TENANTS = 3000
 _tenant_numbers = itertools.count()
 
 

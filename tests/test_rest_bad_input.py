@@ -16,6 +16,8 @@ from tests.processes import Process, gateway_env, start_gateway
 from tests.rest import AUTH, assert_error, attributes, call
 from tests.shared_stack import SharedStack
 
+pytestmark = pytest.mark.both_gateways
+
 GET = {"http_method": "GET", "path": "/echo"}
 OPERATION_WITH_BODY = (
     b'{"batch": {"batch_operations": [{"http_method": "GET", "path": "/x", "body": %b}]}}'

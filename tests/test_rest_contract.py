@@ -6,6 +6,7 @@ import time
 from typing import Any
 
 import aiohttp
+import pytest
 
 from tests.rest import (
     AUTH,
@@ -18,6 +19,8 @@ from tests.rest import (
     wait_completed,
 )
 from tests.upstream import UpstreamLog
+
+pytestmark = pytest.mark.both_gateways
 
 GET_PRODUCTS = {"http_method": "GET", "path": "/echo/products"}
 

@@ -37,6 +37,8 @@ from tests.rest import (
 )
 from tests.upstream import UpstreamLog, huge_operations, running_upstream
 
+pytestmark = pytest.mark.both_gateways
+
 Upstream = tuple[str, UpstreamLog]
 UNKNOWN_ID = "4c1ec4d4-4b0f-4f4e-9a8e-000000000000"
 

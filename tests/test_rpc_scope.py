@@ -16,21 +16,12 @@ import grpc
 import pytest
 from google.rpc import error_details_pb2
 from grpc_status import rpc_status
-from sqlalchemy.ext.asyncio import create_async_engine
 
 from batchd.v1 import batch_pb2, batch_pb2_grpc
-from service.auth import Tenants
-from service.credentials import sealer_from_settings
-from service.database import Database, open_database
-from service.migrate import upgrade
-from service.rate_limit import CreateRateLimiter
-from service.server import build_server
-from service.servicer import BatchServicer
-from service.signals import Signals
-from service.validation import BatchLimits
-from service.watch import WatchLimits
+from service.server import Services, build_server
 from tests.grpc_client import bearer
 from tests.processes import Process, free_port, service_env, serving
+from tests.servicers import migrated_sqlite, servicer_of, sqlite_database
 from tests.upstream import running_upstream
 
 
@@ -136,22 +127,11 @@ async def test_a_watch_the_client_cancels_is_logged_as_canceled_and_closed(
 
 async def test_a_read_pool_with_no_connection_free_is_unavailable(tmp_path: Path) -> None:
     """The service's own server and servicer over a read pool of one connection, held."""
-    url = f"sqlite+aiosqlite:///{tmp_path / 'batchd.db'}"
-    migrated = open_database(url)
-    await upgrade(migrated)
-    await migrated.dispose()
-    database = Database(create_async_engine(url, pool_size=1, max_overflow=0, pool_timeout=0.2))
-    servicer = BatchServicer(
-        database,
-        Tenants({"token-a": "tenant-a"}),
-        sealer_from_settings("", dev_mode=True),
-        BatchLimits(10, 1 << 20, 16),
-        Signals(url),
-        CreateRateLimiter(0, 1),
-        WatchLimits(10, 10),
-    )
+    url = await migrated_sqlite(tmp_path)
+    database = sqlite_database(url, pool_size=1, max_overflow=0, pool_timeout=0.2)
+    servicer = servicer_of(database, url)
     address = f"127.0.0.1:{free_port()}"
-    server, _ = build_server(servicer, address, max_watches=10)
+    server = build_server(Services.of(servicer), address, max_watches=10)
     await server.start()
     try:
         async with grpc.aio.insecure_channel(address) as channel:
