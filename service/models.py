@@ -82,6 +82,12 @@ class Batch(SQLModel, table=True):
     correlation_id: str | None = Field(default=None, max_length=MAX_REQUEST_ID_LENGTH)
     # The batch this one retries (RetryBatch); no foreign key: it outlives that batch.
     retry_of: str | None = Field(default=None, max_length=36)
+    # The caller's metadata (string keys to string values), in the column
+    # `metadata`: SQLAlchemy's declarative classes keep that name for themselves.
+    # NULL when the batch has none.
+    labels: dict[str, str] | None = Field(
+        default=None, sa_column=Column("metadata", JsonColumn, key="labels")
+    )
     created_at: float
     updated_at: float
 
