@@ -14,6 +14,7 @@ from batchd.messages import FULL_VIEW_BUDGET_BYTES, MAX_MESSAGE_BYTES
 from batchd.v1 import batch_pb2
 from service import convert, store, validation
 from service.database import DbConnection
+from service.outcome_counts import outcome_counts
 
 # Operations read per query: memory stays bounded however large the batch.
 PAGE_SIZE = 200
@@ -43,7 +44,9 @@ class Budget:
 async def batch_messages(
     connection: DbConnection, tenant: str, rows: Sequence[Any], view: int
 ) -> list[batch_pb2.Batch]:
-    messages = [convert.batch_message(row) for row in rows]
+    """The batches, with their outcome counts, read for all of them at once."""
+    counts = await outcome_counts(connection, [row.id for row in rows])
+    messages = [convert.batch_message(row, counts[row.id]) for row in rows]
     if view == batch_pb2.BATCH_VIEW_FULL:
         budget = Budget()
         for message in messages:

@@ -41,7 +41,11 @@ def operation_message(row: Any) -> batch_pb2.BatchOperation:
     return message
 
 
-def batch_message(row: Any) -> batch_pb2.Batch:
+def batch_message(
+    row: Any, outcome_counts: batch_pb2.BatchOutcomeCounts | None = None
+) -> batch_pb2.Batch:
+    """The batch; its outcome counts as given (outcome_counts.py reads them), or
+    none yet: a batch just created has no operation that ended."""
     return batch_pb2.Batch(
         id=row.id,
         status=BATCH_STATUSES[row.status],
@@ -55,4 +59,6 @@ def batch_message(row: Any) -> batch_pb2.Batch:
             max_concurrency=row.max_concurrency,
         ),
         retry_of=row.retry_of or "",
+        metadata=row.labels or {},
+        outcome_counts=outcome_counts or batch_pb2.BatchOutcomeCounts(),
     )

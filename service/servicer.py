@@ -80,7 +80,7 @@ class BatchServicer(batch_pb2_grpc.BatchServiceServicer):
         batch_id = validation.object_id("batch", request.id)
         batch = await cancel_batch(self.database, caller, batch_id)
         self.signals.batch_canceled(batch_id)
-        return batch_pb2.CancelBatchResponse(batch=convert.batch_message(batch))
+        return batch_pb2.CancelBatchResponse(batch=batch)
 
     async def DeleteBatch(
         self, request: batch_pb2.DeleteBatchRequest, context: Context
@@ -115,10 +115,11 @@ class BatchServicer(batch_pb2_grpc.BatchServiceServicer):
         self, request: batch_pb2.GetBatchRequest, context: Context
     ) -> batch_pb2.GetBatchResponse:
         caller = current_caller()
-        row = await self._owned("batch", store.BATCH_BY_ID, request.id)
-        if request.view != batch_pb2.BATCH_VIEW_FULL:
-            return batch_pb2.GetBatchResponse(batch=convert.batch_message(row))
+        batch_id = validation.object_id("batch", request.id)
         async with self.database.read() as connection:
+            row = await store.get_batch(connection, caller.tenant, batch_id)
+            if row is None:
+                raise not_found("batch", request.id)
             [message] = await batch_messages(connection, caller.tenant, [row], request.view)
         return batch_pb2.GetBatchResponse(batch=message)
 
@@ -129,7 +130,12 @@ class BatchServicer(batch_pb2_grpc.BatchServiceServicer):
         query = validation.list_query(request, "ids", BATCH_STATUS_NAMES)
         async with self.database.read() as connection:
             rows, total = await store.list_batches(
-                connection, caller.tenant, query.ids, query.statuses, query.page
+                connection,
+                caller.tenant,
+                query.ids,
+                query.statuses,
+                query.page,
+                metadata=validation.metadata(request.metadata, "list"),
             )
             messages = await batch_messages(connection, caller.tenant, rows, request.view)
         return batch_pb2.ListBatchesResponse(batches=messages, total_size=total)

@@ -25,6 +25,7 @@ from service import convert, store
 from service.database import Database
 from service.errors import RetryLater, not_found
 from service.models import FINISHED_BATCH_STATUSES
+from service.outcome_counts import outcome_counts
 from service.signals import Signals
 from service.waiting import POLL_SECONDS
 
@@ -70,9 +71,10 @@ class WatchFeed:
         with self._slot(tenant):
             async with self.database.read() as connection:
                 batch = await store.get_batch(connection, tenant, batch_id)
-            if batch is None:
-                raise not_found("batch", batch_id)
-            yield Event(batch=convert.batch_message(batch))
+                if batch is None:
+                    raise not_found("batch", batch_id)
+                counts = await outcome_counts(connection, [batch_id])
+            yield Event(batch=convert.batch_message(batch, counts[batch_id]))
             if batch.status in FINISHED_BATCH_STATUSES:
                 return
             watcher = _Watcher(batch_id, batch.updated_at, batch.status)
@@ -126,8 +128,12 @@ class WatchFeed:
             since = since_by_batch.get(watcher.batch_id, watcher.since)
             since_by_batch[watcher.batch_id] = min(since, watcher.since)
         batch_ids = list(since_by_batch)
+        seen: dict[str, set[str]] = {batch_id: set() for batch_id in batch_ids}
+        for watcher in watchers:
+            seen[watcher.batch_id].add(watcher.status)
         batches: dict[str, Any] = {}
         finished: dict[str, list[Any]] = {batch_id: [] for batch_id in batch_ids}
+        counts: dict[str, batch_pb2.BatchOutcomeCounts] = {}
         async with self.database.read() as connection:
             for start in range(0, len(batch_ids), BATCHES_PER_READ):
                 chunk = batch_ids[start : start + BATCHES_PER_READ]
@@ -135,7 +141,16 @@ class WatchFeed:
                 cursors = {batch_id: since_by_batch[batch_id] for batch_id in chunk}
                 for row in await store.finished_operations_of(connection, cursors):
                     finished[row.batch_id].append(row)
-        events = _SharedEvents()
+                # Events come of finished operations or a new status (_deliver):
+                # only batches with either are counted.
+                changed = [
+                    batch_id
+                    for batch_id in chunk
+                    if batch_id in batches
+                    and (finished[batch_id] or {batches[batch_id].status} != seen[batch_id])
+                ]
+                counts.update(await outcome_counts(connection, changed))
+        events = _SharedEvents(counts)
         for watcher in watchers:
             _deliver(watcher, batches.get(watcher.batch_id), finished[watcher.batch_id], events)
             if watcher.status in FINISHED_BATCH_STATUSES or watcher.batch_id not in batches:
@@ -165,7 +180,8 @@ def _deliver(watcher: _Watcher, batch: Any, finished: list[Any], events: _Shared
 class _SharedEvents:
     """The events of one read, each built once for all the batch's watchers."""
 
-    def __init__(self) -> None:
+    def __init__(self, counts: dict[str, batch_pb2.BatchOutcomeCounts]) -> None:
+        self._counts = counts
         self._batches: dict[str, batch_pb2.Batch] = {}
         self._events: dict[tuple[str, str], Event] = {}
 
@@ -179,7 +195,7 @@ class _SharedEvents:
         key = (batch.id, "" if operation is None else operation.id)
         if key not in self._events:
             if batch.id not in self._batches:
-                self._batches[batch.id] = convert.batch_message(batch)
+                self._batches[batch.id] = convert.batch_message(batch, self._counts.get(batch.id))
             message = Event(batch=self._batches[batch.id])
             if operation is not None:
                 message.batch_operation.CopyFrom(convert.operation_message(operation))
