@@ -10,6 +10,7 @@ from batchd.sites import start_runner
 from gateway import handlers, observability
 from gateway.backend import grpc_backend
 from gateway.batch_events import STOPPING_KEY, batch_events, end_event_streams
+from gateway.batch_results import batch_results
 from gateway.connections import GatewayRunner
 from gateway.middleware import contract_errors
 from gateway.openapi import load_document, openapi_document
@@ -36,6 +37,7 @@ def create_app(settings: GatewaySettings) -> web.Application:
             web.delete("/v1/batches/{id}", handlers.delete_batch),
             web.post("/v1/batches/{id}/retry", handlers.retry_batch),
             web.get("/v1/batches/{id}/events", batch_events),
+            web.get("/v1/batches/{id}/results", batch_results),
             web.get("/v1/batch_operations", handlers.list_operations),
             web.get("/v1/batch_operations/{id}", handlers.get_operation),
             web.get("/healthz", handlers.healthz),

@@ -16,6 +16,7 @@ from service.batch_view import Budget, batch_messages, operations_reply
 from service.credentials import Sealer
 from service.database import Database
 from service.errors import not_found
+from service.export import export_pages
 from service.lifecycle import delete_batch, retry_batch
 from service.rate_limit import CreateRateLimiter
 from service.rpc_scope import Context, current_caller
@@ -110,6 +111,19 @@ class BatchServicer(batch_pb2_grpc.BatchServiceServicer):
                 yield event
         finally:
             metrics.WATCH_STREAMS.dec()
+
+    async def ExportBatchOperations(
+        self, request: batch_pb2.ExportBatchOperationsRequest, context: Context
+    ) -> AsyncIterator[batch_pb2.ExportBatchOperationsResponse]:
+        caller = current_caller()
+        batch_id = validation.object_id("batch", request.id)
+        statuses = validation.enum_names(request.statuses, OPERATION_STATUS_NAMES, "statuses")
+        metrics.EXPORT_STREAMS.inc()
+        try:
+            async for page in export_pages(self.database, caller.tenant, batch_id, statuses):
+                yield page
+        finally:
+            metrics.EXPORT_STREAMS.dec()
 
     async def GetBatch(
         self, request: batch_pb2.GetBatchRequest, context: Context
