@@ -16,12 +16,16 @@ from google.protobuf.message import Message
 from rich.table import Table
 from rich.text import Text
 
-from batchctl.outcome import batch_status_name, operation_status_name, succeeded, tally
+from batchctl.outcome import batch_status_name, operation_status_name, succeeded
 from batchd.json_values import as_exact
+from batchd.rest_objects import operation_object
 from batchd.v1 import batch_pb2
 from batchd.vocabulary import METHOD_NAMES
 
-_OUTCOME_ORDER = ("succeeded", "non_2xx", "failed", "timed_out", "canceled")
+# The statuses' own names, as `--status` takes them: a completed operation got a
+# response, whatever its class ("completed with 4xx"); failed means no response.
+_ENDED = ("failed", "timed_out", "canceled")
+_CLASSES = ("2xx", "3xx", "4xx", "5xx")
 
 
 def json_line(message: Message) -> None:
@@ -47,6 +51,12 @@ def _whole_numbers(data: Any) -> Any:
     return data
 
 
+def operation_line(operation: batch_pb2.BatchOperation) -> str:
+    """One operation as the REST contract's batch_operation JSON, on one line: what
+    `GET /v1/batches/{id}/results` exports."""
+    return json.dumps(operation_object(operation), separators=(",", ":")) + "\n"
+
+
 def batch_line(batch: batch_pb2.Batch) -> str:
     return (
         f"{batch.id}  {batch_status_name(batch.status)}  "
@@ -54,19 +64,35 @@ def batch_line(batch: batch_pb2.Batch) -> str:
     )
 
 
+def outcomes(batch: batch_pb2.Batch) -> Text:
+    """`7 completed (5 with 2xx, 2 with 4xx), 1 failed, 2 unfinished`: the batch's
+    outcome counts, those that are not zero."""
+    counts = batch.outcome_counts
+    parts: list[tuple[str, str]] = []
+    if counts.completed:
+        classes = {name: getattr(counts, f"responses_{name}") for name in _CLASSES}
+        shown = ", ".join(f"{n} with {name}" for name, n in classes.items() if n)
+        style = "green" if classes["2xx"] == counts.completed else "red"
+        parts.append((f"{counts.completed} completed ({shown})", style))
+    for name in _ENDED:
+        if number := getattr(counts, name):
+            parts.append((f"{number} {name}", "red"))
+    if unfinished := batch.batch_operations_count - batch.finished_batch_operations_count:
+        parts.append((f"{unfinished} unfinished", ""))
+    text = Text()
+    for index, (part, style) in enumerate(parts):
+        text.append(", " if index else "")
+        text.append(part, style=style)
+    return text
+
+
 def summary(batch: batch_pb2.Batch) -> Text:
-    """`Batch <id> completed: 10 operations, 9 succeeded, 1 non_2xx`."""
-    counts = tally(batch.batch_operations)
-    ordered = [name for name in _OUTCOME_ORDER if counts[name]]
-    ordered += sorted(name for name in counts if name not in _OUTCOME_ORDER)
+    """`Batch <id> completed: 10 operations: 9 completed (8 with 2xx, 1 with 4xx), 1 failed`."""
     text = Text(
         f"Batch {batch.id} {batch_status_name(batch.status)}: "
-        f"{len(batch.batch_operations)} operations"
+        f"{batch.batch_operations_count} operations: "
     )
-    for name in ordered:
-        text.append(", ")
-        text.append(f"{counts[name]} {name}", style="green" if name == "succeeded" else "red")
-    return text
+    return text.append_text(outcomes(batch))
 
 
 def operations_table(operations: Sequence[batch_pb2.BatchOperation]) -> Table:
@@ -87,12 +113,13 @@ def operations_table(operations: Sequence[batch_pb2.BatchOperation]) -> Table:
 
 
 def batches_table(batches: Sequence[batch_pb2.Batch]) -> Table:
-    table = _table("id", "status", "finished", "created (UTC)")
+    table = _table("id", "status", "finished", "outcomes", "created (UTC)")
     for batch in batches:
         table.add_row(
             batch.id,
             batch_status_name(batch.status),
             f"{batch.finished_batch_operations_count}/{batch.batch_operations_count}",
+            outcomes(batch),
             batch.create_time.ToDatetime().strftime("%Y-%m-%d %H:%M:%S"),
         )
     return table
