@@ -31,7 +31,7 @@ _STATUS_FIELDS = {
 }
 _CLASS_FIELDS = {2: "responses_2xx", 3: "responses_3xx", 4: "responses_4xx", 5: "responses_5xx"}
 
-_OUTCOMES = (
+OUTCOMES = (
     select(
         operations.c.batch_id,
         operations.c.status,
@@ -51,7 +51,7 @@ async def outcome_counts(
     unique = sorted(counts)
     for start in range(0, len(unique), BATCHES_PER_READ):
         chunk = unique[start : start + BATCHES_PER_READ]
-        rows = await connection.execute(_OUTCOMES, {"batch_ids": chunk})
+        rows = await connection.execute(OUTCOMES, {"batch_ids": chunk})
         for batch_id, status, response_status, count in rows:
             _add(counts[batch_id], status, response_status, count)
     return counts

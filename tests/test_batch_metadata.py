@@ -57,6 +57,7 @@ async def test_metadata_round_trips_over_rest_on_every_representation(
 
 
 async def test_a_batch_without_metadata_shows_an_empty_object(api: aiohttp.ClientSession) -> None:
+    sent: dict[str, str] | None
     for sent in (None, {}):
         created = await create(api, sent)
         assert created["metadata"] == {}

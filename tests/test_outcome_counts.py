@@ -8,9 +8,13 @@ from pathlib import Path
 
 import aiohttp
 from google.protobuf import json_format
+from sqlalchemy.dialects import sqlite
 
 from batchd.v1 import batch_pb2, batch_pb2_grpc
 from batchd.vocabulary import OPERATION_STATUS_NAMES
+from service.database import open_database
+from service.migrate import upgrade
+from service.outcome_counts import OUTCOMES
 from tests.grpc_client import (
     GET,
     POST,
@@ -21,6 +25,7 @@ from tests.grpc_client import (
 )
 from tests.processes import gateway_env, service_env, serving, start_gateway
 from tests.rest import AUTH, assert_batch, assert_error, call
+from tests.statements import with_values
 from tests.upstream import UpstreamLog
 
 Counts = dict[str, int]
@@ -64,7 +69,8 @@ async def create(
 ) -> batch_pb2.Batch:
     batch = batch_pb2.Batch(batch_operations=operations, execution_options=options)
     reply = await stub.CreateBatch(batch_pb2.CreateBatchRequest(batch=batch), metadata=bearer())
-    return reply.batch
+    created: batch_pb2.Batch = reply.batch
+    return created
 
 
 async def test_outcome_counts_match_the_operations_on_grpc_and_rest(
@@ -182,3 +188,25 @@ async def test_cancel_and_watch_replies_carry_counts_that_add_up(
         # The JSON a gRPC client sees names the counts as the proto does.
         shown = json_format.MessageToDict(ended, preserving_proto_field_name=True)
         assert set(shown["outcome_counts"]) <= set(FIELDS)
+
+
+async def test_on_sqlite_the_counts_read_only_the_covering_index(tmp_path: Path) -> None:
+    """Never the rows, whose stored responses can be megabytes each."""
+    database = open_database(f"sqlite+aiosqlite:///{tmp_path / 'plans.db'}")
+    try:
+        await upgrade(database)
+        statement = with_values(OUTCOMES, batch_ids=["a", "b"]).compile(
+            dialect=sqlite.dialect(), compile_kwargs={"literal_binds": True}
+        )
+        async with database.read() as connection:
+            sql = str(statement)
+            assert "'a', 'b'" in sql
+            plan = await connection.exec_driver_sql(f"EXPLAIN QUERY PLAN {sql}")
+            # EXPLAIN QUERY PLAN rows: id, parent, notused, detail.
+            steps = [str(row[-1]) for row in plan]
+    finally:
+        await database.dispose()
+    assert steps == [
+        "SEARCH batch_operations USING COVERING INDEX ix_operations_batch_outcomes "
+        "(batch_id=? AND status=?)"
+    ], steps
