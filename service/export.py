@@ -25,10 +25,11 @@ from service.store import operations
 
 # Operations read per query: a few stored responses (each up to a few MiB) at a time.
 ROWS_PER_READ = 8
-# A page carries at most this many operations, and stops growing past PAGE_BUDGET_BYTES;
-# an operation larger than the budget goes in a page of its own (each fits in a message).
+# A page carries at most this many operations, and stops growing past PAGE_BUDGET_BYTES,
+# well under gRPC's default 4 MiB receive limit, so that any client (grpcurl too) reads
+# every page except one holding a single larger operation (each fits in a message).
 OPERATIONS_PER_PAGE = 100
-PAGE_BUDGET_BYTES = 4 * 1024 * 1024
+PAGE_BUDGET_BYTES = 1024 * 1024
 
 
 async def export_pages(

@@ -17,6 +17,7 @@ import grpc
 import pytest
 
 from batchd.v1 import batch_pb2, batch_pb2_grpc
+from service.export import PAGE_BUDGET_BYTES
 from tests.grpc_client import GET, POST, bearer, operation, wait_completed, wait_finished_at_least
 from tests.processes import (
     Process,
@@ -162,6 +163,34 @@ async def test_grpc_streams_bounded_pages_in_submitted_order(
         ):
             pass
     assert raised.value.code() == grpc.StatusCode.NOT_FOUND
+
+
+async def test_pages_of_large_responses_stay_within_the_page_budget(
+    shared_stub: batch_pb2_grpc.BatchServiceStub,
+) -> None:
+    """Read with gRPC's default 4 MiB receive limit, as most clients are."""
+    token = fresh_token()
+    operations = [
+        operation(GET, "/huge", query_params={"bytes": 300_000, "n": n}) for n in range(12)
+    ]
+    created = await shared_stub.CreateBatch(
+        batch_pb2.CreateBatchRequest(batch=batch_pb2.Batch(batch_operations=operations)),
+        metadata=bearer(token),
+    )
+    get = batch_pb2.GetBatchRequest(id=created.batch.id)
+    while (await shared_stub.GetBatch(get, metadata=bearer(token))).batch.status != (
+        batch_pb2.BATCH_STATUS_COMPLETED
+    ):
+        await asyncio.sleep(0.05)
+    request = batch_pb2.ExportBatchOperationsRequest(id=created.batch.id)
+    pages = [
+        page async for page in shared_stub.ExportBatchOperations(request, metadata=bearer(token))
+    ]
+    # About 300 KB each: three to a 1 MiB page, never all twelve in one message.
+    assert [len(page.batch_operations) for page in pages] == [3, 3, 3, 3]
+    assert all(page.ByteSize() <= PAGE_BUDGET_BYTES for page in pages)
+    positions = [op.position for page in pages for op in page.batch_operations]
+    assert positions == list(range(12))
 
 
 # --- a large batch, on a service of its own --------------------------------------------
