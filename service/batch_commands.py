@@ -24,7 +24,7 @@ from service.database import Database, DbConnection
 from service.errors import ApiError, not_found
 from service.idempotency_keys import IDEMPOTENCY_KEY_TTL_SECONDS
 from service.models import FINISHED_BATCH_STATUSES, Batch, BatchOperation, new_row
-from service.outcome_counts import outcome_counts
+from service.outcome_counts import batches_with_counts
 
 
 @dataclass(frozen=True)
@@ -236,7 +236,5 @@ async def cancel_batch(database: Database, caller: Caller, batch_id: str) -> bat
                 f"Batch {batch_id} has already finished ({batch.status}) and cannot be canceled",
             )
         await batch_progress.cancel(connection, batch_id, now)
-        canceled = await store.get_batch(connection, caller.tenant, batch_id)
-        assert canceled is not None
-        counts = await outcome_counts(connection, [batch_id])
-    return convert.batch_message(canceled, counts[batch_id])
+        canceled = await batches_with_counts(connection, [batch_id], caller.tenant)
+    return convert.batch_message(*canceled[batch_id])

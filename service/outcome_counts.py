@@ -1,68 +1,87 @@
 """How a batch's operations ended: by status, and the completed ones by response class.
 
-Read when a batch is shown, in one grouped statement for every batch of a reply
-(a list page of 100 batches: one statement, not 100), rather than kept as
-counters: the statuses change in claims, results, cancels, stops and lease
-recovery, and counters would have to move in each of those transactions, while
-this read cannot disagree with the operations it counts. The statement reads
-the operations' (batch_id, status) index and each finished operation's
-response status, nothing of its bodies.
+Read with the batch itself, in one statement for every batch of a reply (a list page of
+100 batches: one statement, not 100): the batch rows joined to their operations'
+counts. One statement sees one snapshot, on SQLite's autocommit readers and under
+PostgreSQL's READ COMMITTED alike, so the counts always add up to the row's
+finished_batch_operations_count; two statements would let operations that finish in
+between show in one and not the other.
+
+They are read rather than kept as counters: the statuses change in claims, results,
+cancels, stops and lease recovery, and counters would have to move in each of those
+transactions, while this read cannot disagree with the operations it counts. It reads
+the index (batch_id, status, response_status) alone (migration 0007), never the rows
+with their stored responses.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import ColumnElement, and_, bindparam, case, func, select
 
 from batchd.v1 import batch_pb2
 from service.batch_progress import BATCH_IDS
 from service.database import DbConnection
 from service.models import TERMINAL_STATUSES, OperationStatus
-from service.store import operations
+from service.store import batches, operations
 
 # Batches per statement: well within every database's limit of bound variables.
 BATCHES_PER_READ = 500
-_STATUS_FIELDS = {
-    OperationStatus.COMPLETED: "completed",
-    OperationStatus.FAILED: "failed",
-    OperationStatus.TIMED_OUT: "timed_out",
-    OperationStatus.CANCELED: "canceled",
-}
-_CLASS_FIELDS = {2: "responses_2xx", 3: "responses_3xx", 4: "responses_4xx", 5: "responses_5xx"}
+FIELDS = [field.name for field in batch_pb2.BatchOutcomeCounts.DESCRIPTOR.fields]
+_status, _response = operations.c.status, operations.c.response_status
 
-OUTCOMES = (
+
+def _completed_with(hundred: int) -> ColumnElement[bool]:
+    return and_(
+        _status == OperationStatus.COMPLETED,
+        _response >= hundred * 100,
+        _response < hundred * 100 + 100,
+    )
+
+
+_CONDITIONS: dict[str, ColumnElement[bool]] = {
+    "completed": _status == OperationStatus.COMPLETED,
+    "failed": _status == OperationStatus.FAILED,
+    "timed_out": _status == OperationStatus.TIMED_OUT,
+    "canceled": _status == OperationStatus.CANCELED,
+    **{f"responses_{n}xx": _completed_with(n) for n in (2, 3, 4, 5)},
+}
+assert list(_CONDITIONS) == FIELDS
+# The counts of the batches in BATCH_IDS, one row per batch that has any.
+COUNTS = (
     select(
         operations.c.batch_id,
-        operations.c.status,
-        operations.c.response_status,
-        func.count().label("count"),
+        *(
+            func.sum(case((condition, 1), else_=0)).label(f"outcome_{name}")
+            for name, condition in _CONDITIONS.items()
+        ),
     )
-    .where(operations.c.batch_id.in_(BATCH_IDS), operations.c.status.in_(TERMINAL_STATUSES))
-    .group_by(operations.c.batch_id, operations.c.status, operations.c.response_status)
+    .where(operations.c.batch_id.in_(BATCH_IDS), _status.in_(TERMINAL_STATUSES))
+    .group_by(operations.c.batch_id)
+    .subquery("outcomes")
 )
+BATCHES_WITH_COUNTS = (
+    select(batches, *(COUNTS.c[f"outcome_{name}"] for name in FIELDS))
+    .outerjoin(COUNTS, COUNTS.c.batch_id == batches.c.id)
+    .where(batches.c.id.in_(BATCH_IDS))
+)
+_TENANTSBATCHES_WITH_COUNTS = BATCHES_WITH_COUNTS.where(batches.c.tenant == bindparam("tenant"))
 
 
-async def outcome_counts(
-    connection: DbConnection, batch_ids: Sequence[str]
-) -> dict[str, batch_pb2.BatchOutcomeCounts]:
-    """The counts of each of these batches (zeros for one with nothing ended)."""
-    counts = {batch_id: batch_pb2.BatchOutcomeCounts() for batch_id in batch_ids}
-    unique = sorted(counts)
+async def batches_with_counts(
+    connection: DbConnection, batch_ids: Sequence[str], tenant: str | None = None
+) -> dict[str, tuple[Any, batch_pb2.BatchOutcomeCounts]]:
+    """These batches (the tenant's only, when given) with their counts, by id."""
+    query = BATCHES_WITH_COUNTS if tenant is None else _TENANTSBATCHES_WITH_COUNTS
+    found: dict[str, tuple[Any, batch_pb2.BatchOutcomeCounts]] = {}
+    unique = sorted(set(batch_ids))
     for start in range(0, len(unique), BATCHES_PER_READ):
-        chunk = unique[start : start + BATCHES_PER_READ]
-        rows = await connection.execute(OUTCOMES, {"batch_ids": chunk})
-        for batch_id, status, response_status, count in rows:
-            _add(counts[batch_id], status, response_status, count)
-    return counts
-
-
-def _add(
-    counts: batch_pb2.BatchOutcomeCounts, status: str, response_status: int | None, count: int
-) -> None:
-    name = _STATUS_FIELDS[OperationStatus(status)]
-    setattr(counts, name, getattr(counts, name) + count)
-    # Only a completed operation got a response; a 1xx never ends one.
-    response_class = _CLASS_FIELDS.get((response_status or 0) // 100)
-    if status == OperationStatus.COMPLETED and response_class is not None:
-        setattr(counts, response_class, getattr(counts, response_class) + count)
+        parameters = {"batch_ids": unique[start : start + BATCHES_PER_READ], "tenant": tenant}
+        for row in await connection.execute(query, parameters):
+            counts = batch_pb2.BatchOutcomeCounts(
+                **{name: getattr(row, f"outcome_{name}") or 0 for name in FIELDS}
+            )
+            found[row.id] = (row, counts)
+    return found

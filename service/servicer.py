@@ -65,7 +65,7 @@ class BatchServicer(batch_pb2_grpc.BatchServiceServicer):
         if created.replayed:
             async with self.database.read() as connection:
                 [message] = await batch_messages(
-                    connection, current_caller().tenant, [created.batch], view
+                    connection, current_caller().tenant, [created.batch.id], view
                 )
             return message
         self.signals.work_available()
@@ -131,11 +131,10 @@ class BatchServicer(batch_pb2_grpc.BatchServiceServicer):
         caller = current_caller()
         batch_id = validation.object_id("batch", request.id)
         async with self.database.read() as connection:
-            row = await store.get_batch(connection, caller.tenant, batch_id)
-            if row is None:
-                raise not_found("batch", request.id)
-            [message] = await batch_messages(connection, caller.tenant, [row], request.view)
-        return batch_pb2.GetBatchResponse(batch=message)
+            found = await batch_messages(connection, caller.tenant, [batch_id], request.view)
+        if not found:
+            raise not_found("batch", request.id)
+        return batch_pb2.GetBatchResponse(batch=found[0])
 
     async def ListBatches(
         self, request: batch_pb2.ListBatchesRequest, context: Context
@@ -143,15 +142,19 @@ class BatchServicer(batch_pb2_grpc.BatchServiceServicer):
         caller = current_caller()
         query = validation.list_query(request, "ids", BATCH_STATUS_NAMES)
         async with self.database.read() as connection:
-            rows, total = await store.list_batches(
+            keys, total = await store.list_batches(
                 connection,
                 caller.tenant,
                 query.ids,
                 query.statuses,
                 query.page,
                 metadata=validation.metadata(request.metadata, "list"),
+                columns=[store.batches.c.id],
             )
-            messages = await batch_messages(connection, caller.tenant, rows, request.view)
+            # Read again with their counts, in one statement (a batch deleted since
+            # the page was listed drops out).
+            ids = [key.id for key in keys]
+            messages = await batch_messages(connection, caller.tenant, ids, request.view)
         return batch_pb2.ListBatchesResponse(batches=messages, total_size=total)
 
     async def GetBatchOperation(

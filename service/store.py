@@ -136,11 +136,6 @@ async def finished_operations_of(
     return (await connection.execute(query)).all()
 
 
-async def batches_by_id(connection: DbConnection, batch_ids: Sequence[str]) -> dict[str, Row[Any]]:
-    rows = await connection.execute(select(batches).where(batches.c.id.in_(batch_ids)))
-    return {row.id: row for row in rows}
-
-
 @dataclass(frozen=True)
 class Listing:
     """A table's list endpoint: a tenant's rows, those with one of `ids` in `id_column`
@@ -202,11 +197,14 @@ async def list_batches(
     statuses: Sequence[str],
     page: PageRequest,
     metadata: Mapping[str, str] | None = None,
+    columns: Sequence[Any] = (),
 ) -> tuple[Sequence[Row[Any]], int]:
-    """A page of the tenant's batches; `metadata`: only those holding each of these
-    keys with exactly this value."""
+    """A page of the tenant's batches (or only these `columns` of them); `metadata`:
+    only those holding each of these keys with exactly this value."""
     where = metadata_matches(connection.dialect.name, metadata) if metadata else []
-    return await _batch_listing.page(connection, tenant, ids, statuses, page, where=where)
+    return await _batch_listing.page(
+        connection, tenant, ids, statuses, page, columns=columns, where=where
+    )
 
 
 def metadata_matches(dialect: str, wanted: Mapping[str, str]) -> list[ColumnElement[bool]]:

@@ -25,7 +25,7 @@ from service import convert, store
 from service.database import Database
 from service.errors import RetryLater, not_found
 from service.models import FINISHED_BATCH_STATUSES
-from service.outcome_counts import outcome_counts
+from service.outcome_counts import batches_with_counts
 from service.signals import Signals
 from service.waiting import POLL_SECONDS
 
@@ -70,11 +70,11 @@ class WatchFeed:
         """The batch as it is now, then an event for each change, until it finishes."""
         with self._slot(tenant):
             async with self.database.read() as connection:
-                batch = await store.get_batch(connection, tenant, batch_id)
-                if batch is None:
-                    raise not_found("batch", batch_id)
-                counts = await outcome_counts(connection, [batch_id])
-            yield Event(batch=convert.batch_message(batch, counts[batch_id]))
+                found = await batches_with_counts(connection, [batch_id], tenant)
+            if batch_id not in found:
+                raise not_found("batch", batch_id)
+            batch, counts = found[batch_id]
+            yield Event(batch=convert.batch_message(batch, counts))
             if batch.status in FINISHED_BATCH_STATUSES:
                 return
             watcher = _Watcher(batch_id, batch.updated_at, batch.status)
@@ -128,28 +128,21 @@ class WatchFeed:
             since = since_by_batch.get(watcher.batch_id, watcher.since)
             since_by_batch[watcher.batch_id] = min(since, watcher.since)
         batch_ids = list(since_by_batch)
-        seen: dict[str, set[str]] = {batch_id: set() for batch_id in batch_ids}
-        for watcher in watchers:
-            seen[watcher.batch_id].add(watcher.status)
         batches: dict[str, Any] = {}
         finished: dict[str, list[Any]] = {batch_id: [] for batch_id in batch_ids}
         counts: dict[str, batch_pb2.BatchOutcomeCounts] = {}
         async with self.database.read() as connection:
             for start in range(0, len(batch_ids), BATCHES_PER_READ):
                 chunk = batch_ids[start : start + BATCHES_PER_READ]
-                batches.update(await store.batches_by_id(connection, chunk))
+                # Each batch with its counts, in one statement: they agree.
+                for batch_id, (row, counted) in (
+                    await batches_with_counts(connection, chunk)
+                ).items():
+                    batches[batch_id] = row
+                    counts[batch_id] = counted
                 cursors = {batch_id: since_by_batch[batch_id] for batch_id in chunk}
                 for row in await store.finished_operations_of(connection, cursors):
                     finished[row.batch_id].append(row)
-                # Events come of finished operations or a new status (_deliver):
-                # only batches with either are counted.
-                changed = [
-                    batch_id
-                    for batch_id in chunk
-                    if batch_id in batches
-                    and (finished[batch_id] or {batches[batch_id].status} != seen[batch_id])
-                ]
-                counts.update(await outcome_counts(connection, changed))
         events = _SharedEvents(counts)
         for watcher in watchers:
             _deliver(watcher, batches.get(watcher.batch_id), finished[watcher.batch_id], events)
