@@ -48,7 +48,7 @@ def watch_batch(client: BatchClient, batch_id: str, as_json: bool, console: Cons
         for event in events:
             render.json_line(event)
     else:
-        follow(events, console)
+        follow(events, console, lambda: client.get(batch_id).batch_operations)
     # Events name only the operations that finished during the watch; the
     # outcome is judged on all of them.
     batch = client.get(batch_id)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Iterable
 
 from batchd.v1 import batch_pb2
@@ -39,6 +40,19 @@ def succeeded(operation: batch_pb2.BatchOperation) -> bool:
 
 def finished(operation: batch_pb2.BatchOperation) -> bool:
     return operation.status in _FINISHED
+
+
+def outcome(operation: batch_pb2.BatchOperation) -> str:
+    """`succeeded`, `non_2xx`, or the status of an operation that got no response."""
+    if succeeded(operation):
+        return "succeeded"
+    if operation.status == batch_pb2.BATCH_OPERATION_STATUS_COMPLETED:
+        return "non_2xx"
+    return operation_status_name(operation.status)
+
+
+def tally(operations: Iterable[batch_pb2.BatchOperation]) -> Counter[str]:
+    return Counter(outcome(operation) for operation in operations)
 
 
 def exit_status(operations: Iterable[batch_pb2.BatchOperation]) -> int:

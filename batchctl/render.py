@@ -16,16 +16,13 @@ from google.protobuf.message import Message
 from rich.table import Table
 from rich.text import Text
 
-from batchctl.outcome import batch_status_name, operation_status_name, succeeded
+from batchctl.outcome import batch_status_name, operation_status_name, succeeded, tally
 from batchd.json_values import as_exact
 from batchd.rest_objects import operation_object
 from batchd.v1 import batch_pb2
 from batchd.vocabulary import METHOD_NAMES
 
-# The statuses' own names, as `--status` takes them: a completed operation got a
-# response, whatever its class ("completed with 4xx"); failed means no response.
-_ENDED = ("failed", "timed_out", "canceled")
-_CLASSES = ("2xx", "3xx", "4xx", "5xx")
+_OUTCOME_ORDER = ("succeeded", "non_2xx", "failed", "timed_out", "canceled")
 
 
 def json_line(message: Message) -> None:
@@ -57,6 +54,24 @@ def operation_line(operation: batch_pb2.BatchOperation) -> str:
     return json.dumps(operation_object(operation), separators=(",", ":")) + "\n"
 
 
+def outcomes(batch: batch_pb2.Batch) -> Text:
+    """The batch's outcome counts in the summary's words: `5 succeeded, 2 completed
+    with 4xx, 1 failed` (a completed operation got a response; failed means none)."""
+    counts = batch.outcome_counts
+    named = [
+        ("succeeded", counts.responses_2xx),
+        *((f"completed with {n}xx", getattr(counts, f"responses_{n}xx")) for n in (3, 4, 5)),
+        ("failed", counts.failed),
+        ("timed_out", counts.timed_out),
+        ("canceled", counts.canceled),
+    ]
+    text = Text()
+    for name, count in ((name, count) for name, count in named if count):
+        text.append(", " if text.plain else "")
+        text.append(f"{count} {name}", style="green" if name == "succeeded" else "red")
+    return text
+
+
 def batch_line(batch: batch_pb2.Batch) -> str:
     return (
         f"{batch.id}  {batch_status_name(batch.status)}  "
@@ -64,35 +79,19 @@ def batch_line(batch: batch_pb2.Batch) -> str:
     )
 
 
-def outcomes(batch: batch_pb2.Batch) -> Text:
-    """`7 completed (5 with 2xx, 2 with 4xx), 1 failed, 2 unfinished`: the batch's
-    outcome counts, those that are not zero."""
-    counts = batch.outcome_counts
-    parts: list[tuple[str, str]] = []
-    if counts.completed:
-        classes = {name: getattr(counts, f"responses_{name}") for name in _CLASSES}
-        shown = ", ".join(f"{n} with {name}" for name, n in classes.items() if n)
-        style = "green" if classes["2xx"] == counts.completed else "red"
-        parts.append((f"{counts.completed} completed ({shown})", style))
-    for name in _ENDED:
-        if number := getattr(counts, name):
-            parts.append((f"{number} {name}", "red"))
-    if unfinished := batch.batch_operations_count - batch.finished_batch_operations_count:
-        parts.append((f"{unfinished} unfinished", ""))
-    text = Text()
-    for index, (part, style) in enumerate(parts):
-        text.append(", " if index else "")
-        text.append(part, style=style)
-    return text
-
-
 def summary(batch: batch_pb2.Batch) -> Text:
-    """`Batch <id> completed: 10 operations: 9 completed (8 with 2xx, 1 with 4xx), 1 failed`."""
+    """`Batch <id> completed: 10 operations, 9 succeeded, 1 non_2xx`."""
+    counts = tally(batch.batch_operations)
+    ordered = [name for name in _OUTCOME_ORDER if counts[name]]
+    ordered += sorted(name for name in counts if name not in _OUTCOME_ORDER)
     text = Text(
         f"Batch {batch.id} {batch_status_name(batch.status)}: "
-        f"{batch.batch_operations_count} operations: "
+        f"{len(batch.batch_operations)} operations"
     )
-    return text.append_text(outcomes(batch))
+    for name in ordered:
+        text.append(", ")
+        text.append(f"{counts[name]} {name}", style="green" if name == "succeeded" else "red")
+    return text
 
 
 def operations_table(operations: Sequence[batch_pb2.BatchOperation]) -> Table:
