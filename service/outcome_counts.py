@@ -19,14 +19,16 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import ColumnElement, and_, bindparam, case, func, select
+from sqlalchemy import BindParameter, ColumnElement, and_, bindparam, case, func, select
 
 from batchd.v1 import batch_pb2
-from service.batch_progress import BATCH_IDS
 from service.database import DbConnection
 from service.models import TERMINAL_STATUSES, OperationStatus
 from service.store import batches, operations
 
+# Its own parameter, not batch_progress's BATCH_IDS: batch_progress (through the
+# webhook outbox) reads batches with their counts, so it cannot be imported here.
+BATCH_IDS: BindParameter[str] = bindparam("batch_ids", expanding=True)
 # Batches per statement: well within every database's limit of bound variables.
 BATCHES_PER_READ = 500
 FIELDS = [field.name for field in batch_pb2.BatchOutcomeCounts.DESCRIPTOR.fields]
