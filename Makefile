@@ -13,7 +13,7 @@ DEV_TENANT ?= dev
 
 BUF := var/buf/node_modules/.bin/buf
 
-.PHONY: install run migrate test lint typecheck proto proto-check buf-lint bench clean
+.PHONY: install chromium run migrate test lint typecheck proto proto-check buf-lint bench clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -48,7 +48,22 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy batchd allinone batchctl service gateway tests benchmarks migrations
 
-test: $(STAMP)
+# The console's browser tests drive Debian's Chromium (Playwright downloads no browser).
+# A file target: nothing to do, and no apt-get, once it is installed.
+CHROMIUM := /usr/bin/chromium
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+
+$(CHROMIUM):
+	$(SUDO) apt-get update -qq
+	$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+		chromium fonts-dejavu-core
+
+chromium: $(CHROMIUM)
+
+# PostgreSQL cases run on 127.0.0.1:5432 as user postgres unless told otherwise:
+# make test BATCH_TEST_POSTGRES_URL=postgresql://user:password@host:port/postgres
+export BATCH_TEST_POSTGRES_URL
+test: $(STAMP) $(CHROMIUM)
 	$(BIN)/pytest -q
 
 run: $(STAMP)

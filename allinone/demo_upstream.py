@@ -54,4 +54,4 @@ async def start_demo_upstream(settings: DemoUpstreamSettings) -> web.AppRunner:
     app = web.Application()
     app.router.add_route("*", "/{tail:.*}", echo)
     host, port = host_port(settings.address, "BATCH_DEMO_UPSTREAM_ADDRESS")
-    return await start_site(app, host, port)
+    return await start_site(app, host, port, "BATCH_DEMO_UPSTREAM_ADDRESS")

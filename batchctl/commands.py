@@ -78,7 +78,9 @@ def cancel(client: BatchClient, args: argparse.Namespace, console: Console) -> i
     if args.json:
         render.json_line(batch)
     else:
-        console.print(render.batch_line(batch))
+        # What ran and what the cancel stopped (canceled operations count as finished,
+        # so finished/total would not say).
+        console.print(render.summary(client.get(args.id)), soft_wrap=True)
     return SUCCESS
 
 

@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import json
 import sys
+from collections import Counter
 from collections.abc import Sequence
+from datetime import UTC
 from typing import Any
 
 from google.protobuf import json_format
@@ -16,13 +18,18 @@ from google.protobuf.message import Message
 from rich.table import Table
 from rich.text import Text
 
-from batchctl.outcome import batch_status_name, operation_status_name, succeeded, tally
+from batchctl.outcome import (
+    batch_status_name,
+    in_order,
+    operation_status_name,
+    ran,
+    succeeded,
+    tally,
+)
 from batchd.json_values import as_exact
 from batchd.rest_objects import operation_object
 from batchd.v1 import batch_pb2
 from batchd.vocabulary import METHOD_NAMES
-
-_OUTCOME_ORDER = ("succeeded", "non_2xx", "failed", "timed_out", "canceled")
 
 
 def json_line(message: Message) -> None:
@@ -55,50 +62,71 @@ def operation_line(operation: batch_pb2.BatchOperation) -> str:
 
 
 def outcomes(batch: batch_pb2.Batch) -> Text:
-    """The batch's outcome counts in the summary's words: `5 succeeded, 2 completed
-    with 4xx, 1 failed` (a completed operation got a response; failed means none)."""
+    """The batch's outcome counts (Batch.outcome_counts, no operations read) in the
+    summary's words: `5 succeeded, 2 completed with 4xx, 1 failed`."""
     counts = batch.outcome_counts
-    named = [
-        ("succeeded", counts.responses_2xx),
-        *((f"completed with {n}xx", getattr(counts, f"responses_{n}xx")) for n in (3, 4, 5)),
-        ("failed", counts.failed),
-        ("timed_out", counts.timed_out),
-        ("canceled", counts.canceled),
-    ]
+    return outcome_counts(
+        Counter(
+            {
+                "succeeded": counts.responses_2xx,
+                **{f"completed with {n}xx": getattr(counts, f"responses_{n}xx") for n in (3, 4, 5)},
+                "failed": counts.failed,
+                "timed_out": counts.timed_out,
+                "canceled": counts.canceled,
+            }
+        )
+    )
+
+
+_HOLD_REASONS = {batch_pb2.HeldBack.REASON_UPSTREAM_PAUSE: "the upstream asked for a pause"}
+
+
+def held_back_note(batch: batch_pb2.Batch) -> str:
+    """`held back until 13:05:02 (the upstream asked for a pause)`, in local
+    time; empty when the batch is not held back."""
+    if not batch.HasField("held_back"):
+        return ""
+    until = batch.held_back.until.ToDatetime(tzinfo=UTC).astimezone()
+    reason = _HOLD_REASONS.get(batch.held_back.reason, "reason unknown")
+    return f"held back until {until:%H:%M:%S} ({reason})"
+
+
+def summary(batch: batch_pb2.Batch) -> Text:
+    """What happened, in the words of `outcome`: `Batch <id> canceled: 200 operations,
+    46 ran (34 succeeded, 12 completed with 5xx), 154 canceled`."""
+    counts = tally(batch.batch_operations)
+    executed = ran(counts)
+    text = Text(
+        f"Batch {batch.id} {batch_status_name(batch.status)}: "
+        f"{len(batch.batch_operations)} operations, {executed.total()} ran"
+    )
+    if executed:
+        text.append(" (")
+        text.append_text(outcome_counts(executed))
+        text.append(")")
+    not_run = counts - executed
+    if not_run:
+        text.append(", ")
+        text.append_text(outcome_counts(not_run))
+    return text
+
+
+def outcome_counts(counts: Counter[str]) -> Text:
+    """`34 succeeded, 12 completed with 5xx`: green for success, red for the rest."""
     text = Text()
-    for name, count in ((name, count) for name, count in named if count):
-        text.append(", " if text.plain else "")
+    for index, (name, count) in enumerate(in_order(counts)):
+        if index:
+            text.append(", ")
         text.append(f"{count} {name}", style="green" if name == "succeeded" else "red")
     return text
 
 
-def batch_line(batch: batch_pb2.Batch) -> str:
-    return (
-        f"{batch.id}  {batch_status_name(batch.status)}  "
-        f"{batch.finished_batch_operations_count}/{batch.batch_operations_count} finished"
-    )
-
-
-def summary(batch: batch_pb2.Batch) -> Text:
-    """`Batch <id> completed: 10 operations, 9 succeeded, 1 non_2xx`."""
-    counts = tally(batch.batch_operations)
-    ordered = [name for name in _OUTCOME_ORDER if counts[name]]
-    ordered += sorted(name for name in counts if name not in _OUTCOME_ORDER)
-    text = Text(
-        f"Batch {batch.id} {batch_status_name(batch.status)}: "
-        f"{len(batch.batch_operations)} operations"
-    )
-    for name in ordered:
-        text.append(", ")
-        text.append(f"{counts[name]} {name}", style="green" if name == "succeeded" else "red")
-    return text
-
-
 def operations_table(operations: Sequence[batch_pb2.BatchOperation]) -> Table:
-    table = _table("#", "method", "path", "status", "response", "failure reason")
+    table = _table("#", "id", "method", "path", "status", "response", "failure reason")
     for operation in operations:
         table.add_row(
             str(operation.position),
+            operation.id,
             METHOD_NAMES.get(operation.http_method, "UNSPECIFIED"),
             operation.path,
             Text(

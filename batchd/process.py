@@ -13,17 +13,19 @@ import signal
 import sys
 from collections.abc import Awaitable, Callable
 
+from batchd import tracing
 from batchd.config import ConfigError
 from batchd.logs import configure_logging
 
 Stop = Callable[[], Awaitable[None]]
 
 
-def run(start: Callable[[], Awaitable[Stop]]) -> None:
-    """Starts the process's parts, waits for a signal, stops them; exits 0 after a drain."""
+def run(start: Callable[[], Awaitable[Stop]], service_name: str = "batchd") -> None:
+    """Starts the process's parts, waits for a signal, stops them; exits 0 after a drain.
+    Traces (when the OTEL_* variables ask) name the process `service_name`."""
     configure_logging()
     try:
-        asyncio.run(_serve(start))
+        asyncio.run(_serve(start, service_name))
     except ConfigError as error:
         print(f"batchd: {error}", file=sys.stderr)
         raise SystemExit(2) from None
@@ -32,7 +34,16 @@ def run(start: Callable[[], Awaitable[Stop]]) -> None:
         raise SystemExit(1) from None
 
 
-async def _serve(start: Callable[[], Awaitable[Stop]]) -> None:
+async def _serve(start: Callable[[], Awaitable[Stop]], service_name: str) -> None:
+    # Before any part starts: the HTTP server instrumentation wraps applications made later.
+    tracing.configure(service_name)
+    try:
+        await _serve_until_stopped(start)
+    finally:
+        await tracing.shutdown()
+
+
+async def _serve_until_stopped(start: Callable[[], Awaitable[Stop]]) -> None:
     stopping = asyncio.Event()
     loop = asyncio.get_running_loop()
 

@@ -23,7 +23,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         )
         return runner.cleanup
 
-    process.run(start)
+    process.run(start, "batchd-gateway")
 
 
 if __name__ == "__main__":

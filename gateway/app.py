@@ -7,11 +7,12 @@ import asyncio
 from aiohttp import web
 
 from batchd.sites import start_runner
-from gateway import handlers, observability
+from gateway import handlers, observability, webhook_endpoints
 from gateway.backend import grpc_backend
 from gateway.batch_events import STOPPING_KEY, batch_events, end_event_streams
 from gateway.batch_results import batch_results
 from gateway.connections import GatewayRunner
+from gateway.console import add_console
 from gateway.middleware import contract_errors
 from gateway.openapi import load_document, openapi_document
 from gateway.settings import SETTINGS_KEY, GatewaySettings
@@ -40,15 +41,21 @@ def create_app(settings: GatewaySettings) -> web.Application:
             web.get("/v1/batches/{id}/results", batch_results),
             web.get("/v1/batch_operations", handlers.list_operations),
             web.get("/v1/batch_operations/{id}", handlers.get_operation),
+            web.post("/v1/webhook_endpoints", webhook_endpoints.create_endpoint),
+            web.get("/v1/webhook_endpoints", webhook_endpoints.list_endpoints),
+            web.get("/v1/webhook_endpoints/{id}", webhook_endpoints.get_endpoint),
+            web.delete("/v1/webhook_endpoints/{id}", webhook_endpoints.delete_endpoint),
+            web.get("/v1/webhook_endpoints/{id}/deliveries", webhook_endpoints.list_deliveries),
             web.get("/healthz", handlers.healthz),
             web.get("/metrics", observability.metrics),
             web.get("/openapi.json", openapi_document),
         ]
     )
+    add_console(app)
     return app
 
 
 async def start_gateway(settings: GatewaySettings) -> web.AppRunner:
     """Serves the gateway until the returned runner is cleaned up."""
     runner = GatewayRunner(create_app(settings), settings)
-    return await start_runner(runner, settings.host, settings.port)
+    return await start_runner(runner, settings.host, settings.port, "BATCH_HTTP_ADDRESS")

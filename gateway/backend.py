@@ -10,6 +10,7 @@ import grpc
 from aiohttp import web
 from grpc_health.v1 import health_pb2_grpc
 
+from batchd import tracing
 from batchd.logs import REQUEST_ID_METADATA
 from batchd.messages import MESSAGE_SIZE_OPTIONS
 from batchd.v1 import batch_pb2_grpc
@@ -64,11 +65,19 @@ def caller_metadata(request: web.Request) -> tuple[tuple[str, str], ...]:
     return (("authorization", header),)
 
 
+# A target naming several replicas (`ipv4:10.0.0.1:50051,10.0.0.2:50051`, or a DNS
+# name with several addresses) spreads calls over those that answer, instead of
+# grpc's default of the first that connects; one address behaves as before.
+CHANNEL_OPTIONS = [*MESSAGE_SIZE_OPTIONS, ("grpc.lb_policy_name", "round_robin")]
+
+
 async def grpc_backend(app: web.Application) -> AsyncIterator[None]:
     """Cleanup context: the channel lives as long as the application."""
     settings = app[SETTINGS_KEY]
     async with grpc.aio.insecure_channel(
-        settings.grpc_target, options=MESSAGE_SIZE_OPTIONS
+        settings.grpc_target,
+        options=CHANNEL_OPTIONS,
+        interceptors=tracing.grpc_client_interceptors(),
     ) as channel:
         app[BACKEND_KEY] = Backend(
             batch_pb2_grpc.BatchServiceStub(channel),

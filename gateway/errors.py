@@ -30,6 +30,7 @@ STATUS_NAMES = {
     404: "not_found",
     405: "method_not_allowed",
     413: "payload_too_large",
+    414: "uri_too_long",
     422: "unprocessable_entity",
     429: "too_many_requests",
     500: "internal_server_error",
@@ -54,6 +55,8 @@ _REST_WORDS = re.compile(r"\b(page_size|order_by|statuses|create_time|update_tim
 _REST_WORD_OF = {**_REST_NAME_OF, "create_time": "created_at", "update_time": "updated_at"}
 UNAVAILABLE_MESSAGE = "The batch service is unavailable; retry later"
 INTERNAL_MESSAGE = "Something went wrong on our side; it has been logged"
+# The service speaks of gRPC metadata; a REST caller sent an HTTP header.
+UNAUTHORIZED_MESSAGE = "Missing or unknown bearer token in the Authorization header"
 
 
 @dataclass(frozen=True)
@@ -133,10 +136,11 @@ def from_rpc_error(error: grpc.aio.AioRpcError) -> ApiProblem:
     headers = {}
     if status == 429:
         headers["Retry-After"] = str(retry_after or 1)
-    if status == 401:
-        headers["WWW-Authenticate"] = "Bearer"
     # With violations, the message is rebuilt so that it names fields as REST does.
     message = _summary(violations) if violations else rich.message
+    if status == 401:
+        headers["WWW-Authenticate"] = "Bearer"
+        message = UNAUTHORIZED_MESSAGE
     return ApiProblem(status, reason or status_name(status), message, violations, headers)
 
 

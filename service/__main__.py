@@ -30,7 +30,7 @@ def main(argv: Sequence[str] | None = None) -> None:
             metrics.serve(*settings.metrics_listen())
         return service.stop
 
-    process.run(start)
+    process.run(start, "batchd-service")
 
 
 if __name__ == "__main__":

@@ -15,6 +15,7 @@ import grpc
 from sqlalchemy import Row
 from sqlalchemy.exc import IntegrityError
 
+from batchd import tracing
 from batchd.logs import REQUEST_ID
 from batchd.v1 import batch_pb2
 from service import batch_progress, convert, idempotency_keys, store, validation
@@ -104,6 +105,7 @@ def new_batch_row(
         stop_on_failure=options.stop_on_failure,
         max_concurrency=options.max_concurrency,
         correlation_id=REQUEST_ID.get(),
+        traceparent=tracing.current_traceparent(),
         created_at=now,
         updated_at=now,
         **values,

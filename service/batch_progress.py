@@ -4,7 +4,8 @@ Counts move in the same transaction as the operations they count, raised by
 the number of results just written or recounted from the operations' own
 statuses, so a read never sees them disagree. A batch whose every operation
 has finished ends (canceled if a cancel asked for it), and its credentials are
-erased. The engine's results and the API's cancel both move batches here.
+erased, and its webhook events are written (webhook_outbox.py). The engine's
+results and the API's cancel both move batches here.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from service.models import (
     OperationStatus,
 )
 from service.store import batches, operations
+from service.webhook_outbox import record_finished
 
 # The batches a statement of batch bookkeeping is about; claims use it too.
 BATCH_IDS: BindParameter[str] = bindparam("batch_ids", expanding=True)
@@ -163,4 +165,7 @@ async def refresh_batches(
     if recounted:
         await connection.execute(_RECOUNT_FINISHED, {"batch_ids": recounted, "now": now})
     finished_batches = await connection.execute(_FINISH_BATCHES, {"batch_ids": ids})
-    return list(finished_batches.scalars())
+    finished = list(finished_batches.scalars())
+    # Their webhook events, in the transaction that finishes them (an outbox).
+    await record_finished(connection, now, finished)
+    return finished

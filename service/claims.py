@@ -73,6 +73,8 @@ class ActiveBatch:
     in_flight_limit: int
     correlation_id: str | None
     stop_on_failure: bool
+    # The create call's trace context: its operations' spans are its children.
+    traceparent: str | None
 
 
 @dataclass(frozen=True)

@@ -9,6 +9,7 @@ from google.protobuf import timestamp_pb2
 from batchd.json_values import to_struct, to_value
 from batchd.v1 import batch_pb2
 from batchd.vocabulary import BATCH_STATUSES, HTTP_METHODS, OPERATION_STATUSES
+from service.models import FINISHED_BATCH_STATUSES
 
 
 def timestamp(unix_seconds: float) -> timestamp_pb2.Timestamp:
@@ -62,3 +63,21 @@ def batch_message(
         metadata=row.labels or {},
         outcome_counts=outcome_counts or batch_pb2.BatchOutcomeCounts(),
     )
+
+
+def held_back_until(row: Any, pauses: dict[str, float]) -> float | None:
+    """Until when the batch's sends wait for its tenant's pause; None if they do not."""
+    if row.status in FINISHED_BATCH_STATUSES:
+        return None
+    return pauses.get(row.tenant)
+
+
+def hold_back(message: batch_pb2.Batch, until: float | None) -> batch_pb2.Batch:
+    """The message, saying that its batch is held back by an upstream pause, while it is."""
+    if until is not None:
+        message.held_back.CopyFrom(
+            batch_pb2.HeldBack(
+                reason=batch_pb2.HeldBack.REASON_UPSTREAM_PAUSE, until=timestamp(until)
+            )
+        )
+    return message

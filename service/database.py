@@ -33,10 +33,11 @@ from sqlalchemy import (
     event,
     text,
 )
-from sqlalchemy.engine import Dialect, make_url
-from sqlalchemy.exc import DataError, DBAPIError, IntegrityError, StatementError
+from sqlalchemy.engine import URL, Dialect, make_url
+from sqlalchemy.exc import ArgumentError, DataError, DBAPIError, IntegrityError, StatementError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
+from batchd.config import ConfigError
 from service import models  # noqa: F401  (registers the tables)
 from service.sqlite_inline import WAL_BACKSTOP_PAGES, InlineReader, InlineWriter, P, T
 
@@ -48,6 +49,13 @@ HIDE_PARAMETERS = True
 _PROBE_WRITE = text("UPDATE alembic_version SET version_num = version_num")
 # asyncpg waits 60 s by default for an unreachable server; calls should fail sooner.
 CONNECT_TIMEOUT_SECONDS = 10
+# The URL form of each database batchd runs on, with the async driver it installs:
+# without it SQLAlchemy picks a driver that is not installed or that blocks.
+URL_FORMS = {
+    "postgresql": "postgresql+asyncpg://user@host/db",
+    "sqlite": "sqlite+aiosqlite:///FILE",
+}
+ANY_URL_FORM = " or ".join(URL_FORMS.values())
 
 
 class DbConnection(Protocol):
@@ -138,8 +146,25 @@ def statement_refused(error: StatementError) -> bool:
     return isinstance(sqlstate, str) and sqlstate[:2] in ("22", "23")
 
 
+def parse_database_url(url: str) -> URL:
+    """The URL, or a one-line ConfigError naming the forms batchd takes (never the URL
+    itself: it may hold a password)."""
+    try:
+        parsed = make_url(url)
+    except ArgumentError:
+        raise ConfigError(f"BATCH_DATABASE_URL is not a database URL: use {ANY_URL_FORM}") from None
+    form = URL_FORMS.get(parsed.get_backend_name())
+    if form is None:
+        raise ConfigError(f"BATCH_DATABASE_URL: batchd runs on {ANY_URL_FORM}")
+    if not form.startswith(f"{parsed.drivername}://"):
+        raise ConfigError(
+            f"BATCH_DATABASE_URL={parsed.drivername}://... names no async driver: use {form}"
+        )
+    return parsed
+
+
 def open_database(url: str) -> Database:
-    parsed = make_url(url)
+    parsed = parse_database_url(url)
     if parsed.get_backend_name() != "sqlite":
         engine = create_async_engine(
             url,

@@ -51,6 +51,12 @@ OPERATIONS_PURGED = Counter(
     "batchd_operations_purged", "Operations of expired batches deleted by the retention window"
 )
 
+WEBHOOK_ATTEMPTS = Counter(
+    "batchd_webhook_attempts",
+    "Webhook delivery attempts, by outcome (delivered, status_5xx, timeout, address_refused, ...)",
+    ["outcome"],
+)
+
 
 # labels() takes a lock and validates on every call: each child is kept.
 @functools.cache
@@ -76,6 +82,15 @@ def _operations_by(status: str) -> Counter:
 def operation_finished(status: str, seconds: float) -> None:
     _operations_by(status).inc()
     UPSTREAM_SECONDS.observe(seconds)
+
+
+@functools.cache
+def _webhook_attempts_by(outcome: str) -> Counter:
+    return WEBHOOK_ATTEMPTS.labels(outcome)
+
+
+def webhook_attempted(outcome: str) -> None:
+    _webhook_attempts_by(outcome).inc()
 
 
 @functools.cache

@@ -10,11 +10,12 @@ from __future__ import annotations
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import JSON, Column, Index, LargeBinary
+from sqlalchemy import JSON, Column, ForeignKey, Index, LargeBinary, Text, UniqueConstraint
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlmodel import AutoString, Field, SQLModel
 
 from batchd.logs import MAX_REQUEST_ID_LENGTH
+from batchd.tracing import TRACEPARENT_LENGTH
 
 # JSONB on PostgreSQL; SQL NULL (not JSON 'null') for a Python None.
 JsonColumn = JSON(none_as_null=True).with_variant(JSONB(none_as_null=True), "postgresql")
@@ -80,6 +81,9 @@ class Batch(SQLModel, table=True):
     canceled_at: float | None = None
     # The create call's request id, sent upstream with every operation.
     correlation_id: str | None = Field(default=None, max_length=MAX_REQUEST_ID_LENGTH)
+    # The create call's W3C trace context (when tracing is on): each operation's
+    # execution span is its child, and the upstream sees the same trace id.
+    traceparent: str | None = Field(default=None, max_length=TRACEPARENT_LENGTH)
     # The batch this one retries (RetryBatch); no foreign key: it outlives that batch.
     retry_of: str | None = Field(default=None, max_length=36)
     # The caller's metadata (string keys to string values), in the column
@@ -181,6 +185,71 @@ class UpstreamPause(SQLModel, table=True):
     tenant: str = Field(primary_key=True, max_length=200)
     # The database's clock.
     paused_until: float
+
+
+class WebhookDeliveryStatus(StrEnum):
+    PENDING = "pending"
+    DELIVERED = "delivered"
+    # Every attempt allowed failed.
+    FAILED = "failed"
+
+
+class WebhookEndpoint(SQLModel, table=True):
+    """A tenant's URL that receives events of its batches (webhook_endpoints.py)."""
+
+    __tablename__ = "webhook_endpoints"
+    __table_args__ = (Index("ix_webhook_endpoints_tenant_created", "tenant", "created_at"),)
+
+    id: str = Field(primary_key=True, max_length=36)
+    tenant: str = Field(max_length=200)
+    url: str = Field(max_length=2048)
+    # Event types, such as ["batch.completed"].
+    events: list[str] = Field(sa_column=Column(JsonColumn, nullable=False))
+    # The signing secret (`whsec_...`), Fernet-encrypted as credentials are.
+    sealed_secret: bytes = Field(sa_column=Column(LargeBinary, nullable=False))
+    created_at: float
+    updated_at: float
+
+
+class WebhookDelivery(SQLModel, table=True):
+    """An outbox row: one event for one endpoint, written in the transaction that
+    finished the batch, and sent until the endpoint answers 2xx (webhook_outbox.py)."""
+
+    __tablename__ = "webhook_deliveries"
+    __table_args__ = (
+        # One event reaches each endpoint once.
+        UniqueConstraint("event_id", "endpoint_id", name="uq_webhook_deliveries_event_endpoint"),
+        # Senders: pending deliveries that are due.
+        Index("ix_webhook_deliveries_status_due", "status", "next_attempt_at"),
+        Index("ix_webhook_deliveries_endpoint_created", "endpoint_id", "created_at"),
+    )
+
+    id: str = Field(primary_key=True, max_length=36)
+    # The webhook-id header of every attempt; the payload's `id`.
+    event_id: str = Field(max_length=36)
+    endpoint_id: str = Field(
+        sa_column=Column(
+            AutoString(36), ForeignKey("webhook_endpoints.id", ondelete="CASCADE"), nullable=False
+        )
+    )
+    tenant: str = Field(max_length=200)
+    event_type: str = Field(max_length=32)
+    # No foreign key: the event outlives its batch.
+    batch_id: str = Field(max_length=36)
+    # The exact body sent on every attempt, serialised once.
+    payload: str = Field(sa_column=Column(Text, nullable=False))
+    status: str = Field(default=WebhookDeliveryStatus.PENDING, max_length=16)
+    attempts: int = 0
+    next_attempt_at: float
+    # The claim of the sender making an attempt; an expired lease is anyone's.
+    lease_owner: str | None = Field(default=None, max_length=64)
+    lease_expires_at: float | None = None
+    last_attempt_at: float | None = None
+    last_response_status: int | None = None
+    # Short and bounded: the receiver's answer is never stored whole.
+    last_error: str | None = Field(default=None, max_length=300)
+    created_at: float
+    updated_at: float
 
 
 def new_row(model: type[SQLModel], **values: Any) -> dict[str, Any]:

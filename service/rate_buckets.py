@@ -12,6 +12,7 @@ are spelled per dialect.
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from dataclasses import dataclass
 from typing import Any
 
@@ -152,3 +153,18 @@ async def paused_tenants(connection: DbConnection) -> dict[str, float]:
     """Tenants paused right now, and the seconds each pause has left."""
     rows = await connection.execute(_PAUSED)
     return {row.tenant: float(row.left) for row in rows}
+
+
+_PAUSED_UNTIL = select(pauses.c.tenant, pauses.c.paused_until).where(
+    pauses.c.tenant.in_(bindparam("tenants", expanding=True)),
+    pauses.c.paused_until > database_now(),
+)
+
+
+async def pauses_of(connection: DbConnection, tenants: Collection[str]) -> dict[str, float]:
+    """Which of these tenants are paused right now, and until when (Unix seconds,
+    the database's clock)."""
+    if not tenants:
+        return {}
+    rows = await connection.execute(_PAUSED_UNTIL, {"tenants": list(tenants)})
+    return {row.tenant: float(row.paused_until) for row in rows}

@@ -12,11 +12,15 @@ connections are pinged so that dead peers' are closed.
 
 from __future__ import annotations
 
+import socket
+
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_health.v1._async import HealthServicer
 from grpc_reflection.v1alpha import reflection
 
+from batchd import tracing
+from batchd.config import ConfigError, host_port
 from batchd.messages import MESSAGE_SIZE_OPTIONS
 from batchd.v1 import batch_pb2_grpc
 from batchd.vocabulary import SERVICE_NAME
@@ -30,6 +34,7 @@ from service.servicer import BatchServicer
 # peer leaves a ping unanswered this long is closed. The stream limit leaves room
 # for every event stream: the gateway carries all of its streams on one connection.
 PING_TIMEOUT_MS = 10_000
+GRPC_ADDRESS_SETTING = "BATCH_GRPC_ADDRESS"
 # Streams besides the event streams: unary calls in flight on one connection.
 UNARY_STREAMS = 256
 
@@ -49,16 +54,48 @@ def build_server(
     servicer: BatchServicer, address: str, max_watches: int
 ) -> tuple[grpc.aio.Server, HealthServicer]:
     options = [*MESSAGE_SIZE_OPTIONS, ("grpc.so_reuseport", 0), *abuse_limits(max_watches)]
-    server = grpc.aio.server(interceptors=[RpcScopeInterceptor(servicer.tenants)], options=options)
+    # The first interceptor is the outermost: tracing's span runs inside the RPC scope.
+    interceptors = [RpcScopeInterceptor(servicer.tenants), *tracing.grpc_server_interceptors()]
+    server = grpc.aio.server(interceptors=interceptors, options=options)
     batch_pb2_grpc.add_BatchServiceServicer_to_server(servicer, server)
     health_servicer = HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     reflection.enable_server_reflection(
         (SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), server
     )
-    if server.add_insecure_port(address) == 0:
-        raise OSError(f"cannot bind the gRPC server to {address}")
+    reason = _bind_refused(address)
+    if reason is None:
+        try:
+            reason = None if server.add_insecure_port(address) else "grpc could not bind it"
+        except RuntimeError:  # grpcio's words for it, on several lines
+            reason = "grpc could not bind it"
+    if reason is not None:
+        raise OSError(f"cannot listen on {GRPC_ADDRESS_SETTING}={address}: {reason}")
     return server, health_servicer
+
+
+def _bind_refused(address: str) -> str | None:
+    """Why no address `host:port` resolves to can be bound, in the system's words, or None.
+
+    Asked before grpc core tries, which would log its own multi-line story to stderr;
+    an address grpc reads and host_port does not (such as unix:) is left to grpc."""
+    try:
+        host, port = host_port(address, GRPC_ADDRESS_SETTING)
+        resolved = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except (ConfigError, OSError):
+        return None
+    reasons = []
+    for family, kind, protocol, _, socket_address in resolved:
+        with socket.socket(family, kind, protocol) as probe:
+            # As grpc core binds: a port in TIME_WAIT is free.
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                probe.bind(socket_address)
+            except OSError as error:
+                reasons.append(error.strerror or str(error))
+                continue
+        return None
+    return reasons[0] if reasons else None
 
 
 async def set_serving(health_servicer: HealthServicer, serving: bool) -> None:

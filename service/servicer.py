@@ -9,7 +9,7 @@ from sqlalchemy import Select
 
 from batchd.v1 import batch_pb2, batch_pb2_grpc
 from batchd.vocabulary import BATCH_STATUS_NAMES, OPERATION_STATUS_NAMES
-from service import convert, metrics, store, validation
+from service import convert, metrics, rate_buckets, store, validation
 from service.auth import Tenants
 from service.batch_commands import Created, cancel_batch, create_batch
 from service.batch_view import Budget, batch_messages, operations_reply
@@ -22,9 +22,16 @@ from service.rate_limit import CreateRateLimiter
 from service.rpc_scope import Context, current_caller
 from service.signals import Signals
 from service.watch import WatchFeed, WatchLimits
+from service.webhook_rpcs import WebhookEndpointRpcs
+
+# The finished statuses, as messages carry them.
+FINISHED_BATCH_MESSAGE_STATUSES = (
+    batch_pb2.BATCH_STATUS_COMPLETED,
+    batch_pb2.BATCH_STATUS_CANCELED,
+)
 
 
-class BatchServicer(batch_pb2_grpc.BatchServiceServicer):
+class BatchServicer(WebhookEndpointRpcs, batch_pb2_grpc.BatchServiceServicer):
     """The methods run inside RpcScopeInterceptor (service/rpc_scope.py): it authenticates
     the caller, whom current_caller() returns, and turns what they raise into statuses.
 
@@ -107,7 +114,8 @@ class BatchServicer(batch_pb2_grpc.BatchServiceServicer):
         batch_id = validation.object_id("batch", request.id)
         metrics.WATCH_STREAMS.inc()
         try:
-            async for event in self.watches.watch(caller.tenant, batch_id):
+            watch = self.watches.watch(caller.tenant, batch_id, request.resume_after)
+            async for event in watch:
                 yield event
         finally:
             metrics.WATCH_STREAMS.dec()
@@ -132,9 +140,15 @@ class BatchServicer(batch_pb2_grpc.BatchServiceServicer):
         batch_id = validation.object_id("batch", request.id)
         async with self.database.read() as connection:
             found = await batch_messages(connection, caller.tenant, [batch_id], request.view)
-        if not found:
-            raise not_found("batch", request.id)
-        return batch_pb2.GetBatchResponse(batch=found[0])
+            if not found:
+                raise not_found("batch", request.id)
+            [message] = found
+            # A finished batch waits for nothing, and costs no read.
+            finished = message.status in FINISHED_BATCH_MESSAGE_STATUSES
+            pauses = {} if finished else await rate_buckets.pauses_of(connection, [caller.tenant])
+        return batch_pb2.GetBatchResponse(
+            batch=convert.hold_back(message, pauses.get(caller.tenant))
+        )
 
     async def ListBatches(
         self, request: batch_pb2.ListBatchesRequest, context: Context

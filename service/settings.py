@@ -160,6 +160,31 @@ class ServiceSettings:
             "how long finished batches are kept (30d, 12h, 90m, 45s; 0: forever)",
         ),
     )
+    webhook_retry_base: float = field(
+        default=5.0,
+        metadata=env(
+            "BATCH_WEBHOOK_RETRY_BASE",
+            "seconds before a failed webhook's first retry, doubling per retry up to an hour",
+        ),
+    )
+    webhook_max_attempts: int = field(
+        default=34,
+        metadata=env(
+            "BATCH_WEBHOOK_MAX_ATTEMPTS",
+            "attempts of one webhook event before it is given up (34: about a day)",
+        ),
+    )
+    webhook_timeout: float = field(
+        default=10.0,
+        metadata=env("BATCH_WEBHOOK_TIMEOUT", "seconds one webhook attempt may take"),
+    )
+    webhook_allow_private: bool = field(
+        default=False,
+        metadata=env(
+            "BATCH_WEBHOOK_ALLOW_PRIVATE",
+            "let webhooks reach loopback, private and other non-public addresses",
+        ),
+    )
     shutdown_grace: float = field(
         default=10.0,
         metadata=env("BATCH_SHUTDOWN_GRACE", "seconds SIGTERM waits for in-flight work"),
@@ -196,6 +221,10 @@ class ServiceSettings:
                 f"BATCH_MAX_RESPONSE_BYTES must be between 1 and {MAX_RESPONSE_BYTES_LIMIT}, "
                 "so that an operation and its stored response fit in one gRPC reply"
             )
+        if not (0 < self.webhook_retry_base < math.inf and 0 < self.webhook_timeout < math.inf):
+            raise ConfigError("BATCH_WEBHOOK_RETRY_BASE and BATCH_WEBHOOK_TIMEOUT must be positive")
+        if self.webhook_max_attempts < 1:
+            raise ConfigError("BATCH_WEBHOOK_MAX_ATTEMPTS must be at least 1")
         self.retention_seconds()  # a malformed duration fails at start-up
         if self.metrics_address:
             self.metrics_listen()  # a bad address fails at start-up, before anything runs

@@ -136,6 +136,34 @@ async def finished_operations_of(
     return (await connection.execute(query)).all()
 
 
+async def finished_operation(
+    connection: DbConnection, tenant: str, batch_id: str, operation_id: str
+) -> Row[Any] | None:
+    """The batch's operation, if it is this tenant's and has finished."""
+    query = select(operations).where(
+        operations.c.id == operation_id,
+        operations.c.tenant == tenant,
+        operations.c.batch_id == batch_id,
+        operations.c.status.in_(TERMINAL_STATUSES),
+    )
+    row: Row[Any] | None = (await connection.execute(query)).first()
+    return row
+
+
+async def finished_at_or_before(
+    connection: DbConnection, batch_id: str, updated_at: float, position: int
+) -> Sequence[str]:
+    """Ids of the batch's operations that finished at `updated_at` and come no later
+    than `position`: what the watch feed's order (time, then position) puts up to it."""
+    query = select(operations.c.id).where(
+        operations.c.batch_id == batch_id,
+        operations.c.status.in_(TERMINAL_STATUSES),
+        operations.c.updated_at == updated_at,
+        operations.c.position <= position,
+    )
+    return (await connection.execute(query)).scalars().all()
+
+
 @dataclass(frozen=True)
 class Listing:
     """A table's list endpoint: a tenant's rows, those with one of `ids` in `id_column`

@@ -21,9 +21,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from batchd.v1 import batch_pb2
-from service import convert, store
-from service.database import Database
-from service.errors import RetryLater, not_found
+from service import convert, rate_buckets, store
+from service.database import Database, DbConnection
+from service.errors import RetryLater, Violation, invalid, not_found
 from service.models import FINISHED_BATCH_STATUSES
 from service.outcome_counts import batches_with_counts
 from service.signals import Signals
@@ -53,6 +53,8 @@ class _Watcher:
     since: float
     status: str
     sent: set[str] = field(default_factory=set)
+    # Until when the last batch it was sent said it is held back.
+    held_back_until: float | None = None
     # Lists of events; None once the batch finished (or is gone); an error the read hit.
     inbox: asyncio.Queue[list[Event] | BaseException | None] = field(default_factory=asyncio.Queue)
 
@@ -66,20 +68,36 @@ class WatchFeed:
         self._by_tenant: Counter[str] = Counter()
         self._reader: asyncio.Task[None] | None = None
 
-    async def watch(self, tenant: str, batch_id: str) -> AsyncIterator[Event]:
-        """The batch as it is now, then an event for each change, until it finishes."""
+    async def watch(
+        self, tenant: str, batch_id: str, resume_after: str = ""
+    ) -> AsyncIterator[Event]:
+        """The batch as it is now, then an event for each change, until it finishes;
+        resuming, first the operations that finished after `resume_after`."""
         with self._slot(tenant):
             async with self.database.read() as connection:
                 found = await batches_with_counts(connection, [batch_id], tenant)
-            if batch_id not in found:
-                raise not_found("batch", batch_id)
-            batch, counts = found[batch_id]
-            yield Event(batch=convert.batch_message(batch, counts))
-            if batch.status in FINISHED_BATCH_STATUSES:
+                if batch_id not in found:
+                    raise not_found("batch", batch_id)
+                batch, counts = found[batch_id]
+                pauses = await rate_buckets.pauses_of(connection, [tenant])
+                resumed = await _resumed(connection, batch, resume_after) if resume_after else None
+            held_back_until = convert.held_back_until(batch, pauses)
+            first = convert.batch_message(batch, counts)
+            yield Event(batch=convert.hold_back(first, held_back_until))
+            if resumed is not None:
+                watcher = resumed
+                watcher.held_back_until = held_back_until
+                # At once, rather than at the next change: the batch may have finished.
+                await self._read_for([watcher])
+            elif batch.status in FINISHED_BATCH_STATUSES:
                 return
-            watcher = _Watcher(batch_id, batch.updated_at, batch.status)
-            self._watchers.add(watcher)
-            self._start_reading()
+            else:
+                watcher = _Watcher(
+                    batch_id, batch.updated_at, batch.status, held_back_until=held_back_until
+                )
+            if watcher.status not in FINISHED_BATCH_STATUSES:
+                self._watchers.add(watcher)
+                self._start_reading()
             try:
                 while (events := await watcher.inbox.get()) is not None:
                     if isinstance(events, BaseException):
@@ -143,11 +161,34 @@ class WatchFeed:
                 cursors = {batch_id: since_by_batch[batch_id] for batch_id in chunk}
                 for row in await store.finished_operations_of(connection, cursors):
                     finished[row.batch_id].append(row)
-        events = _SharedEvents(counts)
+            pauses = await rate_buckets.pauses_of(connection, {b.tenant for b in batches.values()})
+        events = _SharedEvents(pauses, counts)
         for watcher in watchers:
             _deliver(watcher, batches.get(watcher.batch_id), finished[watcher.batch_id], events)
             if watcher.status in FINISHED_BATCH_STATUSES or watcher.batch_id not in batches:
                 self._watchers.discard(watcher)
+
+
+async def _resumed(connection: DbConnection, batch: Any, resume_after: str) -> _Watcher:
+    """A watcher past the operation `resume_after` names (or, named by the batch's own
+    id, before every operation), as a stream that delivered it left off."""
+    if resume_after == batch.id:
+        return _Watcher(batch.id, 0.0, batch.status)
+    last = await store.finished_operation(connection, batch.tenant, batch.id, resume_after)
+    if last is None:
+        raise invalid(
+            "watch.resume_after.invalid",
+            [
+                Violation(
+                    "resume_after",
+                    "watch.resume_after.invalid",
+                    "resume_after must name the batch or one of its finished operations",
+                )
+            ],
+        )
+    # Those finished at the same moment, up to it in submitted order, were delivered too.
+    sent = await store.finished_at_or_before(connection, batch.id, last.updated_at, last.position)
+    return _Watcher(batch.id, last.updated_at, batch.status, sent=set(sent))
 
 
 def _deliver(watcher: _Watcher, batch: Any, finished: list[Any], events: _SharedEvents) -> None:
@@ -161,8 +202,10 @@ def _deliver(watcher: _Watcher, batch: Any, finished: list[Any], events: _Shared
         watcher.sent.add(operation.id)
         watcher.since = max(watcher.since, operation.updated_at)
         fresh.append(events.operation(batch, operation))
-    if batch.status != watcher.status:
+    held_back_until = events.held_back_until(batch)
+    if batch.status != watcher.status or held_back_until != watcher.held_back_until:
         watcher.status = batch.status
+        watcher.held_back_until = held_back_until
         fresh.append(events.batch(batch))
     if fresh:
         watcher.inbox.put_nowait(fresh)
@@ -171,12 +214,19 @@ def _deliver(watcher: _Watcher, batch: Any, finished: list[Any], events: _Shared
 
 
 class _SharedEvents:
-    """The events of one read, each built once for all the batch's watchers."""
+    """The events of one read, each built once for all the batch's watchers;
+    `pauses` are the upstream pauses of their tenants, as of the read."""
 
-    def __init__(self, counts: dict[str, batch_pb2.BatchOutcomeCounts]) -> None:
+    def __init__(
+        self, pauses: dict[str, float], counts: dict[str, batch_pb2.BatchOutcomeCounts]
+    ) -> None:
+        self._pauses = pauses
         self._counts = counts
         self._batches: dict[str, batch_pb2.Batch] = {}
         self._events: dict[tuple[str, str], Event] = {}
+
+    def held_back_until(self, batch: Any) -> float | None:
+        return convert.held_back_until(batch, self._pauses)
 
     def batch(self, batch: Any) -> Event:
         return self._event(batch, None)
@@ -188,7 +238,10 @@ class _SharedEvents:
         key = (batch.id, "" if operation is None else operation.id)
         if key not in self._events:
             if batch.id not in self._batches:
-                self._batches[batch.id] = convert.batch_message(batch, self._counts.get(batch.id))
+                self._batches[batch.id] = convert.hold_back(
+                    convert.batch_message(batch, self._counts.get(batch.id)),
+                    self.held_back_until(batch),
+                )
             message = Event(batch=self._batches[batch.id])
             if operation is not None:
                 message.batch_operation.CopyFrom(convert.operation_message(operation))

@@ -55,7 +55,7 @@ async def postgres_server() -> AsyncIterator[postgres.Server]:
     except (OSError, asyncpg.PostgresError) as error:
         reason = (
             f"PostgreSQL does not answer at {postgres.HOST}:{postgres.PORT} as user "
-            f"{postgres.USER}: {error!r}"
+            f"{postgres.USER}: {error!r} (set {postgres.SERVER_URL_VARIABLE} for another server)"
         )
         if os.environ.get("CI") == "true":
             pytest.fail(f"{reason} (CI=true: PostgreSQL is required)")

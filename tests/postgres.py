@@ -1,4 +1,7 @@
-"""Test databases on the machine's PostgreSQL (127.0.0.1:5432, user postgres, trust auth).
+"""Test databases on a PostgreSQL server: the machine's (127.0.0.1:5432, user postgres,
+trust auth) unless BATCH_TEST_POSTGRES_URL names another, such as
+`postgresql://user:password@db.example:5433/postgres` (the database is the one
+the run connects to to create its own; the driver part is ignored).
 
 A test run migrates one template database, then copies it (CREATE DATABASE
 ... TEMPLATE, a file copy, far faster than migrating again) for each database
@@ -17,20 +20,34 @@ from dataclasses import dataclass, field
 from itertools import count
 
 import asyncpg
+from sqlalchemy.engine import make_url
 
-HOST = "127.0.0.1"
-PORT = 5432
-USER = "postgres"
+SERVER_URL_VARIABLE = "BATCH_TEST_POSTGRES_URL"
+SERVER_URL = make_url(
+    os.environ.get(SERVER_URL_VARIABLE) or "postgresql://postgres@127.0.0.1:5432/postgres"
+)
+HOST = SERVER_URL.host or "127.0.0.1"
+PORT = SERVER_URL.port or 5432
+USER = SERVER_URL.username or "postgres"
+PASSWORD = SERVER_URL.password
+ADMIN_DATABASE = SERVER_URL.database or "postgres"
 PREFIX = "batchd_test_"
 _OURS = re.compile(rf"{PREFIX}(\d+)_")
 
 
-def url_of(database: str) -> str:
-    return f"postgresql+asyncpg://{USER}@{HOST}:{PORT}/{database}"
+def url_of(database: str, host: str = HOST, port: int = PORT) -> str:
+    """The service's URL of one of the server's databases (with the password, if any);
+    `host` and `port` for one reached another way, such as through a proxy."""
+    url = SERVER_URL.set(
+        drivername="postgresql+asyncpg", host=host, port=port, username=USER, database=database
+    )
+    return url.render_as_string(hide_password=False)
 
 
-async def connect(database: str = "postgres") -> asyncpg.Connection:
-    return await asyncpg.connect(host=HOST, port=PORT, user=USER, database=database, timeout=5)
+async def connect(database: str = ADMIN_DATABASE) -> asyncpg.Connection:
+    return await asyncpg.connect(
+        host=HOST, port=PORT, user=USER, password=PASSWORD, database=database, timeout=5
+    )
 
 
 @dataclass

@@ -79,6 +79,33 @@ async def test_watch_streams_the_state_then_each_finished_operation(
     assert events[-1].batch.finished_batch_operations_count == 6
 
 
+async def watch_all(
+    stub: batch_pb2_grpc.BatchServiceStub, batch_id: str, resume_after: str = ""
+) -> list[batch_pb2.WatchBatchResponse]:
+    request = batch_pb2.WatchBatchRequest(id=batch_id, resume_after=resume_after)
+    return [event async for event in stub.WatchBatch(request, metadata=bearer())]
+
+
+async def test_a_resumed_watch_sends_what_finished_after_the_last_event_seen(
+    stub: batch_pb2_grpc.BatchServiceStub,
+) -> None:
+    first = await create(stub, [operation(GET, f"/slow/0.02/{i}") for i in range(8)])
+    seen = [e.batch_operation.id for e in await watch_all(stub, first.id) if e.batch_operation.id]
+    assert len(seen) == 8
+    for cut in (0, 3, 7):
+        events = await watch_all(stub, first.id, resume_after=seen[cut])
+        assert not events[0].HasField("batch_operation")  # the batch as it is now
+        assert [e.batch_operation.id for e in events[1:]] == seen[cut + 1 :]
+    # Named by the batch's own id: from before its first operation.
+    events = await watch_all(stub, first.id, resume_after=first.id)
+    assert [e.batch_operation.id for e in events[1:]] == seen
+    other = await create(stub, [operation(GET, "/echo/other")])
+    for wrong in (other.id, seen[0].upper(), "not-an-id"):
+        with pytest.raises(grpc.aio.AioRpcError) as error:
+            await watch_all(stub, first.id, wrong)
+        assert error.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+
+
 async def test_watch_of_an_unknown_batch_is_not_found_and_disconnects_are_harmless(
     stub: batch_pb2_grpc.BatchServiceStub,
 ) -> None:

@@ -6,7 +6,9 @@ import asyncio
 import json
 import os
 import pty
+import re
 import sys
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -145,7 +147,11 @@ async def test_show_filters_operations_by_status(service: Service, tmp_path: Pat
     )
     assert submitted.code == 1, submitted.stderr
     batch_id = submitted.stdout.splitlines()[0]
-    assert "1 succeeded, 1 non_2xx, 1 canceled" in submitted.stdout
+    # The words `show --status` takes: a 404 is `completed` (with a 4xx), not `failed`.
+    assert "3 operations, 2 ran (1 succeeded, 1 completed with 4xx), 1 canceled" in (
+        submitted.stdout
+    )
+    assert "failed" not in submitted.stdout
 
     canceled = await batchctl(service, "show", batch_id, "--status", "canceled", "--json")
     assert canceled.code == 1
@@ -157,6 +163,12 @@ async def test_show_filters_operations_by_status(service: Service, tmp_path: Pat
     assert table.code == 1
     assert "/echo/first" in table.stdout and "/status/404" in table.stdout
     assert "/echo/never-sent" not in table.stdout
+    # Each row names its operation, for `grpcurl`, the REST API or a retry to use.
+    shown = await batchctl(service, "show", batch_id, "--json")
+    for operation in shown.json_lines()[0]["batch_operations"]:
+        rows = [line for line in table.stdout.splitlines() if operation["path"] in line]
+        listed = operation["status"] != "BATCH_OPERATION_STATUS_CANCELED"
+        assert [operation["id"] in row for row in rows] == ([True] if listed else [])
 
 
 async def test_show_gives_every_operation_of_a_batch_too_large_for_one_reply(
@@ -205,11 +217,26 @@ async def test_cancel_then_watch_reports_the_canceled_batch(
 
     canceled = await batchctl(service, "cancel", batch_id)
     assert canceled.code == 0, canceled.stderr
-    assert canceled.stdout.startswith(batch_id)
+    # What ran and what the cancel stopped, not "30/30 finished".
+    said = re.fullmatch(
+        rf"Batch {batch_id} \w+: 30 operations, (\d+) ran(?: \((\d+) succeeded\))?, "
+        r"(\d+) canceled(?:, (\d+) in_progress)?\n",
+        canceled.stdout,
+    )
+    assert said is not None, canceled.stdout
+    ran, succeeded, stopped, running = (int(n or 0) for n in said.groups())
+    assert ran == succeeded and ran + stopped + running == 30 and stopped >= 20
 
-    watched = await batchctl(service, "watch", batch_id, "--json")
+    watched = await batchctl(service, "watch", batch_id)
     assert watched.code == 1
-    assert watched.json_lines()[-1]["batch"]["status"] == "BATCH_STATUS_CANCELED"
+    shown = await batchctl(service, "show", batch_id, "--json")
+    statuses = Counter(op["status"] for op in shown.json_lines()[0]["batch_operations"])
+    completed = statuses["BATCH_OPERATION_STATUS_COMPLETED"]
+    assert statuses["BATCH_OPERATION_STATUS_CANCELED"] == 30 - completed == stopped
+    assert (
+        f"Batch {batch_id} canceled: 30 operations, {completed} ran ({completed} succeeded), "
+        f"{30 - completed} canceled"
+    ) in watched.stdout
 
     again = await batchctl(service, "cancel", batch_id)
     assert again.code == 3
@@ -299,13 +326,8 @@ def read_until_closed(fd: int) -> bytes:
         output += chunk
 
 
-async def test_the_live_progress_bar_renders_in_a_terminal(service: Service) -> None:
-    operations = json.dumps([{"http_method": "GET", "path": f"/slow/0.2/{i}"} for i in range(4)])
-    batch = await batchctl(
-        service, "submit", "-", "--json", "--max-concurrency", "1", stdin=operations
-    )
-    batch_id = batch.json_lines()[0]["id"]
-
+async def watch_in_a_terminal(service: Service, batch_id: str) -> str:
+    """What `batchctl watch` shows in a terminal until the batch finishes."""
     primary, secondary = pty.openpty()
     process = await asyncio.create_subprocess_exec(
         BATCHCTL,
@@ -324,9 +346,33 @@ async def test_the_live_progress_bar_renders_in_a_terminal(service: Service) -> 
     code = await asyncio.wait_for(process.wait(), 60)
     text = output.decode(errors="replace")
     assert code == 0, text
+    return text
+
+
+async def test_the_live_progress_bar_renders_in_a_terminal(service: Service) -> None:
+    operations = json.dumps([{"http_method": "GET", "path": f"/slow/0.2/{i}"} for i in range(4)])
+    batch = await batchctl(
+        service, "submit", "-", "--json", "--max-concurrency", "1", stdin=operations
+    )
+    batch_id = batch.json_lines()[0]["id"]
+    text = await watch_in_a_terminal(service, batch_id)
     assert "━" in text and "4/4" in text  # the bar and its done/total column
-    assert f"Batch {batch_id} completed: 4 operations, 4 succeeded" in text
+    assert f"Batch {batch_id} completed: 4 operations, 4 ran (4 succeeded)" in text
+    assert "4 succeeded" in text.split("Batch ")[0]  # the bar counts in the same words
     assert "Traceback" not in text
+
+
+async def test_the_progress_line_says_while_an_upstream_pause_holds_the_batch_back(
+    service: Service,
+) -> None:
+    # Refused once with Retry-After: 3, the tenant's sends pause; then it succeeds.
+    operations = json.dumps(
+        [{"http_method": "GET", "path": "/flaky/ctl/1/429", "query_params": {"retry_after": 3}}]
+    )
+    batch = await batchctl(service, "submit", "-", "--json", stdin=operations)
+    text = await watch_in_a_terminal(service, batch.json_lines()[0]["id"])
+    assert "held back until " in text and "(the upstream asked for a pause)" in text, text
+    assert "1/1" in text and "1 succeeded" in text
 
 
 async def test_retry_resends_the_failed_part_and_delete_removes_a_batch(

@@ -68,7 +68,7 @@ async def wait_health(target: str, wanted: int, timeout: float = 30) -> None:
 
 def through(proxy: TcpProxy, database: str) -> str:
     """The URL of a PostgreSQL database, reached through the proxy."""
-    return postgres.url_of(database).replace(f":{postgres.PORT}/", f":{proxy.port}/")
+    return postgres.url_of(database, "127.0.0.1", proxy.port)
 
 
 def assert_each_recorded_as_answered(batch: batch_pb2.Batch, log: UpstreamLog) -> None:

@@ -32,6 +32,8 @@ TABLES = {
     "create_requests",
     "rate_buckets",
     "upstream_pauses",
+    "webhook_endpoints",
+    "webhook_deliveries",
 }
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import socket
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -20,7 +21,7 @@ from grpc_status import rpc_status
 from batchd.v1 import batch_pb2
 from service.migrate import upgrade_database
 from tests.grpc_client import GET, bearer, operation, run_batch
-from tests.processes import ROOT, TOKEN, free_port, service_env, serving
+from tests.processes import ROOT, TOKEN, free_port, gateway_env, service_env, serving
 from tests.upstream import UpstreamLog
 
 
@@ -103,12 +104,12 @@ async def test_a_response_limit_no_reply_could_carry_stops_the_start(tmp_path: P
     assert line.startswith("batchd: BATCH_MAX_RESPONSE_BYTES must be between 1 and 2097152")
 
 
-async def _start_failing(env: dict[str, str]) -> tuple[int, list[str]]:
-    """Runs a service that must refuse to start: its exit status and stderr lines."""
+async def _start_failing(env: dict[str, str], module: str = "service") -> tuple[int, list[str]]:
+    """Runs a process that must refuse to start: its exit status and stderr lines."""
     process = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
-        "service",
+        module,
         cwd=ROOT,
         env={**os.environ, **env},
         stdout=asyncio.subprocess.PIPE,
@@ -178,3 +179,53 @@ async def test_a_sqlite_file_where_none_can_be_made_is_one_line_and_a_failed_sta
     assert code == 2
     [line] = lines
     assert line.startswith("batchd: database: "), line
+
+
+@pytest.mark.parametrize(
+    ("url", "form"),
+    [
+        ("postgresql://postgres@127.0.0.1/batchd", "postgresql+asyncpg://user@host/db"),
+        ("postgres://u:hunter2@db.example/batchd", "postgresql+asyncpg://user@host/db"),
+        ("postgresql+psycopg2://u:hunter2@127.0.0.1/batchd", "postgresql+asyncpg://user@host/db"),
+        ("sqlite:///var/batchd.db", "sqlite+aiosqlite:///FILE"),
+        ("mysql+aiomysql://u:hunter2@h/db", "postgresql+asyncpg://user@host/db"),
+        ("not a url", "postgresql+asyncpg://user@host/db"),
+    ],
+)
+@pytest.mark.parametrize("module", ["service", "service.migrate"])
+async def test_a_database_url_without_its_async_driver_is_one_line_naming_the_form(
+    url: str, form: str, module: str
+) -> None:
+    env = service_env(url, "http://127.0.0.1:9")
+    code, lines = await _start_failing(env, module)
+    assert code == 2
+    [line] = lines
+    assert line.startswith("batchd: BATCH_DATABASE_URL"), line
+    assert form in line, line
+    assert "hunter2" not in line  # the URL's password is never echoed
+
+
+async def test_a_taken_grpc_port_is_one_line_naming_its_variable(tmp_path: Path) -> None:
+    with socket.create_server(("127.0.0.1", 0)) as taken:
+        address = f"127.0.0.1:{taken.getsockname()[1]}"
+        env = service_env(
+            f"sqlite+aiosqlite:///{tmp_path / 'batchd.db'}",
+            "http://127.0.0.1:9",
+            BATCH_GRPC_ADDRESS=address,
+        )
+        code, lines = await _start_failing(env)
+    assert code == 1
+    assert lines == [
+        f"batchd: cannot listen on BATCH_GRPC_ADDRESS={address}: Address already in use"
+    ]
+
+
+async def test_a_taken_http_port_is_one_line_naming_its_variable() -> None:
+    with socket.create_server(("127.0.0.1", 0)) as taken:
+        address = f"127.0.0.1:{taken.getsockname()[1]}"
+        env = gateway_env(f"127.0.0.1:{free_port()}", BATCH_HTTP_ADDRESS=address)
+        code, lines = await _start_failing(env, "gateway")
+    assert code == 1
+    [line] = lines
+    assert line.startswith(f"batchd: cannot listen on BATCH_HTTP_ADDRESS={address}: "), line
+    assert "in use" in line, line

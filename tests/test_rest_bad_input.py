@@ -330,6 +330,9 @@ async def test_missing_or_unknown_tokens_are_a_401(
         ):
             body = await call(bare, method, path, 401, headers=headers, **kwargs)
             assert_error(body, "unauthorized", "unauthorized")
+            # REST callers send a header; gRPC's word for it would mislead them.
+            assert "Authorization header" in body["message"], body
+            assert "metadata" not in body["message"], body
 
 
 async def test_a_stopped_service_means_503(

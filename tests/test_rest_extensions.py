@@ -179,9 +179,11 @@ async def watcher(metered: Stack) -> AsyncIterator[aiohttp.ClientSession]:
 
 
 def parse_events(text: str) -> tuple[list[Event], int]:
-    """The events of an SSE stream, and how many comment lines it held."""
+    """The events of an SSE stream, and how many comment lines it held; a stream starts
+    with its `retry:` and nothing else."""
+    assert text.startswith("retry: 2000\n\n"), text[:100]
     events, comments = [], 0
-    for block in text.split("\n\n"):
+    for block in text.removeprefix("retry: 2000\n\n").split("\n\n"):
         fields: dict[str, str] = {}
         for line in block.splitlines():
             if line.startswith(":"):
@@ -196,13 +198,33 @@ def parse_events(text: str) -> tuple[list[Event], int]:
     return events, comments
 
 
-async def read_stream(http: aiohttp.ClientSession, batch_id: str) -> tuple[list[Event], int]:
-    async with http.get(f"/v1/batches/{batch_id}/events") as response:
+async def read_stream(
+    http: aiohttp.ClientSession, batch_id: str, last_event_id: str | None = None
+) -> tuple[list[Event], int]:
+    headers = {} if last_event_id is None else {"Last-Event-ID": last_event_id}
+    async with http.get(f"/v1/batches/{batch_id}/events", headers=headers) as response:
         text = await response.text()
         assert response.status == 200, text
         assert response.content_type == "text/event-stream"
         assert response.headers["Cache-Control"] == "no-cache"
     return parse_events(text)
+
+
+def operation_ids(events: list[Event]) -> list[str]:
+    return [e.data["batch_operation"]["id"] for e in events if e.name == "batch_operation"]
+
+
+async def first_operation_events(
+    http: aiohttp.ClientSession, batch_id: str, wanted: int
+) -> list[Event]:
+    """The stream's events up to its `wanted`th operation event; then it disconnects."""
+    async with http.get(f"/v1/batches/{batch_id}/events") as response:
+        assert response.status == 200
+        text = await response.content.readuntil(b"\n\n")  # retry:
+        while text.count(b"event: batch_operation\n") < wanted:
+            text += await response.content.readuntil(b"\n\n")
+    events, _ = parse_events(text.decode())
+    return events
 
 
 async def watch_streams(metrics_url: str) -> float:
@@ -228,10 +250,12 @@ async def test_events_stream_the_batch_then_each_operation_once_until_it_complet
     created = await create_batch(watcher, [get(f"/slow/0.05/{i}") for i in range(6)])
     events, _ = await read_stream(watcher, created["id"])
 
-    assert [event.id for event in events] == [str(n) for n in range(1, len(events) + 1)]
     assert events[0].name == "batch"
     assert_batch(events[0].data)
     assert events[0].data["id"] == created["id"]
+    end = events.pop()
+    assert end.name == "end"
+    assert end.data == events[-1].data
     finished = []
     for event in events:
         assert event.name in {"batch", "batch_operation"}, event
@@ -249,6 +273,77 @@ async def test_events_stream_the_batch_then_each_operation_once_until_it_complet
     assert events[-1].name == "batch"
     assert events[-1].data["status"] == "completed"
     assert events[-1].data["finished_batch_operations_count"] == 6
+    # Each id says where the stream stood: its last operation, and the batch's status.
+    assert events[0].id == f"{created['id']}/{events[0].data['status']}"
+    for event in events[1:]:
+        if event.name == "batch_operation":
+            operation = event.data["batch_operation"]["id"]
+            assert event.id == f"{operation}/{event.data['batch']['status']}"
+    assert events[-1].id == end.id == f"{finished[-1]}/completed"
+
+
+async def test_a_reconnect_with_last_event_id_resumes_after_that_event(
+    watcher: aiohttp.ClientSession,
+) -> None:
+    created = await create_with_options(
+        watcher, [get(f"/slow/0.1/{i}") for i in range(12)], sequential=True
+    )
+    before = await first_operation_events(watcher, created["id"], 3)
+    assert len(operation_ids(before)) == 3
+    after, _ = await read_stream(watcher, created["id"], last_event_id=before[-1].id)
+    # No new snapshot: the batch is still in the state the client saw, so the stream
+    # goes on with the next operation.
+    assert after[0].name == "batch_operation", after[0]
+    assert after[-1].name == "end"
+    assert after[-2].name == "batch" and after[-2].data["status"] == "completed"
+    resumed = operation_ids(after)
+    assert not set(resumed) & set(operation_ids(before))
+    batch = await wait_completed(watcher, created["id"])
+    everyone = [op["id"] for op in batch["batch_operations"]["data"]]
+    assert operation_ids(before) + resumed == everyone  # sequential: in submitted order
+
+
+async def test_a_reconnect_after_the_batch_finished_gets_what_it_missed_then_no_content(
+    watcher: aiohttp.ClientSession,
+) -> None:
+    created = await create_with_options(
+        watcher, [get(f"/slow/0.05/{i}") for i in range(6)], sequential=True
+    )
+    before = await first_operation_events(watcher, created["id"], 2)
+    await wait_completed(watcher, created["id"])
+    after, _ = await read_stream(watcher, created["id"], last_event_id=before[-1].id)
+    # The status changed meanwhile: the batch as it is now comes first.
+    assert after[0].name == "batch" and after[0].data["status"] == "completed"
+    assert [e.name for e in after[1:]] == ["batch_operation"] * 4 + ["end"]
+    assert len(set(operation_ids(before) + operation_ids(after))) == 6
+    # Everything delivered: a reconnect is told there is nothing more (EventSource stops).
+    headers = {"Last-Event-ID": after[-1].id}
+    async with watcher.get(f"/v1/batches/{created['id']}/events", headers=headers) as response:
+        assert response.status == 204
+        assert await response.read() == b""
+    # From the batch's own id (no operation seen yet): every operation, once.
+    everything, _ = await read_stream(watcher, created["id"], f"{created['id']}/in_progress")
+    assert len(set(operation_ids(everything))) == len(operation_ids(everything)) == 6
+
+
+@pytest.mark.parametrize(
+    "last_event_id",
+    ["1", "garbage", f"{UNKNOWN_ID}/in_progress", "{batch}/finished", "{batch}", "{BATCH}/pending"],
+)
+async def test_a_last_event_id_no_stream_sent_is_a_400(
+    watcher: aiohttp.ClientSession, last_event_id: str
+) -> None:
+    created = await create_batch(watcher, [get("/echo/x")])
+    header = last_event_id.format(batch=created["id"], BATCH=created["id"].upper())
+    body = await call(
+        watcher,
+        "GET",
+        f"/v1/batches/{created['id']}/events",
+        400,
+        headers={"Last-Event-ID": header},
+    )
+    assert_error(body, "bad_request", "bad_request")
+    assert "Last-Event-ID" in body["message"]
 
 
 async def test_events_of_a_canceled_batch_end_with_its_canceled_state(
@@ -259,12 +354,14 @@ async def test_events_of_a_canceled_batch_end_with_its_canceled_state(
     )
     async with watcher.get(f"/v1/batches/{created['id']}/events") as response:
         assert response.status == 200
-        await response.content.readuntil(b"\n\n")
+        text = await response.content.readuntil(b"\n\n")  # retry:
+        text += await response.content.readuntil(b"\n\n")  # the batch
         await call(watcher, "POST", f"/v1/batches/{created['id']}/cancel", 200)
-        events, _ = parse_events(await response.text())
-    assert events[-1].name == "batch"
-    assert_batch(events[-1].data, extended=True)
-    assert events[-1].data["status"] == "canceled"
+        events, _ = parse_events((text + await response.read()).decode())
+    assert events[-1].name == "end"
+    assert events[-2].name == "batch"
+    assert_batch(events[-2].data, extended=True)
+    assert events[-2].data["status"] == "canceled"
 
 
 async def test_events_ping_during_silence(metered: Stack) -> None:
@@ -285,6 +382,7 @@ async def test_a_client_that_disconnects_closes_its_watch(
     responses = [await watcher.get(f"/v1/batches/{created['id']}/events") for _ in range(2)]
     for response in responses:
         assert response.status == 200
+        assert await response.content.readuntil(b"\n\n") == b"retry: 2000\n\n"
         first = await response.content.readuntil(b"\n\n")
         assert b"event: batch\n" in first
     await wait_watch_streams(metered.metrics_url, 2)

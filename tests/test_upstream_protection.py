@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import math
 import time
+from collections.abc import AsyncIterable
 from pathlib import Path
 
 import aiohttp
@@ -20,7 +22,7 @@ from service.settings import ServiceSettings
 from tests import postgres
 from tests.grpc_client import GET, POST, bearer, operation, run_batch, wait_completed
 from tests.processes import OTHER_TOKEN, free_port, service_env, serving, start_service
-from tests.upstream import UpstreamLog
+from tests.upstream import SeenRequest, UpstreamLog
 
 PATCH = batch_pb2.HTTP_METHOD_PATCH
 
@@ -53,6 +55,24 @@ async def test_a_429_is_retried_for_every_method_with_its_idempotency_key(
     assert [r.body for r in post_sends] == [{"n": 1}, {"n": 1}]
 
 
+async def test_a_post_refused_twice_then_created_reached_the_upstream_three_times(
+    stub: batch_pb2_grpc.BatchServiceStub, upstream_server: tuple[str, UpstreamLog]
+) -> None:
+    batch = await run_batch(
+        stub,
+        [operation(POST, "/flaky/created/2/429", body={"n": 1}, query_params={"then": 201})],
+    )
+    [post] = batch.batch_operations
+    assert (post.status, post.response_status, post.attempts) == (
+        batch_pb2.BATCH_OPERATION_STATUS_COMPLETED,
+        201,
+        3,
+    )
+    arrivals = [r for r in upstream_server[1].requests if r.path == "/flaky/created/2/429"]
+    assert [(r.method, r.body) for r in arrivals] == [("POST", {"n": 1})] * 3
+    assert {r.headers["Idempotency-Key"] for r in arrivals} == {post.id}
+
+
 def most_in_any_window(times: list[float], window: float) -> int:
     """The most of these moments that fall within any `window` seconds."""
     ordered = sorted(times)
@@ -69,6 +89,13 @@ def assert_within_rate(times: list[float], rate: float, burst: int) -> None:
     Loopback delivery may bunch requests by a few milliseconds: SLACK allows it."""
     for window in (0.5, 1.0, 2.0):
         assert most_in_any_window(times, window) <= rate * (window + SLACK) + burst, window
+
+
+def assert_measured_rate_at_most(times: list[float], rate: float) -> None:
+    """The rate the upstream measured over the whole run: requests after the
+    first, over the time from the first to the last."""
+    measured = (len(times) - 1) / (max(times) - min(times))
+    assert measured <= 1.15 * rate, measured
 
 
 SLACK = 0.05
@@ -101,12 +128,13 @@ async def test_the_upstream_rate_limit_holds_and_the_upstream_refuses_nothing(
     path = f"/limited/all/{RATE + BURST + 1}"
     env = limited_env(database_url, upstream_server[0])
     async with serving(env, tmp_path / "service.log") as (_, stub):
-        batch = await run_batch(stub, mixed_operations(100, path), timeout=60)
+        batch = await run_batch(stub, mixed_operations(600, path), timeout=120)
     seen = upstream_server[1].requests
-    assert len(seen) == 100
+    assert len(seen) == 600
     assert {op.response_status for op in batch.batch_operations} == {200}
     assert {op.attempts for op in batch.batch_operations} == {1}
     assert_within_rate([r.at for r in seen], RATE, BURST)
+    assert_measured_rate_at_most([r.at for r in seen], RATE)
 
 
 async def test_two_replicas_share_one_upstream_rate_limit(
@@ -142,7 +170,9 @@ async def test_two_replicas_share_one_upstream_rate_limit(
     # Both replicas sent: the limit held across processes, not within one.
     ran = [replica.log().count('"message": "operation finished"') for replica in replicas]
     assert sum(ran) == 160 and min(ran) > 0, ran
+    assert {op.attempts for batch in batches for op in batch.batch_operations} == {1}
     assert_within_rate([r.at for r in seen], RATE, BURST)
+    assert_measured_rate_at_most([r.at for r in seen], RATE)
 
 
 def largest_gap(times: list[float]) -> float:
@@ -277,5 +307,152 @@ async def test_a_take_grants_what_the_bucket_holds_and_never_beyond_its_burst(
             await rate_buckets.give_back(connection, "b", 100, 4)
             capped = await rate_buckets.take(connection, "b", 10, 1.0, 4)
         assert capped is not None and capped.granted == 4
+    finally:
+        await database.dispose()
+
+
+def refusals_after(requests: list[SeenRequest], since: float) -> tuple[int, int]:
+    """Of the requests that arrived after `since`: how many, and how many were
+    refused. An operation's attempts on /limited end at its first 2xx (the
+    test checks it), so every attempt of a key but its last was a 429."""
+    by_key: dict[str, list[SeenRequest]] = {}
+    for request in requests:
+        by_key.setdefault(request.headers["Idempotency-Key"], []).append(request)
+    later = [r for r in requests if r.at > since]
+    refused = [r for attempts in by_key.values() for r in attempts[:-1] if r.at > since]
+    return len(later), len(refused)
+
+
+# What the adapting upstream accepts in any second: low enough that a loaded
+# machine still sends faster, so the adaptation is what keeps 429s away.
+ADAPTING_RATE = 30
+
+
+async def test_without_a_configured_limit_adaptation_keeps_429s_rare(
+    database_url: str, upstream_server: tuple[str, UpstreamLog], tmp_path: Path
+) -> None:
+    env = service_env(
+        database_url,
+        upstream_server[0],
+        BATCH_MAX_IN_FLIGHT_PER_BATCH="64",
+        BATCH_METRICS_ADDRESS=f"127.0.0.1:{free_port()}",
+    )
+    path = f"/limited/adapting/{ADAPTING_RATE}"
+    async with serving(env, tmp_path / "service.log") as (_, stub):
+        batch = await run_batch(stub, mixed_operations(360, path), timeout=120)
+    seen = upstream_server[1].requests
+    assert {op.status for op in batch.batch_operations} == {
+        batch_pb2.BATCH_OPERATION_STATUS_COMPLETED
+    }
+    assert {op.response_status for op in batch.batch_operations} == {200}
+    assert sum(op.attempts for op in batch.batch_operations) == len(seen)
+    # The first burst found the limit: refused beyond it ...
+    total, refused = refusals_after(seen, -math.inf)
+    assert refused > 0
+    # ... and from two seconds on, the sends kept under it.
+    later, refused_later = refusals_after(seen, seen[0].at + 2)
+    print(f"429s: {refused}/{total} in all, {refused_later}/{later} after two seconds")
+    assert later > 200
+    assert refused_later < 0.05 * later, (refused_later, later)
+
+
+async def test_get_and_watch_say_while_a_batch_is_held_back_by_an_upstream_pause(
+    database_url: str, upstream_server: tuple[str, UpstreamLog], tmp_path: Path
+) -> None:
+    env = service_env(database_url, upstream_server[0])
+    pause = batch_pb2.HeldBack.REASON_UPSTREAM_PAUSE
+    async with serving(env, tmp_path / "service.log") as (_, stub):
+        # Another tenant's batch, unfinished throughout: never held back by this pause.
+        others = await stub.CreateBatch(
+            batch_pb2.CreateBatchRequest(
+                batch=batch_pb2.Batch(batch_operations=[operation(GET, "/slow/4/other")])
+            ),
+            metadata=bearer(OTHER_TOKEN),
+        )
+        created = await stub.CreateBatch(
+            batch_pb2.CreateBatchRequest(
+                batch=batch_pb2.Batch(
+                    batch_operations=[
+                        operation(GET, "/flaky/held/1/429", query_params={"retry_after": 2})
+                    ]
+                )
+            ),
+            metadata=bearer(),
+        )
+        watching = stub.WatchBatch(
+            batch_pb2.WatchBatchRequest(id=created.batch.id), metadata=bearer()
+        )
+        events = asyncio.create_task(batches_of(watching))
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + 10
+        while True:
+            held = (
+                await stub.GetBatch(
+                    batch_pb2.GetBatchRequest(id=created.batch.id), metadata=bearer()
+                )
+            ).batch
+            if held.HasField("held_back"):
+                break
+            assert loop.time() < deadline, "GetBatch never said the batch is held back"
+            await asyncio.sleep(0.05)
+        other = (
+            await stub.GetBatch(
+                batch_pb2.GetBatchRequest(id=others.batch.id), metadata=bearer(OTHER_TOKEN)
+            )
+        ).batch
+        watched = await asyncio.wait_for(events, 30)
+        done = (
+            await stub.GetBatch(batch_pb2.GetBatchRequest(id=created.batch.id), metadata=bearer())
+        ).batch
+    assert held.held_back.reason == pause
+    # Until about two seconds after the 429 (Retry-After: 2), on the database's clock.
+    [refusal, _] = [r for r in upstream_server[1].requests if r.path == "/flaky/held/1/429"]
+    refused_at = time.time() - (time.monotonic() - refusal.at)
+    until = held.held_back.until.ToMicroseconds() / 1e6
+    assert refused_at + 1 < until < refused_at + 3, (until, refused_at)
+    assert other.status != batch_pb2.BATCH_STATUS_COMPLETED and not other.HasField("held_back")
+    # The stream said so while it lasted; the batch it ended with is held back no more.
+    assert any(batch.held_back.reason == pause for batch in watched), watched
+    assert watched[-1].status == batch_pb2.BATCH_STATUS_COMPLETED
+    assert not watched[-1].HasField("held_back")
+    assert done.status == batch_pb2.BATCH_STATUS_COMPLETED and not done.HasField("held_back")
+
+
+async def batches_of(stream: AsyncIterable[batch_pb2.WatchBatchResponse]) -> list[batch_pb2.Batch]:
+    return [event.batch async for event in stream]
+
+
+async def test_a_refusal_after_healthy_answers_paces_the_tenant_at_a_learned_rate(
+    tmp_path: Path,
+) -> None:
+    """20 healthy answers in the last second, then a 429: the tenant's next sends
+    go at 70% of 20 a second, one by one; another tenant is not paced."""
+    settings = ServiceSettings(
+        database_url=f"sqlite+aiosqlite:///{tmp_path / 'unused.db'}", api_tokens="t:tenant"
+    )
+    database = open_database(settings.database_url)
+    throttle = Throttle(database, settings)
+    try:
+        for _ in range(20):
+            admitted_at = await throttle.admit("paced")
+            throttle.finished("paced", admitted_at, 200, None)
+        admitted_at = await throttle.admit("paced")
+        throttle.finished("paced", admitted_at, 429, None)
+        began = time.monotonic()
+        sent: list[float] = []
+
+        async def send(tenant: str) -> None:
+            admitted_at = await throttle.admit(tenant)
+            sent.append(time.monotonic())
+            throttle.finished(tenant, admitted_at, 200, None)
+
+        waiting = [asyncio.create_task(send("paced")) for _ in range(8)]
+        await asyncio.sleep(0)
+        assert throttle.holding_back("paced") and not throttle.holding_back("other")
+        await send("other")
+        await asyncio.gather(*waiting)
+        # Eight turns about 1/14 s apart after the refusal's own, the rate growing
+        # by a step a second meanwhile: never much sooner.
+        assert max(sent) - began >= 7 / 15
     finally:
         await database.dispose()

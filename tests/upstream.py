@@ -112,7 +112,7 @@ async def slow(request: web.Request) -> web.Response:
 
 
 async def flaky(request: web.Request) -> web.Response:
-    """Answers `code` the first `times` calls per key, then 200."""
+    """Answers `code` the first `times` calls per key, then 200 (or `?then=`)."""
     key = request.match_info["key"]
     hits = request.app[HITS_KEY]
     hits[key] += 1
@@ -120,7 +120,8 @@ async def flaky(request: web.Request) -> web.Response:
         code = int(request.match_info["code"])
         headers = {"Retry-After": request.query.get("retry_after", "0")}
         return web.json_response({"error": "try again"}, status=code, headers=headers)
-    return web.json_response({"ok": True, "calls": hits[key]})
+    then = int(request.query.get("then", "200"))
+    return web.json_response({"ok": True, "calls": hits[key]}, status=then)
 
 
 async def limited(request: web.Request) -> web.Response:

@@ -45,6 +45,13 @@ class BatchView(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     BATCH_VIEW_UNSPECIFIED: _ClassVar[BatchView]
     BATCH_VIEW_BASIC: _ClassVar[BatchView]
     BATCH_VIEW_FULL: _ClassVar[BatchView]
+
+class WebhookDeliveryStatus(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    WEBHOOK_DELIVERY_STATUS_UNSPECIFIED: _ClassVar[WebhookDeliveryStatus]
+    WEBHOOK_DELIVERY_STATUS_PENDING: _ClassVar[WebhookDeliveryStatus]
+    WEBHOOK_DELIVERY_STATUS_DELIVERED: _ClassVar[WebhookDeliveryStatus]
+    WEBHOOK_DELIVERY_STATUS_FAILED: _ClassVar[WebhookDeliveryStatus]
 HTTP_METHOD_UNSPECIFIED: HttpMethod
 HTTP_METHOD_GET: HttpMethod
 HTTP_METHOD_POST: HttpMethod
@@ -66,6 +73,10 @@ BATCH_STATUS_CANCELED: BatchStatus
 BATCH_VIEW_UNSPECIFIED: BatchView
 BATCH_VIEW_BASIC: BatchView
 BATCH_VIEW_FULL: BatchView
+WEBHOOK_DELIVERY_STATUS_UNSPECIFIED: WebhookDeliveryStatus
+WEBHOOK_DELIVERY_STATUS_PENDING: WebhookDeliveryStatus
+WEBHOOK_DELIVERY_STATUS_DELIVERED: WebhookDeliveryStatus
+WEBHOOK_DELIVERY_STATUS_FAILED: WebhookDeliveryStatus
 
 class BatchOperation(_message.Message):
     __slots__ = ("id", "batch_id", "http_method", "path", "query_params", "body", "status", "response_status", "response_body", "failure_reason", "attempts", "position", "create_time", "update_time")
@@ -110,7 +121,7 @@ class ExecutionOptions(_message.Message):
     def __init__(self, sequential: _Optional[bool] = ..., stop_on_failure: _Optional[bool] = ..., max_concurrency: _Optional[int] = ...) -> None: ...
 
 class Batch(_message.Message):
-    __slots__ = ("id", "status", "batch_operations_count", "finished_batch_operations_count", "batch_operations", "create_time", "update_time", "execution_options", "retry_of", "metadata", "outcome_counts")
+    __slots__ = ("id", "status", "batch_operations_count", "finished_batch_operations_count", "batch_operations", "create_time", "update_time", "execution_options", "retry_of", "metadata", "outcome_counts", "held_back")
     class MetadataEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -129,6 +140,7 @@ class Batch(_message.Message):
     RETRY_OF_FIELD_NUMBER: _ClassVar[int]
     METADATA_FIELD_NUMBER: _ClassVar[int]
     OUTCOME_COUNTS_FIELD_NUMBER: _ClassVar[int]
+    HELD_BACK_FIELD_NUMBER: _ClassVar[int]
     id: str
     status: BatchStatus
     batch_operations_count: int
@@ -140,7 +152,8 @@ class Batch(_message.Message):
     retry_of: str
     metadata: _containers.ScalarMap[str, str]
     outcome_counts: BatchOutcomeCounts
-    def __init__(self, id: _Optional[str] = ..., status: _Optional[_Union[BatchStatus, str]] = ..., batch_operations_count: _Optional[int] = ..., finished_batch_operations_count: _Optional[int] = ..., batch_operations: _Optional[_Iterable[_Union[BatchOperation, _Mapping]]] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., update_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., execution_options: _Optional[_Union[ExecutionOptions, _Mapping]] = ..., retry_of: _Optional[str] = ..., metadata: _Optional[_Mapping[str, str]] = ..., outcome_counts: _Optional[_Union[BatchOutcomeCounts, _Mapping]] = ...) -> None: ...
+    held_back: HeldBack
+    def __init__(self, id: _Optional[str] = ..., status: _Optional[_Union[BatchStatus, str]] = ..., batch_operations_count: _Optional[int] = ..., finished_batch_operations_count: _Optional[int] = ..., batch_operations: _Optional[_Iterable[_Union[BatchOperation, _Mapping]]] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., update_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., execution_options: _Optional[_Union[ExecutionOptions, _Mapping]] = ..., retry_of: _Optional[str] = ..., metadata: _Optional[_Mapping[str, str]] = ..., outcome_counts: _Optional[_Union[BatchOutcomeCounts, _Mapping]] = ..., held_back: _Optional[_Union[HeldBack, _Mapping]] = ...) -> None: ...
 
 class BatchOutcomeCounts(_message.Message):
     __slots__ = ("completed", "failed", "timed_out", "canceled", "responses_2xx", "responses_3xx", "responses_4xx", "responses_5xx")
@@ -161,6 +174,20 @@ class BatchOutcomeCounts(_message.Message):
     responses_4xx: int
     responses_5xx: int
     def __init__(self, completed: _Optional[int] = ..., failed: _Optional[int] = ..., timed_out: _Optional[int] = ..., canceled: _Optional[int] = ..., responses_2xx: _Optional[int] = ..., responses_3xx: _Optional[int] = ..., responses_4xx: _Optional[int] = ..., responses_5xx: _Optional[int] = ...) -> None: ...
+
+class HeldBack(_message.Message):
+    __slots__ = ("reason", "until")
+    class Reason(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+        __slots__ = ()
+        REASON_UNSPECIFIED: _ClassVar[HeldBack.Reason]
+        REASON_UPSTREAM_PAUSE: _ClassVar[HeldBack.Reason]
+    REASON_UNSPECIFIED: HeldBack.Reason
+    REASON_UPSTREAM_PAUSE: HeldBack.Reason
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    UNTIL_FIELD_NUMBER: _ClassVar[int]
+    reason: HeldBack.Reason
+    until: _timestamp_pb2.Timestamp
+    def __init__(self, reason: _Optional[_Union[HeldBack.Reason, str]] = ..., until: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
 
 class CreateBatchRequest(_message.Message):
     __slots__ = ("batch", "view", "request_id")
@@ -272,10 +299,12 @@ class CancelBatchResponse(_message.Message):
     def __init__(self, batch: _Optional[_Union[Batch, _Mapping]] = ...) -> None: ...
 
 class WatchBatchRequest(_message.Message):
-    __slots__ = ("id",)
+    __slots__ = ("id", "resume_after")
     ID_FIELD_NUMBER: _ClassVar[int]
+    RESUME_AFTER_FIELD_NUMBER: _ClassVar[int]
     id: str
-    def __init__(self, id: _Optional[str] = ...) -> None: ...
+    resume_after: str
+    def __init__(self, id: _Optional[str] = ..., resume_after: _Optional[str] = ...) -> None: ...
 
 class WatchBatchResponse(_message.Message):
     __slots__ = ("batch", "batch_operation")
@@ -330,3 +359,123 @@ class RetryBatchResponse(_message.Message):
     BATCH_FIELD_NUMBER: _ClassVar[int]
     batch: Batch
     def __init__(self, batch: _Optional[_Union[Batch, _Mapping]] = ...) -> None: ...
+
+class WebhookEndpoint(_message.Message):
+    __slots__ = ("id", "url", "webhook_events", "signing_secret", "create_time", "update_time")
+    ID_FIELD_NUMBER: _ClassVar[int]
+    URL_FIELD_NUMBER: _ClassVar[int]
+    WEBHOOK_EVENTS_FIELD_NUMBER: _ClassVar[int]
+    SIGNING_SECRET_FIELD_NUMBER: _ClassVar[int]
+    CREATE_TIME_FIELD_NUMBER: _ClassVar[int]
+    UPDATE_TIME_FIELD_NUMBER: _ClassVar[int]
+    id: str
+    url: str
+    webhook_events: _containers.RepeatedScalarFieldContainer[str]
+    signing_secret: str
+    create_time: _timestamp_pb2.Timestamp
+    update_time: _timestamp_pb2.Timestamp
+    def __init__(self, id: _Optional[str] = ..., url: _Optional[str] = ..., webhook_events: _Optional[_Iterable[str]] = ..., signing_secret: _Optional[str] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., update_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+
+class WebhookDelivery(_message.Message):
+    __slots__ = ("id", "webhook_endpoint_id", "event_id", "event_type", "batch_id", "status", "attempts", "last_response_status", "last_error", "last_attempt_time", "next_attempt_time", "create_time", "update_time")
+    ID_FIELD_NUMBER: _ClassVar[int]
+    WEBHOOK_ENDPOINT_ID_FIELD_NUMBER: _ClassVar[int]
+    EVENT_ID_FIELD_NUMBER: _ClassVar[int]
+    EVENT_TYPE_FIELD_NUMBER: _ClassVar[int]
+    BATCH_ID_FIELD_NUMBER: _ClassVar[int]
+    STATUS_FIELD_NUMBER: _ClassVar[int]
+    ATTEMPTS_FIELD_NUMBER: _ClassVar[int]
+    LAST_RESPONSE_STATUS_FIELD_NUMBER: _ClassVar[int]
+    LAST_ERROR_FIELD_NUMBER: _ClassVar[int]
+    LAST_ATTEMPT_TIME_FIELD_NUMBER: _ClassVar[int]
+    NEXT_ATTEMPT_TIME_FIELD_NUMBER: _ClassVar[int]
+    CREATE_TIME_FIELD_NUMBER: _ClassVar[int]
+    UPDATE_TIME_FIELD_NUMBER: _ClassVar[int]
+    id: str
+    webhook_endpoint_id: str
+    event_id: str
+    event_type: str
+    batch_id: str
+    status: WebhookDeliveryStatus
+    attempts: int
+    last_response_status: int
+    last_error: str
+    last_attempt_time: _timestamp_pb2.Timestamp
+    next_attempt_time: _timestamp_pb2.Timestamp
+    create_time: _timestamp_pb2.Timestamp
+    update_time: _timestamp_pb2.Timestamp
+    def __init__(self, id: _Optional[str] = ..., webhook_endpoint_id: _Optional[str] = ..., event_id: _Optional[str] = ..., event_type: _Optional[str] = ..., batch_id: _Optional[str] = ..., status: _Optional[_Union[WebhookDeliveryStatus, str]] = ..., attempts: _Optional[int] = ..., last_response_status: _Optional[int] = ..., last_error: _Optional[str] = ..., last_attempt_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., next_attempt_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., update_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+
+class CreateWebhookEndpointRequest(_message.Message):
+    __slots__ = ("webhook_endpoint",)
+    WEBHOOK_ENDPOINT_FIELD_NUMBER: _ClassVar[int]
+    webhook_endpoint: WebhookEndpoint
+    def __init__(self, webhook_endpoint: _Optional[_Union[WebhookEndpoint, _Mapping]] = ...) -> None: ...
+
+class CreateWebhookEndpointResponse(_message.Message):
+    __slots__ = ("webhook_endpoint",)
+    WEBHOOK_ENDPOINT_FIELD_NUMBER: _ClassVar[int]
+    webhook_endpoint: WebhookEndpoint
+    def __init__(self, webhook_endpoint: _Optional[_Union[WebhookEndpoint, _Mapping]] = ...) -> None: ...
+
+class GetWebhookEndpointRequest(_message.Message):
+    __slots__ = ("id",)
+    ID_FIELD_NUMBER: _ClassVar[int]
+    id: str
+    def __init__(self, id: _Optional[str] = ...) -> None: ...
+
+class GetWebhookEndpointResponse(_message.Message):
+    __slots__ = ("webhook_endpoint",)
+    WEBHOOK_ENDPOINT_FIELD_NUMBER: _ClassVar[int]
+    webhook_endpoint: WebhookEndpoint
+    def __init__(self, webhook_endpoint: _Optional[_Union[WebhookEndpoint, _Mapping]] = ...) -> None: ...
+
+class ListWebhookEndpointsRequest(_message.Message):
+    __slots__ = ("page_size", "page", "order_by")
+    PAGE_SIZE_FIELD_NUMBER: _ClassVar[int]
+    PAGE_FIELD_NUMBER: _ClassVar[int]
+    ORDER_BY_FIELD_NUMBER: _ClassVar[int]
+    page_size: int
+    page: int
+    order_by: str
+    def __init__(self, page_size: _Optional[int] = ..., page: _Optional[int] = ..., order_by: _Optional[str] = ...) -> None: ...
+
+class ListWebhookEndpointsResponse(_message.Message):
+    __slots__ = ("webhook_endpoints", "total_size")
+    WEBHOOK_ENDPOINTS_FIELD_NUMBER: _ClassVar[int]
+    TOTAL_SIZE_FIELD_NUMBER: _ClassVar[int]
+    webhook_endpoints: _containers.RepeatedCompositeFieldContainer[WebhookEndpoint]
+    total_size: int
+    def __init__(self, webhook_endpoints: _Optional[_Iterable[_Union[WebhookEndpoint, _Mapping]]] = ..., total_size: _Optional[int] = ...) -> None: ...
+
+class DeleteWebhookEndpointRequest(_message.Message):
+    __slots__ = ("id",)
+    ID_FIELD_NUMBER: _ClassVar[int]
+    id: str
+    def __init__(self, id: _Optional[str] = ...) -> None: ...
+
+class DeleteWebhookEndpointResponse(_message.Message):
+    __slots__ = ("id",)
+    ID_FIELD_NUMBER: _ClassVar[int]
+    id: str
+    def __init__(self, id: _Optional[str] = ...) -> None: ...
+
+class ListWebhookDeliveriesRequest(_message.Message):
+    __slots__ = ("webhook_endpoint_id", "page_size", "page", "order_by")
+    WEBHOOK_ENDPOINT_ID_FIELD_NUMBER: _ClassVar[int]
+    PAGE_SIZE_FIELD_NUMBER: _ClassVar[int]
+    PAGE_FIELD_NUMBER: _ClassVar[int]
+    ORDER_BY_FIELD_NUMBER: _ClassVar[int]
+    webhook_endpoint_id: str
+    page_size: int
+    page: int
+    order_by: str
+    def __init__(self, webhook_endpoint_id: _Optional[str] = ..., page_size: _Optional[int] = ..., page: _Optional[int] = ..., order_by: _Optional[str] = ...) -> None: ...
+
+class ListWebhookDeliveriesResponse(_message.Message):
+    __slots__ = ("webhook_deliveries", "total_size")
+    WEBHOOK_DELIVERIES_FIELD_NUMBER: _ClassVar[int]
+    TOTAL_SIZE_FIELD_NUMBER: _ClassVar[int]
+    webhook_deliveries: _containers.RepeatedCompositeFieldContainer[WebhookDelivery]
+    total_size: int
+    def __init__(self, webhook_deliveries: _Optional[_Iterable[_Union[WebhookDelivery, _Mapping]]] = ..., total_size: _Optional[int] = ...) -> None: ...

@@ -89,6 +89,31 @@ class BatchServiceStub:
                 request_serializer=batchd_dot_v1_dot_batch__pb2.ExportBatchOperationsRequest.SerializeToString,
                 response_deserializer=batchd_dot_v1_dot_batch__pb2.ExportBatchOperationsResponse.FromString,
                 _registered_method=True)
+        self.CreateWebhookEndpoint = channel.unary_unary(
+                '/batchd.v1.BatchService/CreateWebhookEndpoint',
+                request_serializer=batchd_dot_v1_dot_batch__pb2.CreateWebhookEndpointRequest.SerializeToString,
+                response_deserializer=batchd_dot_v1_dot_batch__pb2.CreateWebhookEndpointResponse.FromString,
+                _registered_method=True)
+        self.GetWebhookEndpoint = channel.unary_unary(
+                '/batchd.v1.BatchService/GetWebhookEndpoint',
+                request_serializer=batchd_dot_v1_dot_batch__pb2.GetWebhookEndpointRequest.SerializeToString,
+                response_deserializer=batchd_dot_v1_dot_batch__pb2.GetWebhookEndpointResponse.FromString,
+                _registered_method=True)
+        self.ListWebhookEndpoints = channel.unary_unary(
+                '/batchd.v1.BatchService/ListWebhookEndpoints',
+                request_serializer=batchd_dot_v1_dot_batch__pb2.ListWebhookEndpointsRequest.SerializeToString,
+                response_deserializer=batchd_dot_v1_dot_batch__pb2.ListWebhookEndpointsResponse.FromString,
+                _registered_method=True)
+        self.DeleteWebhookEndpoint = channel.unary_unary(
+                '/batchd.v1.BatchService/DeleteWebhookEndpoint',
+                request_serializer=batchd_dot_v1_dot_batch__pb2.DeleteWebhookEndpointRequest.SerializeToString,
+                response_deserializer=batchd_dot_v1_dot_batch__pb2.DeleteWebhookEndpointResponse.FromString,
+                _registered_method=True)
+        self.ListWebhookDeliveries = channel.unary_unary(
+                '/batchd.v1.BatchService/ListWebhookDeliveries',
+                request_serializer=batchd_dot_v1_dot_batch__pb2.ListWebhookDeliveriesRequest.SerializeToString,
+                response_deserializer=batchd_dot_v1_dot_batch__pb2.ListWebhookDeliveriesResponse.FromString,
+                _registered_method=True)
 
 
 class BatchServiceServicer:
@@ -182,6 +207,48 @@ class BatchServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def CreateWebhookEndpoint(self, request, context):
+        """Registers a URL of the tenant's that receives signed events (Standard
+        Webhooks) when its batches finish. The response alone carries the
+        endpoint's signing secret. INVALID_ARGUMENT for a URL that is not http(s)
+        or carries a user name or password, or for an unknown event type;
+        FAILED_PRECONDITION (`webhook_endpoint.limit_reached`) past the tenant's
+        limit of endpoints.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetWebhookEndpoint(self, request, context):
+        """Reads one webhook endpoint (without its signing secret).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListWebhookEndpoints(self, request, context):
+        """Lists the tenant's webhook endpoints, newest first unless ordered otherwise.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DeleteWebhookEndpoint(self, request, context):
+        """Deletes a webhook endpoint and its deliveries: nothing more is sent to it,
+        not even events already waiting.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListWebhookDeliveries(self, request, context):
+        """Lists an endpoint's deliveries, newest first: whether each event arrived,
+        and if not, the last attempt's answer or error and when the next one is due.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_BatchServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -234,6 +301,31 @@ def add_BatchServiceServicer_to_server(servicer, server):
                     servicer.ExportBatchOperations,
                     request_deserializer=batchd_dot_v1_dot_batch__pb2.ExportBatchOperationsRequest.FromString,
                     response_serializer=batchd_dot_v1_dot_batch__pb2.ExportBatchOperationsResponse.SerializeToString,
+            ),
+            'CreateWebhookEndpoint': grpc.unary_unary_rpc_method_handler(
+                    servicer.CreateWebhookEndpoint,
+                    request_deserializer=batchd_dot_v1_dot_batch__pb2.CreateWebhookEndpointRequest.FromString,
+                    response_serializer=batchd_dot_v1_dot_batch__pb2.CreateWebhookEndpointResponse.SerializeToString,
+            ),
+            'GetWebhookEndpoint': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetWebhookEndpoint,
+                    request_deserializer=batchd_dot_v1_dot_batch__pb2.GetWebhookEndpointRequest.FromString,
+                    response_serializer=batchd_dot_v1_dot_batch__pb2.GetWebhookEndpointResponse.SerializeToString,
+            ),
+            'ListWebhookEndpoints': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListWebhookEndpoints,
+                    request_deserializer=batchd_dot_v1_dot_batch__pb2.ListWebhookEndpointsRequest.FromString,
+                    response_serializer=batchd_dot_v1_dot_batch__pb2.ListWebhookEndpointsResponse.SerializeToString,
+            ),
+            'DeleteWebhookEndpoint': grpc.unary_unary_rpc_method_handler(
+                    servicer.DeleteWebhookEndpoint,
+                    request_deserializer=batchd_dot_v1_dot_batch__pb2.DeleteWebhookEndpointRequest.FromString,
+                    response_serializer=batchd_dot_v1_dot_batch__pb2.DeleteWebhookEndpointResponse.SerializeToString,
+            ),
+            'ListWebhookDeliveries': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListWebhookDeliveries,
+                    request_deserializer=batchd_dot_v1_dot_batch__pb2.ListWebhookDeliveriesRequest.FromString,
+                    response_serializer=batchd_dot_v1_dot_batch__pb2.ListWebhookDeliveriesResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -511,6 +603,141 @@ class BatchService:
             '/batchd.v1.BatchService/ExportBatchOperations',
             batchd_dot_v1_dot_batch__pb2.ExportBatchOperationsRequest.SerializeToString,
             batchd_dot_v1_dot_batch__pb2.ExportBatchOperationsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CreateWebhookEndpoint(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/batchd.v1.BatchService/CreateWebhookEndpoint',
+            batchd_dot_v1_dot_batch__pb2.CreateWebhookEndpointRequest.SerializeToString,
+            batchd_dot_v1_dot_batch__pb2.CreateWebhookEndpointResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetWebhookEndpoint(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/batchd.v1.BatchService/GetWebhookEndpoint',
+            batchd_dot_v1_dot_batch__pb2.GetWebhookEndpointRequest.SerializeToString,
+            batchd_dot_v1_dot_batch__pb2.GetWebhookEndpointResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListWebhookEndpoints(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/batchd.v1.BatchService/ListWebhookEndpoints',
+            batchd_dot_v1_dot_batch__pb2.ListWebhookEndpointsRequest.SerializeToString,
+            batchd_dot_v1_dot_batch__pb2.ListWebhookEndpointsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DeleteWebhookEndpoint(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/batchd.v1.BatchService/DeleteWebhookEndpoint',
+            batchd_dot_v1_dot_batch__pb2.DeleteWebhookEndpointRequest.SerializeToString,
+            batchd_dot_v1_dot_batch__pb2.DeleteWebhookEndpointResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListWebhookDeliveries(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/batchd.v1.BatchService/ListWebhookDeliveries',
+            batchd_dot_v1_dot_batch__pb2.ListWebhookDeliveriesRequest.SerializeToString,
+            batchd_dot_v1_dot_batch__pb2.ListWebhookDeliveriesResponse.FromString,
             options,
             channel_credentials,
             insecure,

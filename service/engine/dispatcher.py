@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 
 import aiohttp
 
+from batchd import tracing
 from service import claims, metrics
 from service.claims import Claim, Recorded, Result
 from service.credentials import Sealer
@@ -47,6 +48,7 @@ class Job:
     authorization: str | None = field(repr=False)
     correlation_id: str | None
     stop_on_failure: bool
+    traceparent: str | None
 
 
 class Dispatcher:
@@ -103,6 +105,7 @@ class Dispatcher:
             connector=connector,
             timeout=aiohttp.ClientTimeout(total=None),
             cookie_jar=aiohttp.DummyCookieJar(),
+            trace_configs=tracing.http_client_trace_configs(),
         )
         self._executor = Executor(
             self._session,
@@ -190,7 +193,13 @@ class Dispatcher:
             batch = by_id[claim.batch_id]
             authorization = self._authorizations.of(batch.id, batch.sealed_authorization)
             self._held.add(claim.id)
-            job = Job(claim, authorization, batch.correlation_id, batch.stop_on_failure)
+            job = Job(
+                claim,
+                authorization,
+                batch.correlation_id,
+                batch.stop_on_failure,
+                batch.traceparent,
+            )
             self._scheduler.add(batch.id, job)
         self._start_ready()
         return len(claimed)
@@ -271,9 +280,10 @@ class Dispatcher:
         if not standing:
             self.throttle.finished(claim.tenant, admitted_at, None, None)
             return None
-        return await self._executor.execute(
-            claim, job.authorization, job.correlation_id, admitted_at
-        )
+        with tracing.operation_span(job.traceparent, claim.id, claim.batch_id):
+            return await self._executor.execute(
+                claim, job.authorization, job.correlation_id, admitted_at
+            )
 
 
 def _observe(job: Job, result: Result, seconds: float) -> None:

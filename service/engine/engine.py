@@ -3,7 +3,8 @@
 The dispatcher claims and runs operations; beside it the result writer records
 their results, the lease keeper renews this process's leases and recovers
 expired ones, the purge forgets expired idempotency keys, and the retention
-deletes finished batches older than BATCH_RETENTION. Each side task
+deletes finished batches older than BATCH_RETENTION, and the webhook sender
+delivers the events of finished batches. Each side task
 retries database failures itself (retrying.py); one that ends any other way is
 a bug, and the engine stops loudly rather than run on without it, as
 procrastinate's worker does when a side task dies.
@@ -27,6 +28,7 @@ from service.engine.result_writer import ResultWriter
 from service.engine.retention import BatchRetention
 from service.engine.retrying import until_done
 from service.engine.urls import Upstream
+from service.engine.webhook_sender import WebhookSender
 from service.settings import ServiceSettings
 from service.signals import Signals
 
@@ -67,6 +69,7 @@ class Engine:
             "engine-leases": self.leases.run,
             "engine-purge": IdempotencyKeyPurge(database, PURGE_INTERVAL_SECONDS).run,
             "engine-throttle": self.dispatcher.throttle.run,
+            "engine-webhooks": WebhookSender(database, settings, sealer, self.owner).run,
             **self._retention(database, settings),
             **(extra_side_tasks or {}),
         }

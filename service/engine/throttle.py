@@ -1,7 +1,8 @@
 """What holds each attempt back on its way to the upstream, per tenant.
 
 Before an attempt is sent its tenant must not be paused, must have room in its
-concurrency window, and must hold a token of each configured rate limit:
+concurrency window, must have its turn at the rate learned from refusals, and
+must hold a token of each configured rate limit:
 - Tokens come from the database's buckets (rate_buckets.py), in chunks of at
   most CHUNK, and only as many as attempts are waiting, so a granted token is
   used at once: one held back would let a later burst exceed the limit.
@@ -15,6 +16,16 @@ concurrency window, and must hold a token of each configured rate limit:
   each replica's own attempts tell it about the upstream, and sharing the count
   would cost a database round trip per attempt; every replica that is refused
   cuts its own.
+- A window alone does not keep a rate-limited upstream from refusing: fast
+  answers let any window send far more a second than the upstream allows. So
+  a 429 or 503 also teaches the tenant a rate, per replica like the window:
+  BACKOFF_RATIO of the healthy answers it had in the last second (what the
+  upstream let through), or of the rate it had. The rate is cut at most once
+  a RATE_EPOCH (a limit measured per second refuses for a while after it is
+  reached), and raised by a step a second (RATE_STEP of the rate at the cut)
+  while attempts wait for their turn: additive increase, multiplicative
+  decrease, in requests per second. Turns are spaced 1/rate apart, so a
+  learned rate never bursts.
 Tenants are apart throughout: one tenant's pause, window and tokens never hold
 another's attempt back (only the shared upstream bucket is shared, by design).
 """
@@ -40,6 +51,10 @@ CHUNK = 8
 PAUSE_POLL_SECONDS = 0.25
 THROTTLE_STATUSES = frozenset({429, 503})
 BACKOFF_RATIO = 0.5
+RATE_BACKOFF_RATIO = 0.7
+RATE_EPOCH = 1.0
+RATE_STEP = 0.05
+MIN_RATE = 1.0
 
 
 @dataclass(frozen=True)
@@ -66,10 +81,52 @@ class _Tenant:
     for_tokens: deque[asyncio.Future[None]] = field(default_factory=deque)
     refill: asyncio.Task[None] | None = None
     next_token_in: float = 0.0
+    # The rate learned from refusals (None until the first), the step it grows
+    # by a second, and when the next turn is.
+    rate: float | None = None
+    rate_step: float = 0.0
+    rate_cut: float = -math.inf
+    next_turn: float = 0.0
+    # Attempts waiting for their turn, and when the last second's healthy answers came.
+    for_turn: int = 0
+    healthy: deque[float] = field(default_factory=deque)
 
     @property
     def allowed(self) -> int:
         return max(1, int(self.window))
+
+    def turn_in(self, now: float) -> float:
+        """Seconds until the learned rate lets an attempt go; 0 takes the turn."""
+        if self.rate is None:
+            return 0.0
+        if self.next_turn > now:
+            return self.next_turn - now
+        # On schedule, but one turn missed at most: a late wake-up sends two, never a burst.
+        self.next_turn = max(self.next_turn, now - 1 / self.rate) + 1 / self.rate
+        return 0.0
+
+    def answered_healthy(self, now: float) -> None:
+        self.healthy.append(now)
+        while self.healthy[0] <= now - RATE_EPOCH:
+            self.healthy.popleft()
+        if self.rate is not None and self.for_turn:
+            # `rate` answers a second, each adding step/rate: step a second.
+            self.rate += self.rate_step / self.rate
+
+    def refused(self, now: float, admitted_at: float) -> None:
+        if admitted_at < self.rate_cut or now < self.rate_cut + RATE_EPOCH:
+            return
+        while self.healthy and self.healthy[0] <= now - RATE_EPOCH:
+            self.healthy.popleft()
+        let_through = float(len(self.healthy)) if self.healthy else math.inf
+        known = self.rate if self.rate is not None else math.inf
+        if math.isinf(min(let_through, known)):
+            return  # nothing to learn from yet: the window and pauses act alone
+        self.rate = max(MIN_RATE, min(let_through, known) * RATE_BACKOFF_RATIO)
+        self.rate_step = max(MIN_RATE, self.rate * RATE_STEP)
+        self.rate_cut = now
+        # The refused send was a turn too: the next one waits its spacing.
+        self.next_turn = max(self.next_turn, now + 1 / self.rate)
 
 
 class Throttle:
@@ -99,7 +156,7 @@ class Throttle:
         state = self._tenants.get(tenant)
         if state is None:
             return False
-        return state.paused_until > _now() or bool(state.for_room)
+        return state.paused_until > _now() or bool(state.for_room) or state.for_turn > 0
 
     async def admit(self, tenant: str) -> float:
         """Waits until an attempt of the tenant may be sent; when it was admitted.
@@ -107,13 +164,20 @@ class Throttle:
         Every admitted attempt must be `finished`."""
         state = self._tenant(tenant)
         while True:
-            pause = state.paused_until - _now()
+            now = _now()
+            pause = state.paused_until - now
             if pause > 0:
                 await asyncio.sleep(pause)
-            elif state.in_flight < state.allowed:
-                break
-            else:
+            elif state.in_flight >= state.allowed:
                 await _queued(state.for_room)
+            elif turn := state.turn_in(now):
+                state.for_turn += 1
+                try:
+                    await asyncio.sleep(turn)
+                finally:
+                    state.for_turn -= 1
+            else:
+                break
         state.in_flight += 1
         try:
             await self._tokens(tenant, state)
@@ -129,16 +193,20 @@ class Throttle:
         state = self._tenants[tenant]
         used = state.in_flight
         self._release(state)
+        now = _now()
         if status in THROTTLE_STATUSES:
             metrics.upstream_throttled(tenant, status)
             if retry_after is not None and retry_after > 0:
                 self._pause(tenant, state, min(retry_after, self.max_pause))
             if admitted_at >= state.last_cut:
                 state.window = max(1.0, state.window * BACKOFF_RATIO)
-                state.last_cut = _now()
-        elif status is not None and status < 500 and used * 2 >= state.window:
-            state.window = min(self.max_window, state.window + 1)
-            _wake(state.for_room, state.allowed - state.in_flight)
+                state.last_cut = now
+            state.refused(now, admitted_at)
+        elif status is not None and status < 500:
+            state.answered_healthy(now)
+            if used * 2 >= state.window:
+                state.window = min(self.max_window, state.window + 1)
+                _wake(state.for_room, state.allowed - state.in_flight)
 
     async def run(self) -> None:
         """Writes this replica's pauses and reads every replica's, for as long as it runs."""
