@@ -34,7 +34,7 @@ def generated(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     config.write_text(
         json.dumps({"content_type_overrides": {"application/x-ndjson": "text/plain"}})
     )
-    command = [BIN / "openapi-python-client", "generate", "--path", DOCUMENT_PATH]
+    command: list[str | Path] = [BIN / "openapi-python-client", "generate", "--path", DOCUMENT_PATH]
     run = subprocess.run(
         [*command, "--meta", "none", "--config", config],
         cwd=directory,
