@@ -101,6 +101,15 @@ def build_parser() -> argparse.ArgumentParser:
     retry.add_argument("--request-id", default="", metavar="ID", help="makes a repeat safe")
     retry.add_argument("--watch", action="store_true", help="watch the new batch until it ends")
 
+    results = add(
+        "results", commands.results, "write a batch's operations as JSON lines, in submitted order"
+    )
+    results.add_argument("id", metavar="ID")
+    results.add_argument(
+        "-o", "--output", metavar="FILE", help="write to FILE (whole or not at all), not stdout"
+    )
+    _status_filter(results, "only operations in these statuses")
+
     delete = add("delete", commands.delete, "delete a finished batch and its operations")
     delete.add_argument("id", metavar="ID")
 

@@ -131,6 +131,17 @@ class BatchClient:
         )
         return reply
 
+    def export(
+        self, batch_id: str, statuses: Sequence[batch_pb2.BatchOperationStatus]
+    ) -> Iterator[batch_pb2.ExportBatchOperationsResponse]:
+        """The batch's operations in submitted order, a page at a time; no deadline:
+        a large batch takes as long as it takes to write out."""
+        pages: Iterator[batch_pb2.ExportBatchOperationsResponse] = self._stub.ExportBatchOperations(
+            batch_pb2.ExportBatchOperationsRequest(id=batch_id, statuses=statuses),
+            metadata=self._metadata,
+        )
+        return pages
+
     def watch(self, batch_id: str) -> Iterator[batch_pb2.WatchBatchResponse]:
         events: Iterator[batch_pb2.WatchBatchResponse] = self._stub.WatchBatch(
             batch_pb2.WatchBatchRequest(id=batch_id), metadata=self._metadata

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import sys
+from pathlib import Path
 
 from rich.console import Console
 
@@ -103,4 +105,26 @@ def list_batches(client: BatchClient, args: argparse.Namespace, console: Console
     else:
         console.print(render.batches_table(reply.batches))
         console.print(f"{len(reply.batches)} of {reply.total_size} batches")
+    return SUCCESS
+
+
+def results(client: BatchClient, args: argparse.Namespace, console: Console) -> int:
+    """The batch's operations as JSON lines, to stdout or a file. A file appears only
+    whole: written beside it under another name, then renamed."""
+    statuses = [OPERATION_STATUSES[name] for name in args.status or ()]
+    pages = client.export(args.id, statuses)
+    if args.output is None:
+        for page in pages:
+            sys.stdout.write("".join(map(render.operation_line, page.batch_operations)))
+        sys.stdout.flush()
+        return SUCCESS
+    target = Path(args.output)
+    partial = target.with_name(f".{target.name}.partial")
+    try:
+        with partial.open("w", encoding="utf-8") as file:
+            for page in pages:
+                file.write("".join(map(render.operation_line, page.batch_operations)))
+        partial.replace(target)
+    finally:
+        partial.unlink(missing_ok=True)
     return SUCCESS

@@ -27,6 +27,7 @@ from batchctl.outcome import (
     tally,
 )
 from batchd.json_values import as_exact
+from batchd.rest_objects import operation_object
 from batchd.v1 import batch_pb2
 from batchd.vocabulary import METHOD_NAMES
 
@@ -52,6 +53,29 @@ def _whole_numbers(data: Any) -> Any:
     if isinstance(data, float):
         return as_exact(data)
     return data
+
+
+def operation_line(operation: batch_pb2.BatchOperation) -> str:
+    """One operation as the REST contract's batch_operation JSON, on one line: what
+    `GET /v1/batches/{id}/results` exports."""
+    return json.dumps(operation_object(operation), separators=(",", ":")) + "\n"
+
+
+def outcomes(batch: batch_pb2.Batch) -> Text:
+    """The batch's outcome counts (Batch.outcome_counts, no operations read) in the
+    summary's words: `5 succeeded, 2 completed with 4xx, 1 failed`."""
+    counts = batch.outcome_counts
+    return outcome_counts(
+        Counter(
+            {
+                "succeeded": counts.responses_2xx,
+                **{f"completed with {n}xx": getattr(counts, f"responses_{n}xx") for n in (3, 4, 5)},
+                "failed": counts.failed,
+                "timed_out": counts.timed_out,
+                "canceled": counts.canceled,
+            }
+        )
+    )
 
 
 _HOLD_REASONS = {batch_pb2.HeldBack.REASON_UPSTREAM_PAUSE: "the upstream asked for a pause"}
@@ -116,12 +140,13 @@ def operations_table(operations: Sequence[batch_pb2.BatchOperation]) -> Table:
 
 
 def batches_table(batches: Sequence[batch_pb2.Batch]) -> Table:
-    table = _table("id", "status", "finished", "created (UTC)")
+    table = _table("id", "status", "finished", "outcomes", "created (UTC)")
     for batch in batches:
         table.add_row(
             batch.id,
             batch_status_name(batch.status),
             f"{batch.finished_batch_operations_count}/{batch.batch_operations_count}",
+            outcomes(batch),
             batch.create_time.ToDatetime().strftime("%Y-%m-%d %H:%M:%S"),
         )
     return table

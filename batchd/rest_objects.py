@@ -26,7 +26,12 @@ def list_object(
     }
 
 
-def batch_object(batch: batch_pb2.Batch, with_operations: bool = False) -> JSONObject:
+def batch_object(
+    batch: batch_pb2.Batch, with_operations: bool = False, with_outcome_counts: bool = False
+) -> JSONObject:
+    """The batch; `with_operations` inlines its operations (`expand[]=batch_operations`),
+    `with_outcome_counts` adds `outcome_counts` (`expand[]=outcome_counts`, and always
+    in webhook events)."""
     shown: JSONObject = {
         "id": batch.id,
         "object": "batch",
@@ -35,7 +40,10 @@ def batch_object(batch: batch_pb2.Batch, with_operations: bool = False) -> JSONO
         "status": BATCH_STATUS_NAMES.get(batch.status),
         "created_at": batch.create_time.seconds,
         "updated_at": batch.update_time.seconds,
+        "metadata": dict(batch.metadata),
     }
+    if with_outcome_counts:
+        shown["outcome_counts"] = outcome_counts_object(batch.outcome_counts)
     if with_operations:
         # The service inlines as many operations as fit in one reply: when
         # `count` is more than `data` holds, the rest are read from `url`.
@@ -44,6 +52,12 @@ def batch_object(batch: batch_pb2.Batch, with_operations: bool = False) -> JSONO
             operations, batch.batch_operations_count, len(operations), 1, OPERATIONS_URL
         )
     return shown
+
+
+def outcome_counts_object(counts: batch_pb2.BatchOutcomeCounts) -> JSONObject:
+    """How the operations ended: `completed`, `failed`, `timed_out`, `canceled`, and the
+    completed ones by response class, `responses_2xx` to `responses_5xx`."""
+    return {field.name: getattr(counts, field.name) for field in counts.DESCRIPTOR.fields}
 
 
 def operation_object(

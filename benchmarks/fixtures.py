@@ -67,6 +67,7 @@ def batch_row(batch_id: str, count: int, now: float, finished: bool) -> dict[str
         "canceled_at": None,
         "correlation_id": None,
         "retry_of": None,
+        "labels": None,
         "created_at": now,
         "updated_at": now,
     }
@@ -114,13 +115,14 @@ def get_specs(count: int) -> list[dict[str, Any]]:
 
 
 def sql_values(table: Any, rows: Sequence[dict[str, Any]]) -> Iterator[tuple[Any, ...]]:
-    """Rows as sqlite3 parameters, JSON columns serialised as SQLAlchemy would."""
-    json_columns = {"query_params", "body", "response_body"}
+    """Rows as sqlite3 parameters, JSON columns serialised as SQLAlchemy would. Rows are
+    keyed as the models name them (batches.metadata is `labels`)."""
+    json_columns = {"query_params", "body", "response_body", "metadata"}
     for row in rows:
         yield tuple(
-            json.dumps(row[c.name])
-            if c.name in json_columns and row[c.name] is not None
-            else row[c.name]
+            json.dumps(row[c.key])
+            if c.name in json_columns and row[c.key] is not None
+            else row[c.key]
             for c in table.columns
         )
 

@@ -11,6 +11,7 @@ from batchd.sites import start_runner
 from gateway import handlers, observability, webhook_endpoints
 from gateway.backend import BACKEND_KEY, backend_of, grpc_backend
 from gateway.batch_events import STOPPING_KEY, batch_events, end_event_streams
+from gateway.batch_results import batch_results
 from gateway.connections import GatewayRunner
 from gateway.console import add_console
 from gateway.middleware import contract_errors
@@ -45,6 +46,7 @@ def create_app(
             web.delete("/v1/batches/{id}", handlers.delete_batch),
             web.post("/v1/batches/{id}/retry", handlers.retry_batch),
             web.get("/v1/batches/{id}/events", batch_events),
+            web.get("/v1/batches/{id}/results", batch_results),
             web.get("/v1/batch_operations", handlers.list_operations),
             web.get("/v1/batch_operations/{id}", handlers.get_operation),
             web.post("/v1/webhook_endpoints", webhook_endpoints.create_endpoint),

@@ -1,5 +1,5 @@
-"""The create body `{"batch": {"batch_operations": [...], "execution_options": {...}}}`
-as a gRPC Batch.
+"""The create body `{"batch": {"batch_operations": [...], "execution_options": {...},
+"metadata": {...}}}` as a gRPC Batch.
 
 The envelope and `execution_options` must have the right JSON types (else 400),
 and strings must be valid Unicode (a lone surrogate such as `"\\ud800"` is a 400
@@ -66,10 +66,39 @@ def batch_message(document: Any) -> batch_pb2.Batch:
         raise bad_request("batch.batch_operations must be a JSON array")
     errors: list[ValidationError] = []
     messages = [_operation(index, raw, errors) for index, raw in enumerate(operations)]
+    labels = metadata(document["batch"].get("metadata"), errors)
     if errors:
         raise unprocessable("batch.invalid", errors)
     options = execution_options(document["batch"].get("execution_options"))
-    return batch_pb2.Batch(batch_operations=messages, execution_options=options)
+    return batch_pb2.Batch(batch_operations=messages, execution_options=options, metadata=labels)
+
+
+def metadata(raw: Any, errors: list[ValidationError]) -> dict[str, str]:
+    """`{"key": "value", ...}` or null; a value of another type is a 422 naming its key.
+    The service checks how many keys there are and how long they are."""
+    if raw is None:
+        return {}
+    if not isinstance(raw, dict):
+        errors.append(
+            ValidationError(
+                "metadata", "batch.metadata.invalid", "metadata must be a JSON object or null"
+            )
+        )
+        return {}
+    labels = {}
+    for key, value in raw.items():
+        attribute = f"metadata[{key[:50]}]"
+        if not isinstance(value, str):
+            errors.append(
+                ValidationError(
+                    attribute,
+                    "batch.metadata.value.invalid",
+                    "metadata values must be strings (send numbers and objects as text)",
+                )
+            )
+            continue
+        labels[_unicode(attribute, key)] = _unicode(attribute, value)
+    return labels
 
 
 def execution_options(raw: Any) -> batch_pb2.ExecutionOptions | None:

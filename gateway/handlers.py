@@ -20,12 +20,21 @@ from gateway.batch_body import create_request
 from gateway.errors import unavailable
 from gateway.retry_body import retry_request
 
-BATCH_EXPANDS = {"batch_operations"}
+BATCH_EXPANDS = {"batch_operations", "outcome_counts"}
 OPERATION_EXPANDS = {"batch"}
 
 
 def _view(expand: set[str]) -> batch_pb2.BatchView:
     return batch_pb2.BATCH_VIEW_FULL if "batch_operations" in expand else batch_pb2.BATCH_VIEW_BASIC
+
+
+def _shown(batch: batch_pb2.Batch, expand: set[str]) -> JSONObject:
+    """The batch with what `expand[]` asked for."""
+    return batch_object(
+        batch,
+        with_operations="batch_operations" in expand,
+        with_outcome_counts="outcome_counts" in expand,
+    )
 
 
 async def create_batch(request: web.Request) -> web.Response:
@@ -34,7 +43,7 @@ async def create_batch(request: web.Request) -> web.Response:
     # Parsing and converting up to 10 MiB takes a while: off the event loop.
     call = await asyncio.to_thread(create_request, await request.read(), _view(expand), request_id)
     reply = await batch_service(request).CreateBatch(call, **call_options(request))
-    return web.json_response(batch_object(reply.batch, bool(expand)))
+    return web.json_response(_shown(reply.batch, expand))
 
 
 async def cancel_batch(request: web.Request) -> web.Response:
@@ -58,9 +67,7 @@ async def retry_batch(request: web.Request) -> web.Response:
     request_id = params.idempotency_key(request.headers)
     call = retry_request(request.match_info["id"], await request.read(), _view(expand), request_id)
     reply = await batch_service(request).RetryBatch(call, **call_options(request))
-    return web.json_response(
-        {**batch_object(reply.batch, bool(expand)), "retry_of": reply.batch.retry_of}
-    )
+    return web.json_response({**_shown(reply.batch, expand), "retry_of": reply.batch.retry_of})
 
 
 @dataclass(frozen=True)
@@ -93,11 +100,14 @@ def listing(
 
 
 async def list_batches(request: web.Request) -> web.Response:
+    """Also filtered by `metadata[key]=value`, each key at most once."""
     expand = params.expansions(request.query, BATCH_EXPANDS)
     found = listing(request, "ids", BATCH_STATUSES, batch_pb2.BATCH_STATUS_UNSPECIFIED)
-    call = batch_pb2.ListBatchesRequest(**found.fields, view=_view(expand))
+    call = batch_pb2.ListBatchesRequest(
+        **found.fields, view=_view(expand), metadata=params.metadata_filter(request.query)
+    )
     reply = await batch_service(request).ListBatches(call, **call_options(request))
-    data = [batch_object(batch, bool(expand)) for batch in reply.batches]
+    data = [_shown(batch, expand) for batch in reply.batches]
     return found.response(request, data, reply.total_size)
 
 
@@ -105,7 +115,7 @@ async def get_batch(request: web.Request) -> web.Response:
     expand = params.expansions(request.query, BATCH_EXPANDS)
     call = batch_pb2.GetBatchRequest(id=request.match_info["id"], view=_view(expand))
     reply = await batch_service(request).GetBatch(call, **call_options(request))
-    return conditional.json_response(request, batch_object(reply.batch, bool(expand)))
+    return conditional.json_response(request, _shown(reply.batch, expand))
 
 
 async def list_operations(request: web.Request) -> web.Response:

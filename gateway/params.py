@@ -15,6 +15,7 @@ from typing import TypeVar
 
 from multidict import MultiMapping
 
+from batchd.json_values import has_surrogate
 from batchd.messages import DEFAULT_PAGE_SIZE
 from batchd.v1 import batch_pb2
 from gateway.errors import ValidationError, bad_request, unprocessable
@@ -23,6 +24,7 @@ from gateway.errors import ValidationError, bad_request, unprocessable
 INT32_MIN, INT32_MAX = -(2**31), 2**31 - 1
 _INTEGER = re.compile(r"-?[0-9]{1,18}")
 _SORT = re.compile(r"([a-z_]+):([a-z]+)")
+_METADATA_KEY = re.compile(r"metadata\[(.*)\]", re.DOTALL)
 _ORDER_COLUMNS = {"created_at": "create_time", "updated_at": "update_time", "position": "position"}
 
 Query = MultiMapping[str]
@@ -75,6 +77,27 @@ def uuids(query: Query, name: str) -> list[str]:
 def statuses(query: Query, enums: Mapping[str, Status], unspecified: Status) -> list[Status]:
     """Status filters; an unknown name goes as UNSPECIFIED for the service to report."""
     return [enums.get(value, unspecified) for value in array(query, "status")]
+
+
+def metadata_filter(query: Query) -> dict[str, str]:
+    """`metadata[key]=value` filters as {key: value}. The service checks keys and values;
+    a key given twice (which value?) or the bare `metadata` is a 400 here."""
+    if "metadata" in query:
+        raise bad_request("metadata is an object parameter: send it as metadata[key]=value")
+    wanted: dict[str, str] = {}
+    for name, value in query.items():
+        match = _METADATA_KEY.fullmatch(name)
+        if match is None:
+            if name.startswith("metadata["):
+                raise bad_request(f"{name[:60]!r} is not of the form metadata[key]")
+            continue
+        key = match.group(1)
+        if has_surrogate(key) or has_surrogate(value):
+            raise bad_request(f"metadata[{key[:50]!r}] is not valid Unicode")
+        if key in wanted:
+            raise bad_request(f"metadata[{key[:50]}] is given more than once")
+        wanted[key] = value
+    return wanted
 
 
 def expansions(query: Query, allowed: Collection[str]) -> set[str]:

@@ -18,13 +18,14 @@ from sqlalchemy.exc import IntegrityError
 from batchd import tracing
 from batchd.logs import REQUEST_ID
 from batchd.v1 import batch_pb2
-from service import batch_progress, idempotency_keys, store, validation
+from service import batch_progress, convert, idempotency_keys, store, validation
 from service.auth import Caller
 from service.credentials import Sealer
 from service.database import Database, DbConnection
 from service.errors import ApiError, not_found
 from service.idempotency_keys import IDEMPOTENCY_KEY_TTL_SECONDS
 from service.models import FINISHED_BATCH_STATUSES, Batch, BatchOperation, new_row
+from service.outcome_counts import batches_with_counts
 
 
 @dataclass(frozen=True)
@@ -45,6 +46,7 @@ async def create_batch(
 ) -> Created:
     new_operations = validation.new_operations(request.batch, limits)
     options = validation.execution_options(request.batch.execution_options)
+    labels = validation.metadata(request.batch.metadata)
     # The proto's AIP-155 request_id is CreateBatch's idempotency key.
     idempotency_key = validation.idempotency_key(request.request_id)
     fingerprint = hashlib.sha256(request.batch.SerializeToString(deterministic=True)).hexdigest()
@@ -53,7 +55,14 @@ async def create_batch(
     batch_id, *operation_ids = new_ids(1 + len(new_operations))
     limit = validation.in_flight_limit(options, limits)
     batch = new_batch_row(
-        batch_id, caller, len(new_operations), sealer, options, now, in_flight_limit=limit
+        batch_id,
+        caller,
+        len(new_operations),
+        sealer,
+        options,
+        now,
+        in_flight_limit=limit,
+        labels=labels or None,
     )
     operations = [
         _operation_row(operation_ids[position], batch_id, caller.tenant, position, new, now)
@@ -214,8 +223,9 @@ def _operation_row(
     )
 
 
-async def cancel_batch(database: Database, caller: Caller, batch_id: str) -> Row[Any]:
-    """Cancels the pending operations; the batch ends as canceled once running ones finish."""
+async def cancel_batch(database: Database, caller: Caller, batch_id: str) -> batch_pb2.Batch:
+    """Cancels the pending operations; the batch ends as canceled once running ones finish.
+    The batch as the cancel left it, its counts read in the same transaction."""
     now = time.time()
     async with database.write() as connection:
         batch = await store.get_batch(connection, caller.tenant, batch_id)
@@ -228,6 +238,5 @@ async def cancel_batch(database: Database, caller: Caller, batch_id: str) -> Row
                 f"Batch {batch_id} has already finished ({batch.status}) and cannot be canceled",
             )
         await batch_progress.cancel(connection, batch_id, now)
-        canceled = await store.get_batch(connection, caller.tenant, batch_id)
-    assert canceled is not None
-    return canceled
+        canceled = await batches_with_counts(connection, [batch_id], caller.tenant)
+    return convert.batch_message(*canceled[batch_id])

@@ -14,6 +14,7 @@ from batchd.messages import FULL_VIEW_BUDGET_BYTES, MAX_MESSAGE_BYTES
 from batchd.v1 import batch_pb2
 from service import convert, store, validation
 from service.database import DbConnection
+from service.outcome_counts import batches_with_counts
 
 # Operations read per query: memory stays bounded however large the batch.
 PAGE_SIZE = 200
@@ -41,9 +42,12 @@ class Budget:
 
 
 async def batch_messages(
-    connection: DbConnection, tenant: str, rows: Sequence[Any], view: int
+    connection: DbConnection, tenant: str, batch_ids: Sequence[str], view: int
 ) -> list[batch_pb2.Batch]:
-    messages = [convert.batch_message(row) for row in rows]
+    """The tenant's batches of these ids that exist, in the ids' order, each read with its
+    outcome counts in one statement for all of them."""
+    found = await batches_with_counts(connection, batch_ids, tenant)
+    messages = [convert.batch_message(*found[i]) for i in batch_ids if i in found]
     if view == batch_pb2.BATCH_VIEW_FULL:
         budget = Budget()
         for message in messages:

@@ -66,13 +66,19 @@ def operation_message(row: Any) -> batch_pb2.BatchOperation:
     return message
 
 
-def batch_message(row: Any) -> batch_pb2.Batch:
+def batch_message(
+    row: Any, outcome_counts: batch_pb2.BatchOutcomeCounts | None = None
+) -> batch_pb2.Batch:
+    """The batch; its outcome counts as given (outcome_counts.py reads them), or
+    none yet: a batch just created has no operation that ended."""
     message = batch_pb2.Batch(
         id=row.id,
         status=BATCH_STATUSES[row.status],
         batch_operations_count=row.operations_count,
         finished_batch_operations_count=row.finished_count,
         retry_of=row.retry_of or "",
+        metadata=row.labels or {},
+        outcome_counts=outcome_counts or batch_pb2.BatchOutcomeCounts(),
     )
     set_time(message.create_time, row.created_at)
     set_time(message.update_time, row.updated_at)

@@ -255,6 +255,8 @@ def _retry_rows(
         now,
         in_flight_limit=source.in_flight_limit,
         retry_of=source.id,
+        # The same work for the same purpose: found by the same metadata filters.
+        labels=source.labels,
     )
     copies = [
         new_row(

@@ -25,6 +25,10 @@ LEASE_RECOVERIES = Counter(
     "batchd_lease_recoveries", "Operations taken back after their claim's lease expired"
 )
 WATCH_STREAMS = Gauge("batchd_watch_streams", "Open WatchBatch streams")
+EXPORT_STREAMS = Gauge("batchd_export_streams", "Open ExportBatchOperations streams")
+EXPORTED_OPERATIONS = Counter(
+    "batchd_exported_operations", "Operations sent by ExportBatchOperations streams"
+)
 UPSTREAM_THROTTLED = Counter(
     "batchd_upstream_throttled",
     "Upstream answers that asked for less (429, 503), by tenant",

@@ -86,6 +86,12 @@ class Batch(SQLModel, table=True):
     traceparent: str | None = Field(default=None, max_length=TRACEPARENT_LENGTH)
     # The batch this one retries (RetryBatch); no foreign key: it outlives that batch.
     retry_of: str | None = Field(default=None, max_length=36)
+    # The caller's metadata (string keys to string values), in the column
+    # `metadata`: SQLAlchemy's declarative classes keep that name for themselves.
+    # NULL when the batch has none.
+    labels: dict[str, str] | None = Field(
+        default=None, sa_column=Column("metadata", JsonColumn, key="labels")
+    )
     created_at: float
     updated_at: float
 
@@ -117,6 +123,9 @@ class BatchOperation(SQLModel, table=True):
     __table_args__ = (
         # Claims: the next pending operations of one batch, in submitted order.
         Index("ix_operations_batch_status_position", "batch_id", "status", "position"),
+        # Outcome counts (outcome_counts.py) read this index alone, never the rows
+        # with their stored responses.
+        Index("ix_operations_batch_outcomes", "batch_id", "status", "response_status"),
         Index("ix_operations_tenant_created", "tenant", "created_at"),
         Index("ix_operations_tenant_updated", "tenant", "updated_at"),
         # Recovery: in-progress operations whose lease expired.

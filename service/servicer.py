@@ -16,13 +16,19 @@ from service.batch_view import Budget, batch_messages, operations_reply
 from service.credentials import Sealer
 from service.database import Database
 from service.errors import not_found
+from service.export import export_pages
 from service.lifecycle import delete_batch, retry_batch
-from service.models import FINISHED_BATCH_STATUSES
 from service.rate_limit import CreateRateLimiter
 from service.rpc_scope import Context, current_caller
 from service.signals import Signals
 from service.watch import WatchFeed, WatchLimits
 from service.webhook_rpcs import WebhookEndpointRpcs
+
+# The finished statuses, as messages carry them.
+FINISHED_BATCH_MESSAGE_STATUSES = (
+    batch_pb2.BATCH_STATUS_COMPLETED,
+    batch_pb2.BATCH_STATUS_CANCELED,
+)
 
 
 class BatchServicer(WebhookEndpointRpcs, batch_pb2_grpc.BatchServiceServicer):
@@ -66,7 +72,7 @@ class BatchServicer(WebhookEndpointRpcs, batch_pb2_grpc.BatchServiceServicer):
         if created.replayed:
             async with self.database.read() as connection:
                 [message] = await batch_messages(
-                    connection, current_caller().tenant, [created.batch], view
+                    connection, current_caller().tenant, [created.batch.id], view
                 )
             return message
         self.signals.work_available()
@@ -82,7 +88,7 @@ class BatchServicer(WebhookEndpointRpcs, batch_pb2_grpc.BatchServiceServicer):
         batch_id = validation.object_id("batch", request.id)
         batch = await cancel_batch(self.database, caller, batch_id)
         self.signals.batch_canceled(batch_id)
-        return batch_pb2.CancelBatchResponse(batch=convert.batch_message(batch))
+        return batch_pb2.CancelBatchResponse(batch=batch)
 
     async def DeleteBatch(
         self, request: batch_pb2.DeleteBatchRequest, context: Context
@@ -114,27 +120,35 @@ class BatchServicer(WebhookEndpointRpcs, batch_pb2_grpc.BatchServiceServicer):
         finally:
             metrics.WATCH_STREAMS.dec()
 
+    async def ExportBatchOperations(
+        self, request: batch_pb2.ExportBatchOperationsRequest, context: Context
+    ) -> AsyncIterator[batch_pb2.ExportBatchOperationsResponse]:
+        caller = current_caller()
+        batch_id = validation.object_id("batch", request.id)
+        statuses = validation.enum_names(request.statuses, OPERATION_STATUS_NAMES, "statuses")
+        metrics.EXPORT_STREAMS.inc()
+        try:
+            async for page in export_pages(self.database, caller.tenant, batch_id, statuses):
+                yield page
+        finally:
+            metrics.EXPORT_STREAMS.dec()
+
     async def GetBatch(
         self, request: batch_pb2.GetBatchRequest, context: Context
     ) -> batch_pb2.GetBatchResponse:
         caller = current_caller()
-        row = await self._owned("batch", store.BATCH_BY_ID, request.id)
-        held_back_until = await self._held_back_until(row)
-        if request.view != batch_pb2.BATCH_VIEW_FULL:
-            message = convert.batch_message(row)
-        else:
-            async with self.database.read() as connection:
-                [message] = await batch_messages(connection, caller.tenant, [row], request.view)
-        return batch_pb2.GetBatchResponse(batch=convert.hold_back(message, held_back_until))
-
-    async def _held_back_until(self, row: Any) -> float | None:
-        """Until when the batch waits for its tenant's upstream pause, or None;
-        a finished batch waits for nothing, and costs no read."""
-        if row.status in FINISHED_BATCH_STATUSES:
-            return None
+        batch_id = validation.object_id("batch", request.id)
         async with self.database.read() as connection:
-            pauses = await rate_buckets.pauses_of(connection, [row.tenant])
-        return convert.held_back_until(row, pauses)
+            found = await batch_messages(connection, caller.tenant, [batch_id], request.view)
+            if not found:
+                raise not_found("batch", request.id)
+            [message] = found
+            # A finished batch waits for nothing, and costs no read.
+            finished = message.status in FINISHED_BATCH_MESSAGE_STATUSES
+            pauses = {} if finished else await rate_buckets.pauses_of(connection, [caller.tenant])
+        return batch_pb2.GetBatchResponse(
+            batch=convert.hold_back(message, pauses.get(caller.tenant))
+        )
 
     async def ListBatches(
         self, request: batch_pb2.ListBatchesRequest, context: Context
@@ -142,10 +156,19 @@ class BatchServicer(WebhookEndpointRpcs, batch_pb2_grpc.BatchServiceServicer):
         caller = current_caller()
         query = validation.list_query(request, "ids", BATCH_STATUS_NAMES)
         async with self.database.read() as connection:
-            rows, total = await store.list_batches(
-                connection, caller.tenant, query.ids, query.statuses, query.page
+            keys, total = await store.list_batches(
+                connection,
+                caller.tenant,
+                query.ids,
+                query.statuses,
+                query.page,
+                metadata=validation.metadata(request.metadata, "list"),
+                columns=[store.batches.c.id],
             )
-            messages = await batch_messages(connection, caller.tenant, rows, request.view)
+            # Read again with their counts, in one statement (a batch deleted since
+            # the page was listed drops out).
+            ids = [key.id for key in keys]
+            messages = await batch_messages(connection, caller.tenant, ids, request.view)
         return batch_pb2.ListBatchesResponse(batches=messages, total_size=total)
 
     async def GetBatchOperation(

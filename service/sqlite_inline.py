@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import operator
 import sqlite3
 import time
 from collections import namedtuple
@@ -77,6 +78,20 @@ class InlineReader:
         self.engine.dispose()
 
 
+def _record_type(columns: list[Any]) -> type[tuple[Any, ...]]:
+    """Rows named as SQLAlchemy's are: by column name, and also by the attribute key of a
+    column whose key differs (batches.metadata is the model's `labels`)."""
+    record = namedtuple("Record", [column.name for column in columns])  # type: ignore[misc]
+    aliases = {
+        column.key: property(operator.itemgetter(index))
+        for index, column in enumerate(columns)
+        if column.key != column.name
+    }
+    if not aliases:
+        return record
+    return type("Record", (record,), {"__slots__": (), **aliases})
+
+
 @dataclass(frozen=True)
 class _Lookup:
     sql: str
@@ -95,7 +110,7 @@ class _Lookup:
                 column.type.dialect_impl(dialect).result_processor(dialect, None)
                 for column in columns
             ),
-            namedtuple("Record", [column.key for column in columns]),  # type: ignore[misc]
+            _record_type(columns),
         )
 
     def run(self, connection: sqlite3.Connection, parameters: Mapping[str, Any]) -> Any:

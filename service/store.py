@@ -7,7 +7,22 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
-from sqlalchemy import Column, Row, Table, and_, bindparam, func, insert, or_, select
+from sqlalchemy import (
+    Column,
+    ColumnElement,
+    Row,
+    Table,
+    and_,
+    bindparam,
+    exists,
+    func,
+    insert,
+    literal,
+    or_,
+    select,
+    type_coerce,
+)
+from sqlalchemy.dialects.postgresql import JSONB
 
 from service.bulk import BulkStatement, json_text
 from service.database import DbConnection
@@ -149,11 +164,6 @@ async def finished_at_or_before(
     return (await connection.execute(query)).scalars().all()
 
 
-async def batches_by_id(connection: DbConnection, batch_ids: Sequence[str]) -> dict[str, Row[Any]]:
-    rows = await connection.execute(select(batches).where(batches.c.id.in_(batch_ids)))
-    return {row.id: row for row in rows}
-
-
 @dataclass(frozen=True)
 class Listing:
     """A table's list endpoint: a tenant's rows, those with one of `ids` in `id_column`
@@ -170,10 +180,11 @@ class Listing:
         statuses: Sequence[str],
         page: PageRequest,
         columns: Sequence[Any] = (),
+        where: Sequence[ColumnElement[bool]] = (),
     ) -> tuple[Sequence[Row[Any]], int]:
-        """The page's rows, or only these `columns` of them."""
+        """The page's rows, or only these `columns` of them; `where`: more filters."""
         table = self.table
-        filters = [table.c.tenant == tenant]
+        filters = [table.c.tenant == tenant, *where]
         if ids:
             filters.append(table.c[self.id_column].in_(ids))
         if statuses:
@@ -204,5 +215,41 @@ async def operations_by_id(connection: DbConnection, ids: Sequence[str]) -> dict
     return {row.id: row for row in rows}
 
 
-list_batches = Listing(batches, "id").page
+_batch_listing = Listing(batches, "id")
+
+
+async def list_batches(
+    connection: DbConnection,
+    tenant: str,
+    ids: Sequence[str],
+    statuses: Sequence[str],
+    page: PageRequest,
+    metadata: Mapping[str, str] | None = None,
+    columns: Sequence[Any] = (),
+) -> tuple[Sequence[Row[Any]], int]:
+    """A page of the tenant's batches (or only these `columns` of them); `metadata`:
+    only those holding each of these keys with exactly this value."""
+    where = metadata_matches(connection.dialect.name, metadata) if metadata else []
+    return await _batch_listing.page(
+        connection, tenant, ids, statuses, page, columns=columns, where=where
+    )
+
+
+def metadata_matches(dialect: str, wanted: Mapping[str, str]) -> list[ColumnElement[bool]]:
+    """Batches whose metadata holds all of `wanted`: JSONB containment on PostgreSQL;
+    on SQLite one json_each lookup per key, which compares keys as stored, whatever
+    characters they hold (a JSON path would have to quote them)."""
+    if dialect == "postgresql":
+        return [type_coerce(batches.c.labels, JSONB).contains(dict(wanted))]
+    return [
+        exists(
+            select(literal(1))
+            .select_from(labels)
+            .where(labels.c.key == key, labels.c.value == value)
+        )
+        for key, value in wanted.items()
+        for labels in [func.json_each(batches.c.labels).table_valued("key", "value")]
+    ]
+
+
 list_operations = Listing(operations, "batch_id").page

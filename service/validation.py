@@ -133,6 +133,55 @@ def _json_object(
     return value
 
 
+# Metadata as Stripe allows it: enough labels to find a batch by, never a payload.
+MAX_METADATA_KEYS = 50
+MAX_METADATA_KEY_CHARS = 40
+MAX_METADATA_VALUE_CHARS = 500
+
+
+def metadata(labels: Mapping[str, str], kind: str = "batch") -> dict[str, str]:
+    """A batch's metadata (or a list's filter on it, `kind` "list"), checked: keys of
+    1 to 40 characters without brackets (REST filters spell a key `metadata[key]`),
+    values of at most 500; no NUL, which PostgreSQL's JSONB cannot hold."""
+    if len(labels) > MAX_METADATA_KEYS:
+        message = f"metadata holds at most {MAX_METADATA_KEYS} keys, not {len(labels)}"
+        raise invalid(
+            f"{kind}.invalid", [Violation("metadata", f"{kind}.metadata.too_many_keys", message)]
+        )
+    violations = [
+        problem for key, value in sorted(labels.items()) for problem in _label_problems(key, value)
+    ]
+    if violations:
+        raise invalid(f"{kind}.invalid", [_with_kind(kind, v) for v in violations])
+    return dict(labels)
+
+
+def _label_problems(key: str, value: str) -> list[Violation]:
+    field = f"metadata[{key[: MAX_METADATA_KEY_CHARS + 10]}]"
+    problems = []
+    if not key:
+        problems.append(Violation(field, "metadata.key.blank", "a metadata key must not be empty"))
+    elif len(key) > MAX_METADATA_KEY_CHARS:
+        message = f"a metadata key has at most {MAX_METADATA_KEY_CHARS} characters, not {len(key)}"
+        problems.append(Violation(field, "metadata.key.too_long", message))
+    elif "[" in key or "]" in key or "\x00" in key:
+        message = "a metadata key must not contain square brackets or NUL characters"
+        problems.append(Violation(field, "metadata.key.invalid", message))
+    if len(value) > MAX_METADATA_VALUE_CHARS:
+        message = (
+            f"a metadata value has at most {MAX_METADATA_VALUE_CHARS} characters, not {len(value)}"
+        )
+        problems.append(Violation(field, "metadata.value.too_long", message))
+    elif "\x00" in value:
+        message = "a metadata value must not contain NUL characters"
+        problems.append(Violation(field, "metadata.value.invalid", message))
+    return problems
+
+
+def _with_kind(kind: str, violation: Violation) -> Violation:
+    return Violation(violation.field, f"{kind}.{violation.code}", violation.message)
+
+
 def execution_options(options: batch_pb2.ExecutionOptions) -> batch_pb2.ExecutionOptions:
     if options.max_concurrency < 0:
         raise invalid(

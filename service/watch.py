@@ -25,6 +25,7 @@ from service import convert, rate_buckets, store
 from service.database import Database, DbConnection
 from service.errors import RetryLater, Violation, invalid, not_found
 from service.models import FINISHED_BATCH_STATUSES
+from service.outcome_counts import batches_with_counts
 from service.signals import Signals
 from service.waiting import POLL_SECONDS
 
@@ -74,13 +75,15 @@ class WatchFeed:
         resuming, first the operations that finished after `resume_after`."""
         with self._slot(tenant):
             async with self.database.read() as connection:
-                batch = await store.get_batch(connection, tenant, batch_id)
-                if batch is None:
+                found = await batches_with_counts(connection, [batch_id], tenant)
+                if batch_id not in found:
                     raise not_found("batch", batch_id)
+                batch, counts = found[batch_id]
                 pauses = await rate_buckets.pauses_of(connection, [tenant])
                 resumed = await _resumed(connection, batch, resume_after) if resume_after else None
             held_back_until = convert.held_back_until(batch, pauses)
-            yield Event(batch=convert.hold_back(convert.batch_message(batch), held_back_until))
+            first = convert.batch_message(batch, counts)
+            yield Event(batch=convert.hold_back(first, held_back_until))
             if resumed is not None:
                 watcher = resumed
                 watcher.held_back_until = held_back_until
@@ -145,15 +148,21 @@ class WatchFeed:
         batch_ids = list(since_by_batch)
         batches: dict[str, Any] = {}
         finished: dict[str, list[Any]] = {batch_id: [] for batch_id in batch_ids}
+        counts: dict[str, batch_pb2.BatchOutcomeCounts] = {}
         async with self.database.read() as connection:
             for start in range(0, len(batch_ids), BATCHES_PER_READ):
                 chunk = batch_ids[start : start + BATCHES_PER_READ]
-                batches.update(await store.batches_by_id(connection, chunk))
+                # Each batch with its counts, in one statement: they agree.
+                for batch_id, (row, counted) in (
+                    await batches_with_counts(connection, chunk)
+                ).items():
+                    batches[batch_id] = row
+                    counts[batch_id] = counted
                 cursors = {batch_id: since_by_batch[batch_id] for batch_id in chunk}
                 for row in await store.finished_operations_of(connection, cursors):
                     finished[row.batch_id].append(row)
             pauses = await rate_buckets.pauses_of(connection, {b.tenant for b in batches.values()})
-        events = _SharedEvents(pauses)
+        events = _SharedEvents(pauses, counts)
         for watcher in watchers:
             _deliver(watcher, batches.get(watcher.batch_id), finished[watcher.batch_id], events)
             if watcher.status in FINISHED_BATCH_STATUSES or watcher.batch_id not in batches:
@@ -208,8 +217,11 @@ class _SharedEvents:
     """The events of one read, each built once for all the batch's watchers;
     `pauses` are the upstream pauses of their tenants, as of the read."""
 
-    def __init__(self, pauses: dict[str, float]) -> None:
+    def __init__(
+        self, pauses: dict[str, float], counts: dict[str, batch_pb2.BatchOutcomeCounts]
+    ) -> None:
         self._pauses = pauses
+        self._counts = counts
         self._batches: dict[str, batch_pb2.Batch] = {}
         self._events: dict[tuple[str, str], Event] = {}
 
@@ -227,7 +239,8 @@ class _SharedEvents:
         if key not in self._events:
             if batch.id not in self._batches:
                 self._batches[batch.id] = convert.hold_back(
-                    convert.batch_message(batch), self.held_back_until(batch)
+                    convert.batch_message(batch, self._counts.get(batch.id)),
+                    self.held_back_until(batch),
                 )
             message = Event(batch=self._batches[batch.id])
             if operation is not None:

@@ -96,16 +96,17 @@ async def _event_payload(
 ) -> str:
     """The event's body, serialised once: every attempt sends (and signs) these bytes.
 
-    Its batch is the batch as GetBatch builds it and as GET /v1/batches/{id} shows it."""
+    Its batch is the batch as GetBatch builds it and as GET /v1/batches/{id} shows it,
+    with its metadata, and always its outcome counts (`expand[]=outcome_counts`)."""
     [message] = await batch_view.batch_messages(
-        connection, row.tenant, [row], batch_pb2.BATCH_VIEW_BASIC
+        connection, row.tenant, [row.id], batch_pb2.BATCH_VIEW_BASIC
     )
     event = {
         "id": event_id,
         "object": "event",
         "type": event_type,
         "created_at": int(now),
-        "data": {"object": batch_object(message)},
+        "data": {"object": batch_object(message, with_outcome_counts=True)},
     }
     return json.dumps(event, separators=(",", ":"))
 

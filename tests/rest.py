@@ -20,6 +20,18 @@ BATCH_KEYS = {
     "status",
     "created_at",
     "updated_at",
+    # Issue 15: the caller's metadata, `{}` when none.
+    "metadata",
+}
+OUTCOME_COUNT_KEYS = {
+    "completed",
+    "failed",
+    "timed_out",
+    "canceled",
+    "responses_2xx",
+    "responses_3xx",
+    "responses_4xx",
+    "responses_5xx",
 }
 OPERATION_KEYS = {
     "id",
@@ -102,9 +114,18 @@ def attributes(body: Any) -> list[str]:
     return [error["attribute"] for error in body["validation_errors"]]
 
 
-def assert_batch(body: Any, expanded: bool = False, extended: bool = False) -> None:
-    """`extended` allows the statuses of the extensions beyond the contract."""
-    assert set(body) == BATCH_KEYS | ({"batch_operations"} if expanded else set()), body
+def assert_batch(
+    body: Any, expanded: bool = False, extended: bool = False, counted: bool = False
+) -> None:
+    """`extended` allows the statuses of the extensions beyond the contract; `counted`:
+    expanded with outcome_counts."""
+    added = {"batch_operations"} if expanded else set()
+    assert set(body) == BATCH_KEYS | added | ({"outcome_counts"} if counted else set()), body
+    assert isinstance(body["metadata"], dict)
+    assert all(type(v) is str for v in body["metadata"].values())
+    if counted:
+        assert set(body["outcome_counts"]) == OUTCOME_COUNT_KEYS
+        assert all(type(n) is int for n in body["outcome_counts"].values())
     assert body["object"] == "batch"
     assert body["status"] in (EXTENDED_BATCH_STATUSES if extended else BATCH_STATUSES)
     for key in ("finished_batch_operations_count", "batch_operations_count"):

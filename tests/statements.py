@@ -13,7 +13,9 @@ def with_values(statement: Any, **values: Any) -> Any:
 
     def bind(element: Any, **_: Any) -> Any:
         if isinstance(element, BindParameter) and element.key in values:
-            return bindparam(element.key, values[element.key], type_=element.type)
+            return bindparam(
+                element.key, values[element.key], type_=element.type, expanding=element.expanding
+            )
         return None
 
     options: dict[str, Any] = {}

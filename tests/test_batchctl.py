@@ -418,3 +418,48 @@ async def test_retry_resends_the_failed_part_and_delete_removes_a_batch(
     assert one_line_error(again).startswith("batchctl: NOT_FOUND: ")
     gone = await batchctl(service, "show", source_id)
     assert gone.code == 3
+
+
+async def test_results_writes_the_operations_as_json_lines_in_submitted_order(
+    service: Service, tmp_path: Path
+) -> None:
+    operations = [
+        {"http_method": "POST", "path": f"/status/{200 + n % 3 * 100}"} for n in range(150)
+    ]
+    submitted = await batchctl(service, "submit", "-", "--watch", stdin=json.dumps(operations))
+    assert submitted.code == 1  # some got 3xx and 4xx responses
+    batch_id = submitted.stdout.splitlines()[0]
+
+    printed = await batchctl(service, "results", batch_id)
+    assert printed.code == 0, printed.stderr
+    lines = printed.json_lines()
+    assert [line["path"] for line in lines] == [op["path"] for op in operations]
+    assert {line["object"] for line in lines} == {"batch_operation"}
+    assert [line["response_status"] for line in lines[:3]] == [200, 300, 400]
+
+    target = tmp_path / "results.jsonl"
+    written = await batchctl(
+        service, "results", batch_id, "-o", str(target), "--status", "completed"
+    )
+    assert written.code == 0 and written.stdout == ""
+    assert [json.loads(line) for line in target.read_text().splitlines()] == lines
+    assert list(tmp_path.glob(".*partial")) == []
+
+    missing = await batchctl(service, "results", UNKNOWN_ID, "-o", str(tmp_path / "none.jsonl"))
+    assert missing.code == 3 and "NOT_FOUND" in one_line_error(missing)
+    assert not (tmp_path / "none.jsonl").exists()
+    other = await batchctl(service, "results", batch_id, token="token-b")
+    assert other.code == 3 and "NOT_FOUND" in one_line_error(other)
+
+
+async def test_list_shows_each_batchs_outcomes(service: Service) -> None:
+    operations = [
+        {"http_method": "POST", "path": "/status/503"},
+        {"http_method": "POST", "path": "/cutoff"},
+    ]
+    submitted = await batchctl(service, "submit", "-", "--watch", stdin=json.dumps(operations))
+    assert submitted.code == 1
+    listed = await batchctl(service, "list")
+    assert listed.code == 0, listed.stderr
+    assert "1 completed with 5xx, 1 failed" in listed.stdout
+    assert "Traceback" not in listed.stderr

@@ -29,8 +29,14 @@ UNKNOWN_ID = "4c1ec4d4-4b0f-4f4e-9a8e-000000000000"
 def generated(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     """The generated package's directory, importable while the module's tests run."""
     directory = tmp_path_factory.mktemp("openapi-client")
+    # The results export's JSON lines are text to a generated client, as a user configures it.
+    config = directory / "config.json"
+    config.write_text(
+        json.dumps({"content_type_overrides": {"application/x-ndjson": "text/plain"}})
+    )
+    command: list[str | Path] = [BIN / "openapi-python-client", "generate", "--path", DOCUMENT_PATH]
     run = subprocess.run(
-        [BIN / "openapi-python-client", "generate", "--path", DOCUMENT_PATH, "--meta", "none"],
+        [*command, "--meta", "none", "--config", config],
         cwd=directory,
         # Its post-generation hooks run ruff, from this virtualenv.
         env={**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}"},

@@ -59,7 +59,8 @@ async def create_endpoint(
 async def finished_batch(
     http: aiohttp.ClientSession, status: str = "completed", cancel: bool = False
 ) -> dict[str, Any]:
-    """A batch run to its end, as GET returns it then."""
+    """A batch run to its end, as GET returns it then with its outcome counts, which an
+    event always carries (`expand[]=outcome_counts`)."""
     if cancel:
         operations = [{"http_method": "GET", "path": "/slow/0.5"} for _ in range(3)]
         document = {
@@ -69,7 +70,11 @@ async def finished_batch(
         await call(http, "POST", f"/v1/batches/{created['id']}/cancel", 200)
     else:
         created = await create_batch(http, [{"http_method": "GET", "path": "/echo/a"}] * 2)
-    return await wait_completed(http, created["id"], status=status, expand=False)
+    await wait_completed(http, created["id"], status=status, expand=False)
+    counted: dict[str, Any] = await call(
+        http, "GET", f"/v1/batches/{created['id']}?expand[]=outcome_counts", 200
+    )
+    return counted
 
 
 async def deliveries_of(http: aiohttp.ClientSession, endpoint_id: str) -> list[dict[str, Any]]:
@@ -124,7 +129,9 @@ async def test_a_finished_batch_sends_one_signed_event_holding_the_batch_as_get_
         assert event["type"] == "batch.completed"
         assert request.headers["webhook-id"] == event["id"]
         assert event["data"] == {"object": batch}
-        assert event["data"]["object"] == await call(http, "GET", f"/v1/batches/{batch['id']}", 200)
+        shown = await call(http, "GET", f"/v1/batches/{batch['id']}?expand[]=outcome_counts", 200)
+        assert event["data"]["object"] == shown
+        assert shown["outcome_counts"]["responses_2xx"] == 2
         await asyncio.sleep(QUIET_SECONDS)
         assert len(receiver.received) == 1
         assert other_tenants.received == []

@@ -121,7 +121,14 @@ class ExecutionOptions(_message.Message):
     def __init__(self, sequential: _Optional[bool] = ..., stop_on_failure: _Optional[bool] = ..., max_concurrency: _Optional[int] = ...) -> None: ...
 
 class Batch(_message.Message):
-    __slots__ = ("id", "status", "batch_operations_count", "finished_batch_operations_count", "batch_operations", "create_time", "update_time", "execution_options", "retry_of", "held_back")
+    __slots__ = ("id", "status", "batch_operations_count", "finished_batch_operations_count", "batch_operations", "create_time", "update_time", "execution_options", "retry_of", "metadata", "outcome_counts", "held_back")
+    class MetadataEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: str
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
     ID_FIELD_NUMBER: _ClassVar[int]
     STATUS_FIELD_NUMBER: _ClassVar[int]
     BATCH_OPERATIONS_COUNT_FIELD_NUMBER: _ClassVar[int]
@@ -131,6 +138,8 @@ class Batch(_message.Message):
     UPDATE_TIME_FIELD_NUMBER: _ClassVar[int]
     EXECUTION_OPTIONS_FIELD_NUMBER: _ClassVar[int]
     RETRY_OF_FIELD_NUMBER: _ClassVar[int]
+    METADATA_FIELD_NUMBER: _ClassVar[int]
+    OUTCOME_COUNTS_FIELD_NUMBER: _ClassVar[int]
     HELD_BACK_FIELD_NUMBER: _ClassVar[int]
     id: str
     status: BatchStatus
@@ -141,8 +150,30 @@ class Batch(_message.Message):
     update_time: _timestamp_pb2.Timestamp
     execution_options: ExecutionOptions
     retry_of: str
+    metadata: _containers.ScalarMap[str, str]
+    outcome_counts: BatchOutcomeCounts
     held_back: HeldBack
-    def __init__(self, id: _Optional[str] = ..., status: _Optional[_Union[BatchStatus, str]] = ..., batch_operations_count: _Optional[int] = ..., finished_batch_operations_count: _Optional[int] = ..., batch_operations: _Optional[_Iterable[_Union[BatchOperation, _Mapping]]] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., update_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., execution_options: _Optional[_Union[ExecutionOptions, _Mapping]] = ..., retry_of: _Optional[str] = ..., held_back: _Optional[_Union[HeldBack, _Mapping]] = ...) -> None: ...
+    def __init__(self, id: _Optional[str] = ..., status: _Optional[_Union[BatchStatus, str]] = ..., batch_operations_count: _Optional[int] = ..., finished_batch_operations_count: _Optional[int] = ..., batch_operations: _Optional[_Iterable[_Union[BatchOperation, _Mapping]]] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., update_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., execution_options: _Optional[_Union[ExecutionOptions, _Mapping]] = ..., retry_of: _Optional[str] = ..., metadata: _Optional[_Mapping[str, str]] = ..., outcome_counts: _Optional[_Union[BatchOutcomeCounts, _Mapping]] = ..., held_back: _Optional[_Union[HeldBack, _Mapping]] = ...) -> None: ...
+
+class BatchOutcomeCounts(_message.Message):
+    __slots__ = ("completed", "failed", "timed_out", "canceled", "responses_2xx", "responses_3xx", "responses_4xx", "responses_5xx")
+    COMPLETED_FIELD_NUMBER: _ClassVar[int]
+    FAILED_FIELD_NUMBER: _ClassVar[int]
+    TIMED_OUT_FIELD_NUMBER: _ClassVar[int]
+    CANCELED_FIELD_NUMBER: _ClassVar[int]
+    RESPONSES_2XX_FIELD_NUMBER: _ClassVar[int]
+    RESPONSES_3XX_FIELD_NUMBER: _ClassVar[int]
+    RESPONSES_4XX_FIELD_NUMBER: _ClassVar[int]
+    RESPONSES_5XX_FIELD_NUMBER: _ClassVar[int]
+    completed: int
+    failed: int
+    timed_out: int
+    canceled: int
+    responses_2xx: int
+    responses_3xx: int
+    responses_4xx: int
+    responses_5xx: int
+    def __init__(self, completed: _Optional[int] = ..., failed: _Optional[int] = ..., timed_out: _Optional[int] = ..., canceled: _Optional[int] = ..., responses_2xx: _Optional[int] = ..., responses_3xx: _Optional[int] = ..., responses_4xx: _Optional[int] = ..., responses_5xx: _Optional[int] = ...) -> None: ...
 
 class HeldBack(_message.Message):
     __slots__ = ("reason", "until")
@@ -189,20 +220,29 @@ class GetBatchResponse(_message.Message):
     def __init__(self, batch: _Optional[_Union[Batch, _Mapping]] = ...) -> None: ...
 
 class ListBatchesRequest(_message.Message):
-    __slots__ = ("page_size", "page", "ids", "statuses", "order_by", "view")
+    __slots__ = ("page_size", "page", "ids", "statuses", "order_by", "view", "metadata")
+    class MetadataEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: str
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
     PAGE_SIZE_FIELD_NUMBER: _ClassVar[int]
     PAGE_FIELD_NUMBER: _ClassVar[int]
     IDS_FIELD_NUMBER: _ClassVar[int]
     STATUSES_FIELD_NUMBER: _ClassVar[int]
     ORDER_BY_FIELD_NUMBER: _ClassVar[int]
     VIEW_FIELD_NUMBER: _ClassVar[int]
+    METADATA_FIELD_NUMBER: _ClassVar[int]
     page_size: int
     page: int
     ids: _containers.RepeatedScalarFieldContainer[str]
     statuses: _containers.RepeatedScalarFieldContainer[BatchStatus]
     order_by: str
     view: BatchView
-    def __init__(self, page_size: _Optional[int] = ..., page: _Optional[int] = ..., ids: _Optional[_Iterable[str]] = ..., statuses: _Optional[_Iterable[_Union[BatchStatus, str]]] = ..., order_by: _Optional[str] = ..., view: _Optional[_Union[BatchView, str]] = ...) -> None: ...
+    metadata: _containers.ScalarMap[str, str]
+    def __init__(self, page_size: _Optional[int] = ..., page: _Optional[int] = ..., ids: _Optional[_Iterable[str]] = ..., statuses: _Optional[_Iterable[_Union[BatchStatus, str]]] = ..., order_by: _Optional[str] = ..., view: _Optional[_Union[BatchView, str]] = ..., metadata: _Optional[_Mapping[str, str]] = ...) -> None: ...
 
 class ListBatchesResponse(_message.Message):
     __slots__ = ("batches", "total_size")
@@ -273,6 +313,20 @@ class WatchBatchResponse(_message.Message):
     batch: Batch
     batch_operation: BatchOperation
     def __init__(self, batch: _Optional[_Union[Batch, _Mapping]] = ..., batch_operation: _Optional[_Union[BatchOperation, _Mapping]] = ...) -> None: ...
+
+class ExportBatchOperationsRequest(_message.Message):
+    __slots__ = ("id", "statuses")
+    ID_FIELD_NUMBER: _ClassVar[int]
+    STATUSES_FIELD_NUMBER: _ClassVar[int]
+    id: str
+    statuses: _containers.RepeatedScalarFieldContainer[BatchOperationStatus]
+    def __init__(self, id: _Optional[str] = ..., statuses: _Optional[_Iterable[_Union[BatchOperationStatus, str]]] = ...) -> None: ...
+
+class ExportBatchOperationsResponse(_message.Message):
+    __slots__ = ("batch_operations",)
+    BATCH_OPERATIONS_FIELD_NUMBER: _ClassVar[int]
+    batch_operations: _containers.RepeatedCompositeFieldContainer[BatchOperation]
+    def __init__(self, batch_operations: _Optional[_Iterable[_Union[BatchOperation, _Mapping]]] = ...) -> None: ...
 
 class DeleteBatchRequest(_message.Message):
     __slots__ = ("id",)

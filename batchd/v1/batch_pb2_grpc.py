@@ -84,6 +84,11 @@ class BatchServiceStub:
                 request_serializer=batchd_dot_v1_dot_batch__pb2.WatchBatchRequest.SerializeToString,
                 response_deserializer=batchd_dot_v1_dot_batch__pb2.WatchBatchResponse.FromString,
                 _registered_method=True)
+        self.ExportBatchOperations = channel.unary_stream(
+                '/batchd.v1.BatchService/ExportBatchOperations',
+                request_serializer=batchd_dot_v1_dot_batch__pb2.ExportBatchOperationsRequest.SerializeToString,
+                response_deserializer=batchd_dot_v1_dot_batch__pb2.ExportBatchOperationsResponse.FromString,
+                _registered_method=True)
         self.CreateWebhookEndpoint = channel.unary_unary(
                 '/batchd.v1.BatchService/CreateWebhookEndpoint',
                 request_serializer=batchd_dot_v1_dot_batch__pb2.CreateWebhookEndpointRequest.SerializeToString,
@@ -192,6 +197,16 @@ class BatchServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ExportBatchOperations(self, request, context):
+        """Streams a batch's operations in submitted order, a page per message, as
+        they are now (the batch need not have finished), optionally only those in
+        some states. Pages are read one at a time as the client takes them, so a
+        batch of any size exports in bounded memory; canceling the call stops it.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def CreateWebhookEndpoint(self, request, context):
         """Registers a URL of the tenant's that receives signed events (Standard
         Webhooks) when its batches finish. The response alone carries the
@@ -281,6 +296,11 @@ def add_BatchServiceServicer_to_server(servicer, server):
                     servicer.WatchBatch,
                     request_deserializer=batchd_dot_v1_dot_batch__pb2.WatchBatchRequest.FromString,
                     response_serializer=batchd_dot_v1_dot_batch__pb2.WatchBatchResponse.SerializeToString,
+            ),
+            'ExportBatchOperations': grpc.unary_stream_rpc_method_handler(
+                    servicer.ExportBatchOperations,
+                    request_deserializer=batchd_dot_v1_dot_batch__pb2.ExportBatchOperationsRequest.FromString,
+                    response_serializer=batchd_dot_v1_dot_batch__pb2.ExportBatchOperationsResponse.SerializeToString,
             ),
             'CreateWebhookEndpoint': grpc.unary_unary_rpc_method_handler(
                     servicer.CreateWebhookEndpoint,
@@ -556,6 +576,33 @@ class BatchService:
             '/batchd.v1.BatchService/WatchBatch',
             batchd_dot_v1_dot_batch__pb2.WatchBatchRequest.SerializeToString,
             batchd_dot_v1_dot_batch__pb2.WatchBatchResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ExportBatchOperations(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/batchd.v1.BatchService/ExportBatchOperations',
+            batchd_dot_v1_dot_batch__pb2.ExportBatchOperationsRequest.SerializeToString,
+            batchd_dot_v1_dot_batch__pb2.ExportBatchOperationsResponse.FromString,
             options,
             channel_credentials,
             insecure,
