@@ -72,9 +72,13 @@ def to_struct(data: dict[str, JSON]) -> struct_pb2.Struct:
 
 def to_value(data: JSON) -> struct_pb2.Value:
     value = struct_pb2.Value()
+    # SetInParent first: update({}) and extend([]) alone leave the oneof unset, and
+    # an empty object or array would read back as null.
     if isinstance(data, dict):
+        value.struct_value.SetInParent()
         value.struct_value.update(data)
     elif isinstance(data, list):
+        value.list_value.SetInParent()
         value.list_value.extend(data)
     elif data is None:
         value.null_value = struct_pb2.NULL_VALUE

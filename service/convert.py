@@ -29,7 +29,7 @@ def set_json(field: struct_pb2.Value, data: Any) -> None:
     """Fills a message's Value field as to_value() builds it; an object (most bodies) in
     place, as a copy of to_value()'s tree would cost a fifth more."""
     if isinstance(data, dict):
-        field.SetInParent()
+        field.struct_value.SetInParent()  # `{}` stays an object, not an unset value
         field.struct_value.update(data)
     else:
         field.CopyFrom(to_value(data))

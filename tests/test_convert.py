@@ -30,7 +30,7 @@ OperationRow = namedtuple(
 BatchRow = namedtuple(
     "BatchRow",
     "id status operations_count finished_count created_at updated_at "
-    "sequential stop_on_failure max_concurrency retry_of",
+    "sequential stop_on_failure max_concurrency retry_of labels",
 )
 
 
@@ -105,6 +105,7 @@ def test_an_operation_row_reads_as_built_part_by_part(
     st.booleans(),
     st.integers(0, 64),
     st.none() | texts,
+    st.none() | st.dictionaries(texts, texts, max_size=3),
 )
 def test_a_batch_row_reads_as_built_part_by_part(
     status: str,
@@ -114,8 +115,11 @@ def test_a_batch_row_reads_as_built_part_by_part(
     stop: bool,
     concurrency: int,
     retry_of: Any,
+    labels: dict[str, str] | None,
 ) -> None:
-    row = BatchRow("b", status, 3, 1, created, updated, sequential, stop, concurrency, retry_of)
+    row = BatchRow(
+        "b", status, 3, 1, created, updated, sequential, stop, concurrency, retry_of, labels
+    )
     reference = batch_pb2.Batch(
         id="b",
         status=BATCH_STATUSES[status],
@@ -127,6 +131,8 @@ def test_a_batch_row_reads_as_built_part_by_part(
             sequential=sequential, stop_on_failure=stop, max_concurrency=concurrency
         ),
         retry_of=retry_of or "",
+        metadata=labels or {},
+        outcome_counts=batch_pb2.BatchOutcomeCounts(),
     )
     built = convert.batch_message(row)
     assert built == reference

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 from typing import Any
 
@@ -18,7 +19,7 @@ from tests.rest import (
     create_batch,
     wait_completed,
 )
-from tests.upstream import UpstreamLog
+from tests.upstream import JSON_BODIES, UpstreamLog
 
 pytestmark = pytest.mark.both_gateways
 
@@ -81,6 +82,18 @@ async def test_a_completed_batch_shows_every_response(
     assert {r.headers["Authorization"] for r in upstream_server[1].requests} == {
         AUTH["Authorization"]
     }
+
+
+async def test_response_bodies_of_every_json_kind_read_back_as_written(
+    http: aiohttp.ClientSession,
+) -> None:
+    kinds = list(JSON_BODIES)
+    created = await create_batch(
+        http, [{"http_method": "GET", "path": f"/json/{kind}"} for kind in kinds]
+    )
+    batch = await wait_completed(http, created["id"])
+    shown = {op["path"]: op["response_body"] for op in batch["batch_operations"]["data"]}
+    assert shown == {f"/json/{kind}": json.loads(JSON_BODIES[kind]) for kind in kinds}
 
 
 async def test_create_can_expand_its_operations(api: aiohttp.ClientSession) -> None:

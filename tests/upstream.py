@@ -188,6 +188,24 @@ async def raw_json(request: web.Request) -> web.Response:
     return web.Response(body=body, content_type="application/json")
 
 
+# Every kind of JSON value, the empty ones included: a body must read back as written.
+JSON_BODIES = {
+    "empty_object": "{}",
+    "empty_array": "[]",
+    "zero": "0",
+    "false": "false",
+    "empty_string": '""',
+    "null": "null",
+    "nested_empties": '{"a": {}, "b": [], "c": [{}, []]}',
+}
+
+
+async def json_body(request: web.Request) -> web.Response:
+    return web.Response(
+        text=JSON_BODIES[request.match_info["kind"]], content_type="application/json"
+    )
+
+
 async def numbers(request: web.Request) -> web.Response:
     """Numbers that parse to ordinary doubles but are written so that PostgreSQL's
     JSONB (exact decimals, at most 16,383 digits after the point) cannot hold them."""
@@ -264,6 +282,7 @@ def make_app() -> web.Application:
     app.router.add_route("*", "/cookie", cookie)
     app.router.add_route("*", "/encoded/{encoding}", encoded)
     app.router.add_route("*", "/numbers/{kind}", numbers)
+    app.router.add_route("*", "/json/{kind}", json_body)
     return app
 
 
