@@ -138,7 +138,15 @@ async def test_a_url_that_is_no_http_url_without_credentials_is_a_422_naming_it(
         (["batch.completed", "batch.completed"], "webhook_endpoint.webhook_events[1]"),
         ("batch.completed", "webhook_endpoint.webhook_events"),
         ([1], "webhook_endpoint.webhook_events"),
+        # Longer than the known types: refused whole, however long (a quadratic check of
+        # 500,000 entries used to hold the service's event loop for hours).
+        (
+            ["batch.completed", "batch.canceled", "batch.completed"],
+            "webhook_endpoint.webhook_events",
+        ),
+        (["batch.completed"] * 500_000, "webhook_endpoint.webhook_events"),
     ],
+    ids=lambda value: f"{len(value)} entries" if isinstance(value, list) else None,
 )
 async def test_bad_event_types_are_a_422_naming_them(
     http: aiohttp.ClientSession, events: Any, attribute: str
