@@ -456,3 +456,34 @@ async def test_a_refusal_after_healthy_answers_paces_the_tenant_at_a_learned_rat
         assert max(sent) - began >= 7 / 15
     finally:
         await database.dispose()
+
+
+async def test_first_attempts_entering_at_once_wait_for_the_learned_rate_too(
+    tmp_path: Path,
+) -> None:
+    """The engine's first attempts enter with `try_enter` (so that a slot goes only to
+    an attempt that can be sent): once a 429 taught the tenant a rate, they get one
+    turn at a time, as retries do, and the engine is told when the next one is."""
+    settings = ServiceSettings(
+        database_url=f"sqlite+aiosqlite:///{tmp_path / 'unused.db'}", api_tokens="t:tenant"
+    )
+    database = open_database(settings.database_url)
+    throttle = Throttle(database, settings)
+    try:
+        for _ in range(5):
+            admitted_at = await throttle.admit("paced")
+            throttle.finished("paced", admitted_at, 200, None)
+        admitted_at = await throttle.admit("paced")
+        throttle.finished("paced", admitted_at, 429, None)
+        assert not throttle.try_enter("paced")  # the refusal's own turn spaces the next
+        wait = throttle.next_turn_in("paced")
+        assert 0 < wait <= 1
+        await asyncio.sleep(wait)
+        entered = 0
+        while throttle.try_enter("paced"):
+            entered += 1
+        assert entered == 1
+        assert throttle.next_turn_in("paced") > 0
+        assert throttle.try_enter("other") and throttle.next_turn_in("other") == 0
+    finally:
+        await database.dispose()

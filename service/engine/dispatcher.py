@@ -324,12 +324,21 @@ class Dispatcher:
             return False
         if self.throttle.try_enter(job.claim.tenant):
             return True
-        self._look_again_in(HELD_BACK_RETRY_SECONDS)
+        turn = self.throttle.next_turn_in(job.claim.tenant)
+        self._look_again_in(min(turn, HELD_BACK_RETRY_SECONDS) or HELD_BACK_RETRY_SECONDS)
         return False
 
     def _look_again_in(self, seconds: float) -> None:
-        if self._look_again is None and not self._stopping:
-            self._look_again = asyncio.get_running_loop().call_later(seconds, self._looking_again)
+        """Starts what is ready again in `seconds`, or sooner if already planned sooner."""
+        if self._stopping:
+            return
+        loop = asyncio.get_running_loop()
+        when = loop.time() + seconds
+        if self._look_again is not None:
+            if self._look_again.when() <= when:
+                return
+            self._look_again.cancel()
+        self._look_again = loop.call_at(when, self._looking_again)
 
     def _looking_again(self) -> None:
         self._look_again = None

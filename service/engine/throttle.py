@@ -87,8 +87,10 @@ class _Tenant:
     rate_step: float = 0.0
     rate_cut: float = -math.inf
     next_turn: float = 0.0
-    # Attempts waiting for their turn, and when the last second's healthy answers came.
+    # Attempts waiting for their turn (in `admit`), when the engine last found no turn
+    # free (in `try_enter`), and when the last second's healthy answers came.
     for_turn: int = 0
+    turn_wanted_at: float = -math.inf
     healthy: deque[float] = field(default_factory=deque)
 
     @property
@@ -109,7 +111,7 @@ class _Tenant:
         self.healthy.append(now)
         while self.healthy[0] <= now - RATE_EPOCH:
             self.healthy.popleft()
-        if self.rate is not None and self.for_turn:
+        if self.rate is not None and (self.for_turn or now - self.turn_wanted_at < RATE_EPOCH):
             # `rate` answers a second, each adding step/rate: step a second.
             self.rate += self.rate_step / self.rate
 
@@ -156,7 +158,9 @@ class Throttle:
         state = self._tenants.get(tenant)
         if state is None:
             return False
-        return state.paused_until > _now() or bool(state.for_room) or state.for_turn > 0
+        now = _now()
+        waits_for_turn = state.for_turn > 0 or (state.rate is not None and state.next_turn > now)
+        return state.paused_until > now or bool(state.for_room) or waits_for_turn
 
     async def admit(self, tenant: str) -> float:
         """Waits until an attempt of the tenant may be sent; when it was admitted.
@@ -191,10 +195,22 @@ class Throttle:
         pause, room, nobody waiting before it); then `admit_entered` completes the
         admission. Lets the engine give a slot only to an attempt that can go."""
         state = self._tenant(tenant)
-        if state.paused_until > _now() or state.for_room or state.in_flight >= state.allowed:
+        now = _now()
+        if state.paused_until > now or state.for_room or state.in_flight >= state.allowed:
+            return False
+        if state.turn_in(now):  # the learned rate paces first attempts as it paces retries
+            state.turn_wanted_at = now
             return False
         state.in_flight += 1
         return True
+
+    def next_turn_in(self, tenant: str) -> float:
+        """Seconds until the tenant's learned rate gives an attempt its turn; 0 when
+        it has no learned rate or the turn is free."""
+        state = self._tenants.get(tenant)
+        if state is None or state.rate is None:
+            return 0.0
+        return max(0.0, state.next_turn - _now())
 
     def takes_tokens(self, tenant: str) -> bool:
         """Whether the tenant's attempts wait for rate-limit tokens once entered."""
