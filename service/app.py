@@ -23,8 +23,8 @@ from service.server import Services, build_server, set_serving
 from service.servicer import BatchServicer
 from service.settings import ServiceSettings
 from service.signals import Signals
+from service.stream_slots import StreamLimits
 from service.validation import BatchLimits
-from service.watch import WatchLimits
 
 log = logging.getLogger(__name__)
 
@@ -65,7 +65,7 @@ class Service:
             ),
             signals,
             CreateRateLimiter(settings.create_rate, settings.create_burst),
-            WatchLimits(settings.max_watches_per_tenant, settings.max_watches),
+            StreamLimits(settings.max_watches_per_tenant, settings.max_watches),
         )
         services = Services.of(servicer)
         server = build_server(services, settings.grpc_address, settings.max_watches)

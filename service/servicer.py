@@ -21,7 +21,8 @@ from service.lifecycle import delete_batch, retry_batch
 from service.rate_limit import CreateRateLimiter
 from service.rpc_scope import Context, current_caller
 from service.signals import Signals
-from service.watch import WatchFeed, WatchLimits
+from service.stream_slots import StreamLimits, StreamSlots
+from service.watch import WatchFeed
 from service.webhook_rpcs import WebhookEndpointRpcs
 
 # The finished statuses, as messages carry them.
@@ -45,7 +46,7 @@ class BatchServicer(WebhookEndpointRpcs, batch_pb2_grpc.BatchServiceServicer):
         limits: validation.BatchLimits,
         signals: Signals,
         create_rate_limiter: CreateRateLimiter,
-        watch_limits: WatchLimits,
+        stream_limits: StreamLimits,
     ) -> None:
         self.database = database
         self.tenants = tenants
@@ -53,7 +54,8 @@ class BatchServicer(WebhookEndpointRpcs, batch_pb2_grpc.BatchServiceServicer):
         self.limits = limits
         self.signals = signals
         self.create_rate_limiter = create_rate_limiter
-        self.watches = WatchFeed(database, signals, watch_limits)
+        self.streams = StreamSlots(stream_limits)
+        self.watches = WatchFeed(database, signals, self.streams)
 
     async def CreateBatch(
         self, request: batch_pb2.CreateBatchRequest, context: Context
@@ -126,12 +128,13 @@ class BatchServicer(WebhookEndpointRpcs, batch_pb2_grpc.BatchServiceServicer):
         caller = current_caller()
         batch_id = validation.object_id("batch", request.id)
         statuses = validation.enum_names(request.statuses, OPERATION_STATUS_NAMES, "statuses")
-        metrics.EXPORT_STREAMS.inc()
-        try:
-            async for page in export_pages(self.database, caller.tenant, batch_id, statuses):
-                yield page
-        finally:
-            metrics.EXPORT_STREAMS.dec()
+        with self.streams.hold(caller.tenant, "export"):
+            metrics.EXPORT_STREAMS.inc()
+            try:
+                async for page in export_pages(self.database, caller.tenant, batch_id, statuses):
+                    yield page
+            finally:
+                metrics.EXPORT_STREAMS.dec()
 
     async def GetBatch(
         self, request: batch_pb2.GetBatchRequest, context: Context

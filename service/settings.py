@@ -105,12 +105,13 @@ class ServiceSettings:
     max_watches_per_tenant: int = field(
         default=100,
         metadata=env(
-            "BATCH_MAX_WATCHES_PER_TENANT", "most event streams (WatchBatch) one tenant holds open"
+            "BATCH_MAX_WATCHES_PER_TENANT",
+            "most event streams (WatchBatch) and exports one tenant holds open",
         ),
     )
     max_watches: int = field(
         default=2000,
-        metadata=env("BATCH_MAX_WATCHES", "most event streams this process holds open"),
+        metadata=env("BATCH_MAX_WATCHES", "most event streams and exports this process holds open"),
     )
     upstream_rate_limit: float = field(
         default=0.0,

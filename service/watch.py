@@ -6,42 +6,33 @@ every watch of the process: it sleeps until some replica signals "batch
 changed" (signals.py), or a poll's time passes, then reads what changed in all
 watched batches in a few statements and hands each watcher its events. So idle
 streams cost no queries of their own, however many there are; and a tenant, and
-the process, may hold only so many (WatchLimits), so that one tenant's streams
-cannot take what the others' calls need.
+the process, may hold only so many (stream_slots.py, a budget shared with exports),
+so that one tenant's streams cannot take what the others' calls need.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
-from collections import Counter
-from collections.abc import AsyncIterator, Iterator, Sequence
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from batchd.v1 import batch_pb2
 from service import convert, rate_buckets, store
 from service.database import Database, DbConnection
-from service.errors import RetryLater, Violation, invalid, not_found
+from service.errors import Violation, invalid, not_found
 from service.models import FINISHED_BATCH_STATUSES
 from service.outcome_counts import batches_with_counts
 from service.signals import Signals
+from service.stream_slots import StreamSlots
 from service.waiting import POLL_SECONDS
 
 log = logging.getLogger(__name__)
 # Batches read per statement: the statement binds two values per batch, well
 # under SQLite's limit of variables.
 BATCHES_PER_READ = 200
-# Streams end when their batches finish: a refused client may look again soon.
-RETRY_AFTER_SECONDS = 5.0
 Event = batch_pb2.WatchBatchResponse
-
-
-@dataclass(frozen=True)
-class WatchLimits:
-    per_tenant: int
-    total: int
 
 
 @dataclass(eq=False)
@@ -60,12 +51,11 @@ class _Watcher:
 
 
 class WatchFeed:
-    def __init__(self, database: Database, signals: Signals, limits: WatchLimits) -> None:
+    def __init__(self, database: Database, signals: Signals, slots: StreamSlots) -> None:
         self.database = database
         self.signals = signals
-        self.limits = limits
+        self.slots = slots
         self._watchers: set[_Watcher] = set()
-        self._by_tenant: Counter[str] = Counter()
         self._reader: asyncio.Task[None] | None = None
 
     async def watch(
@@ -73,7 +63,7 @@ class WatchFeed:
     ) -> AsyncIterator[Event]:
         """The batch as it is now, then an event for each change, until it finishes;
         resuming, first the operations that finished after `resume_after`."""
-        with self._slot(tenant):
+        with self.slots.hold(tenant, "watch"):
             async with self.database.read() as connection:
                 found = await batches_with_counts(connection, [batch_id], tenant)
                 if batch_id not in found:
@@ -108,21 +98,6 @@ class WatchFeed:
                 self._watchers.discard(watcher)
                 if not self._watchers and self._reader is not None:
                     self._reader.cancel()  # nothing to read for: no task outlives the streams
-
-    @contextlib.contextmanager
-    def _slot(self, tenant: str) -> Iterator[None]:
-        """Holds one of the tenant's streams, or refuses the watch."""
-        if self._by_tenant.total() >= self.limits.total:
-            raise _too_many("this server holds as many event streams as it may")
-        if self._by_tenant[tenant] >= self.limits.per_tenant:
-            raise _too_many(f"at most {self.limits.per_tenant} event streams per account")
-        self._by_tenant[tenant] += 1
-        try:
-            yield
-        finally:
-            self._by_tenant[tenant] -= 1
-            if not self._by_tenant[tenant]:
-                del self._by_tenant[tenant]
 
     def _start_reading(self) -> None:
         if self._reader is None or self._reader.done():
@@ -247,7 +222,3 @@ class _SharedEvents:
                 message.batch_operation.CopyFrom(convert.operation_message(operation))
             self._events[key] = message
         return self._events[key]
-
-
-def _too_many(message: str) -> RetryLater:
-    return RetryLater("watch.too_many", f"Too many event streams: {message}", RETRY_AFTER_SECONDS)

@@ -14,8 +14,8 @@ from service.migrate import upgrade
 from service.rate_limit import CreateRateLimiter
 from service.servicer import BatchServicer
 from service.signals import Signals
+from service.stream_slots import StreamLimits
 from service.validation import BatchLimits
-from service.watch import WatchLimits
 from tests.processes import TOKEN
 
 
@@ -41,5 +41,5 @@ def servicer_of(database: Database, url: str) -> BatchServicer:
         BatchLimits(10, 1 << 20, 16),
         Signals(url),
         CreateRateLimiter(0, 1),
-        WatchLimits(10, 10),
+        StreamLimits(10, 10),
     )

@@ -239,6 +239,51 @@ async def test_event_streams_are_capped_per_tenant_and_in_all(
         await asyncio.sleep(0.2)
 
 
+async def open_export(
+    stub: batch_pb2_grpc.BatchServiceStub, token: str
+) -> grpc.aio.UnaryStreamCall[Any, Any]:
+    """An export whose first page arrived and whose reader then stops: the rest of its
+    batch (8 MiB of request bodies) cannot fit the stream's flow-control window, so it
+    holds one of the tenant's streams."""
+    body = to_struct({"padding": "x" * (64 << 10)})
+    operations = [batch_pb2.BatchOperation(http_method=GET, path="/slow/10", body=body)] * 128
+    request = batch_pb2.CreateBatchRequest(batch=batch_pb2.Batch(batch_operations=operations))
+    created = await stub.CreateBatch(request, metadata=bearer(token))
+    call: grpc.aio.UnaryStreamCall[Any, Any]
+    call = stub.ExportBatchOperations(
+        batch_pb2.ExportBatchOperationsRequest(id=created.batch.id), metadata=bearer(token)
+    )
+    await call.read()
+    return call
+
+
+async def test_exports_and_event_streams_share_the_tenants_streams(
+    stack: Stack, stub: batch_pb2_grpc.BatchServiceStub
+) -> None:
+    """Exports have no deadline, as watches: one tenant's unread exports could otherwise
+    take every stream of the gateway's connection, and every other tenant's calls with it."""
+    batch_id = await idle_batch(stub, TOKEN)
+    held = [await open_export(stub, TOKEN)]
+    try:
+        held += [await open_watch(stub, batch_id, TOKEN) for _ in range(WATCHES_PER_TENANT - 1)]
+        for opening, code in (
+            (open_watch(stub, batch_id, TOKEN), "watch.too_many"),
+            (open_export(stub, TOKEN), "export.too_many"),
+        ):
+            with pytest.raises(grpc.aio.AioRpcError) as raised:
+                await opening
+            assert raised.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+            assert details(raised.value)[0] == code
+        # The export that ends gives its place back.
+        held.pop(0).cancel()
+        await asyncio.sleep(0.2)
+        held.append(await open_watch(stub, batch_id, TOKEN))
+    finally:
+        for call in held:
+            call.cancel()
+        await asyncio.sleep(0.2)
+
+
 @pytest.mark.parametrize("count", [1001, 40_000, 400_000])
 async def test_lists_filter_by_at_most_1000_ids(
     stub: batch_pb2_grpc.BatchServiceStub, count: int

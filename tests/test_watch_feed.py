@@ -16,9 +16,10 @@ from service.credentials import sealer_from_settings
 from service.database import open_database
 from service.migrate import upgrade
 from service.signals import Signals
+from service.stream_slots import StreamLimits, StreamSlots
 from service.validation import BatchLimits
 from service.waiting import POLL_SECONDS
-from service.watch import WatchFeed, WatchLimits
+from service.watch import WatchFeed
 
 STREAMS = 200
 WATCHED_SECONDS = 2.0
@@ -45,7 +46,7 @@ async def test_idle_streams_share_one_reader(database_url: str) -> None:
                 database, caller, request, sealer, BatchLimits(10, 1 << 20, 16)
             )
             batch_ids.append(created.batch.id)
-        feed = WatchFeed(database, signals, WatchLimits(STREAMS, STREAMS))
+        feed = WatchFeed(database, signals, StreamSlots(StreamLimits(STREAMS, STREAMS)))
         opened = asyncio.Event()
         first_events = 0
 
