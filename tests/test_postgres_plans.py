@@ -70,7 +70,8 @@ async def test_claims_lists_and_recovery_use_indexes_at_100k_operations(
                 ),
             ),
             "pending batches": await plan_of(
-                connection, with_values(claims.BATCHES_WITH_PENDING_WORK, limit=256)
+                connection,
+                with_values(claims.BATCHES_WITH_PENDING_WORK, limit=256, held_tenants=["t7"]),
             ),
             "recovery": await plan_of(
                 connection,

@@ -115,7 +115,7 @@ async def engine_plans(database: Database, now: float) -> list[str]:
     recovery = select(operations.c.id).where(
         operations.c.status == OperationStatus.IN_PROGRESS, operations.c.lease_expires_at < now
     )
-    looking = with_values(claims.BATCHES_WITH_PENDING_WORK, limit=9)
+    looking = with_values(claims.BATCHES_WITH_PENDING_WORK, limit=9, held_tenants=["held"])
     async with database.write() as connection:
         return [await plan_of(connection, literal(query)) for query in (claim, looking, recovery)]
 
