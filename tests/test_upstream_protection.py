@@ -95,6 +95,7 @@ def assert_measured_rate_at_most(times: list[float], rate: float) -> None:
     """The rate the upstream measured over the whole run: requests after the
     first, over the time from the first to the last."""
     measured = (len(times) - 1) / (max(times) - min(times))
+    print(f"the upstream measured {measured:.2f} requests/s against a limit of {rate}/s")
     assert measured <= 1.15 * rate, measured
 
 
