@@ -4,10 +4,11 @@ database, and adaptive back-off from the upstream's own signals."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import math
 import time
-from collections.abc import AsyncIterable
+from collections.abc import AsyncIterable, AsyncIterator
 from pathlib import Path
 
 import aiohttp
@@ -423,22 +424,35 @@ async def batches_of(stream: AsyncIterable[batch_pb2.WatchBatchResponse]) -> lis
     return [event.batch async for event in stream]
 
 
+@contextlib.asynccontextmanager
+async def throttle_alone(tmp_path: Path) -> AsyncIterator[Throttle]:
+    """A throttle with no engine around it and no configured limits (its database unused)."""
+    settings = ServiceSettings(
+        database_url=f"sqlite+aiosqlite:///{tmp_path / 'unused.db'}", api_tokens="t:tenant"
+    )
+    database = open_database(settings.database_url)
+    try:
+        yield Throttle(database, settings)
+    finally:
+        await database.dispose()
+
+
+async def refused_after_healthy_answers(throttle: Throttle, tenant: str, healthy: int) -> None:
+    """`healthy` answers of 200, then a 429: the tenant learns a rate from them."""
+    for _ in range(healthy):
+        admitted_at = await throttle.admit(tenant)
+        throttle.finished(tenant, admitted_at, 200, None)
+    admitted_at = await throttle.admit(tenant)
+    throttle.finished(tenant, admitted_at, 429, None)
+
+
 async def test_a_refusal_after_healthy_answers_paces_the_tenant_at_a_learned_rate(
     tmp_path: Path,
 ) -> None:
     """20 healthy answers in the last second, then a 429: the tenant's next sends
     go at 70% of 20 a second, one by one; another tenant is not paced."""
-    settings = ServiceSettings(
-        database_url=f"sqlite+aiosqlite:///{tmp_path / 'unused.db'}", api_tokens="t:tenant"
-    )
-    database = open_database(settings.database_url)
-    throttle = Throttle(database, settings)
-    try:
-        for _ in range(20):
-            admitted_at = await throttle.admit("paced")
-            throttle.finished("paced", admitted_at, 200, None)
-        admitted_at = await throttle.admit("paced")
-        throttle.finished("paced", admitted_at, 429, None)
+    async with throttle_alone(tmp_path) as throttle:
+        await refused_after_healthy_answers(throttle, "paced", 20)
         began = time.monotonic()
         sent: list[float] = []
 
@@ -455,8 +469,6 @@ async def test_a_refusal_after_healthy_answers_paces_the_tenant_at_a_learned_rat
         # Eight turns about 1/14 s apart after the refusal's own, the rate growing
         # by a step a second meanwhile: never much sooner.
         assert max(sent) - began >= 7 / 15
-    finally:
-        await database.dispose()
 
 
 async def test_first_attempts_entering_at_once_wait_for_the_learned_rate_too(
@@ -465,17 +477,8 @@ async def test_first_attempts_entering_at_once_wait_for_the_learned_rate_too(
     """The engine's first attempts enter with `try_enter` (so that a slot goes only to
     an attempt that can be sent): once a 429 taught the tenant a rate, they get one
     turn at a time, as retries do, and the engine is told when the next one is."""
-    settings = ServiceSettings(
-        database_url=f"sqlite+aiosqlite:///{tmp_path / 'unused.db'}", api_tokens="t:tenant"
-    )
-    database = open_database(settings.database_url)
-    throttle = Throttle(database, settings)
-    try:
-        for _ in range(5):
-            admitted_at = await throttle.admit("paced")
-            throttle.finished("paced", admitted_at, 200, None)
-        admitted_at = await throttle.admit("paced")
-        throttle.finished("paced", admitted_at, 429, None)
+    async with throttle_alone(tmp_path) as throttle:
+        await refused_after_healthy_answers(throttle, "paced", 5)
         assert not throttle.try_enter("paced")  # the refusal's own turn spaces the next
         wait = throttle.next_turn_in("paced")
         assert 0 < wait <= 1
@@ -486,5 +489,3 @@ async def test_first_attempts_entering_at_once_wait_for_the_learned_rate_too(
         assert entered == 1
         assert throttle.next_turn_in("paced") > 0
         assert throttle.try_enter("other") and throttle.next_turn_in("other") == 0
-    finally:
-        await database.dispose()

@@ -183,12 +183,7 @@ class Throttle:
             else:
                 break
         state.in_flight += 1
-        try:
-            await self._tokens(tenant, state)
-        except BaseException:
-            self._release(state)
-            raise
-        return _now()
+        return await self.admit_entered(tenant)
 
     def try_enter(self, tenant: str) -> bool:
         """Takes a place in the tenant's window at once if nothing holds it back (no
