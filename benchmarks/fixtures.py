@@ -68,6 +68,7 @@ def batch_row(batch_id: str, count: int, now: float, finished: bool) -> dict[str
         "correlation_id": None,
         "retry_of": None,
         "labels": None,
+        "traceparent": None,
         "created_at": now,
         "updated_at": now,
     }
