@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
+import orjson
 from google.protobuf import struct_pb2
 
 JSON = Any
@@ -41,17 +42,19 @@ def from_struct(struct: struct_pb2.Struct, max_depth: int = 100) -> dict[str, JS
 
 
 def from_value(value: struct_pb2.Value, max_depth: int = 100) -> JSON:
+    # Leaves first: most values of a body are strings and numbers, and every read of
+    # an operation converts its whole response body here.
     kind = value.WhichOneof("kind")
+    if kind == "string_value":
+        return value.string_value
+    if kind == "number_value":
+        return as_exact(value.number_value)
     if kind == "struct_value":
         return from_struct(value.struct_value, max_depth)
     if kind == "list_value":
         if max_depth <= 0:
             raise TooDeep
         return [from_value(item, max_depth - 1) for item in value.list_value.values]
-    if kind == "number_value":
-        return as_exact(value.number_value)
-    if kind == "string_value":
-        return value.string_value
     if kind == "bool_value":
         return value.bool_value
     return None
@@ -107,6 +110,16 @@ def depth(value: JSON) -> int:
             deepest = max(deepest, level)
             pending.extend((child, level + 1) for child in children)
     return deepest
+
+
+def dump_json(data: JSON) -> bytes:
+    """Compact UTF-8 JSON. orjson writes a read's object in a tenth of json.dumps'
+    time; what it refuses (integers beyond 64 bits, lone surrogates) json.dumps
+    writes exactly, escaped."""
+    try:
+        return orjson.dumps(data)
+    except TypeError:
+        return json.dumps(data, separators=(",", ":")).encode()
 
 
 def load_json(raw: bytes | str, max_integer: int = MAX_INTEGER) -> Any:

@@ -44,7 +44,6 @@ stream at once instead, and a stream asked for after that is a 503.
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import uuid
 from collections.abc import AsyncIterator
@@ -54,6 +53,7 @@ from typing import Any
 import grpc
 from aiohttp import web
 
+from batchd.json_values import dump_json
 from batchd.rest_objects import batch_object, operation_object
 from batchd.v1 import batch_pb2
 from batchd.vocabulary import BATCH_STATUSES
@@ -243,5 +243,5 @@ def event_text(event_id: str, message: batch_pb2.WatchBatchResponse) -> bytes:
 
 
 def _event(event_id: str, name: str, data: dict[str, Any]) -> bytes:
-    # json.dumps escapes newlines, so the data fits one `data:` line.
-    return f"id: {event_id}\nevent: {name}\ndata: {json.dumps(data)}\n\n".encode()
+    # JSON escapes newlines, so the data fits one `data:` line.
+    return b"id: %s\nevent: %s\ndata: %s\n\n" % (event_id.encode(), name.encode(), dump_json(data))

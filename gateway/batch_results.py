@@ -18,12 +18,12 @@ export for a whole one.
 
 from __future__ import annotations
 
-import json
 import logging
 
 import grpc
 from aiohttp import web
 
+from batchd.json_values import dump_json
 from batchd.rest_objects import operation_object
 from batchd.v1 import batch_pb2
 from batchd.vocabulary import OPERATION_STATUSES
@@ -71,11 +71,10 @@ async def batch_results(request: web.Request) -> web.StreamResponse:
 
 
 def lines_of(page: batch_pb2.ExportBatchOperationsResponse) -> bytes:
-    # json.dumps escapes newlines inside strings, so each object stays on its line.
-    return "".join(
-        json.dumps(operation_object(operation), separators=(",", ":")) + "\n"
-        for operation in page.batch_operations
-    ).encode()
+    # JSON escapes newlines inside strings, so each object stays on its line.
+    return b"".join(
+        dump_json(operation_object(operation)) + b"\n" for operation in page.batch_operations
+    )
 
 
 def _cut_off(request: web.Request) -> None:

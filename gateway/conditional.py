@@ -12,12 +12,13 @@ tenant still gets its 404, and a poller saves the body, not the check.
 from __future__ import annotations
 
 import hashlib
-import json
 import re
 from collections.abc import Iterable
 from typing import Any
 
 from aiohttp import web
+
+from batchd.json_values import dump_json
 
 # An entity tag: optional weakness, then an opaque quoted string (RFC 9110 8.8.3).
 _ENTITY_TAG = re.compile(r'\s*(?:W/)?"([\x21\x23-\x7e\x80-\xff]*)"\s*(?:,|$)')
@@ -46,7 +47,7 @@ def none_match(header_values: Iterable[str], tag: str) -> bool:
 
 def json_response(request: web.Request, data: Any) -> web.Response:
     """`data` as JSON with its ETag, or a bodiless 304 if the request already holds it."""
-    body = json.dumps(data).encode()
+    body = dump_json(data)
     tag = entity_tag(body)
     if none_match(request.headers.getall("If-None-Match", ()), tag):
         return web.Response(status=304, headers={"ETag": tag})

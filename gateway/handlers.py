@@ -18,6 +18,7 @@ from gateway import conditional, params
 from gateway.backend import BACKEND_KEY, batch_service, call_options
 from gateway.batch_body import create_request
 from gateway.errors import unavailable
+from gateway.json_responses import json_response
 from gateway.retry_body import retry_request
 
 BATCH_EXPANDS = {"batch_operations", "outcome_counts"}
@@ -43,21 +44,21 @@ async def create_batch(request: web.Request) -> web.Response:
     # Parsing and converting up to 10 MiB takes a while: off the event loop.
     call = await asyncio.to_thread(create_request, await request.read(), _view(expand), request_id)
     reply = await batch_service(request).CreateBatch(call, **call_options(request))
-    return web.json_response(_shown(reply.batch, expand))
+    return json_response(_shown(reply.batch, expand))
 
 
 async def cancel_batch(request: web.Request) -> web.Response:
     """Pending operations are never sent; running ones finish. A finished batch is a 422."""
     call = batch_pb2.CancelBatchRequest(id=request.match_info["id"])
     reply = await batch_service(request).CancelBatch(call, **call_options(request))
-    return web.json_response(batch_object(reply.batch))
+    return json_response(batch_object(reply.batch))
 
 
 async def delete_batch(request: web.Request) -> web.Response:
     """Only a finished batch; afterwards it and its operations are a 404."""
     call = batch_pb2.DeleteBatchRequest(id=request.match_info["id"])
     reply = await batch_service(request).DeleteBatch(call, **call_options(request))
-    return web.json_response({"id": reply.id, "object": "batch", "deleted": True})
+    return json_response({"id": reply.id, "object": "batch", "deleted": True})
 
 
 async def retry_batch(request: web.Request) -> web.Response:
@@ -67,7 +68,7 @@ async def retry_batch(request: web.Request) -> web.Response:
     request_id = params.idempotency_key(request.headers)
     call = retry_request(request.match_info["id"], await request.read(), _view(expand), request_id)
     reply = await batch_service(request).RetryBatch(call, **call_options(request))
-    return web.json_response({**_shown(reply.batch, expand), "retry_of": reply.batch.retry_of})
+    return json_response({**_shown(reply.batch, expand), "retry_of": reply.batch.retry_of})
 
 
 @dataclass(frozen=True)
@@ -161,4 +162,4 @@ async def healthz(request: web.Request) -> web.Response:
         raise unavailable() from None
     if reply.status != health_pb2.HealthCheckResponse.SERVING:
         raise unavailable()
-    return web.json_response({"status": "ok"})
+    return json_response({"status": "ok"})

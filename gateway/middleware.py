@@ -10,6 +10,7 @@ from aiohttp import web
 from aiohttp.http_exceptions import ContentEncodingError, DecompressSizeError
 
 from gateway.errors import ApiProblem, bad_request, from_rpc_error, internal
+from gateway.json_responses import json_response
 from gateway.settings import SETTINGS_KEY
 
 log = logging.getLogger(__name__)
@@ -39,7 +40,7 @@ async def contract_errors(request: web.Request, handler: Handler) -> web.StreamR
 
 
 def problem_response(problem: ApiProblem) -> web.Response:
-    return web.json_response(problem.as_json(), status=problem.status, headers=problem.headers)
+    return json_response(problem.as_json(), status=problem.status, headers=problem.headers)
 
 
 def _from_payload_error(request: web.Request, error: web.RequestPayloadError) -> ApiProblem:

@@ -9,13 +9,12 @@ from __future__ import annotations
 import functools
 import logging
 import time
-import uuid
 
 import prometheus_client
 from aiohttp import web
 from prometheus_client import Counter, Histogram
 
-from batchd.logs import REQUEST_ID, REQUEST_ID_HEADER, clean_request_id
+from batchd.logs import REQUEST_ID, REQUEST_ID_HEADER, clean_request_id, fresh_request_id
 from gateway.middleware import Handler
 
 log = logging.getLogger("batchd.http")
@@ -42,7 +41,7 @@ async def observe(request: web.Request, handler: Handler) -> web.StreamResponse:
     """Outermost middleware: the contract's error middleware has answered every failure
     but a cancelled request and a redirect by the time the handler returns here."""
     started = time.perf_counter()
-    request_id = clean_request_id(request.headers.get(REQUEST_ID_HEADER)) or uuid.uuid4().hex
+    request_id = clean_request_id(request.headers.get(REQUEST_ID_HEADER)) or fresh_request_id()
     request[REQUEST_ID_KEY] = request_id
     token = REQUEST_ID.set(request_id)
     # Stays so only when the request is cancelled: its client went away.

@@ -20,6 +20,7 @@ from gateway import params
 from gateway.backend import batch_service, call_options
 from gateway.batch_body import parse_json
 from gateway.errors import ValidationError, bad_request, unprocessable
+from gateway.json_responses import json_response
 
 KIND = "webhook_endpoint"
 _FIELDS = {"url", "webhook_events"}
@@ -106,9 +107,7 @@ async def create_endpoint(request: web.Request) -> web.Response:
     call = create_request(await request.read())
     reply = await batch_service(request).CreateWebhookEndpoint(call, **call_options(request))
     endpoint = reply.webhook_endpoint
-    return web.json_response(
-        {**endpoint_object(endpoint), "signing_secret": endpoint.signing_secret}
-    )
+    return json_response({**endpoint_object(endpoint), "signing_secret": endpoint.signing_secret})
 
 
 async def list_endpoints(request: web.Request) -> web.Response:
@@ -118,22 +117,20 @@ async def list_endpoints(request: web.Request) -> web.Response:
     )
     reply = await batch_service(request).ListWebhookEndpoints(call, **call_options(request))
     data = [endpoint_object(endpoint) for endpoint in reply.webhook_endpoints]
-    return web.json_response(
-        list_object(data, reply.total_size, page.limit, page.page, request.path)
-    )
+    return json_response(list_object(data, reply.total_size, page.limit, page.page, request.path))
 
 
 async def get_endpoint(request: web.Request) -> web.Response:
     call = batch_pb2.GetWebhookEndpointRequest(id=request.match_info["id"])
     reply = await batch_service(request).GetWebhookEndpoint(call, **call_options(request))
-    return web.json_response(endpoint_object(reply.webhook_endpoint))
+    return json_response(endpoint_object(reply.webhook_endpoint))
 
 
 async def delete_endpoint(request: web.Request) -> web.Response:
     """Nothing more is sent to it, not even events already waiting."""
     call = batch_pb2.DeleteWebhookEndpointRequest(id=request.match_info["id"])
     reply = await batch_service(request).DeleteWebhookEndpoint(call, **call_options(request))
-    return web.json_response({"id": reply.id, "object": KIND, "deleted": True})
+    return json_response({"id": reply.id, "object": KIND, "deleted": True})
 
 
 async def list_deliveries(request: web.Request) -> web.Response:
@@ -147,6 +144,4 @@ async def list_deliveries(request: web.Request) -> web.Response:
     )
     reply = await batch_service(request).ListWebhookDeliveries(call, **call_options(request))
     data = [delivery_object(delivery) for delivery in reply.webhook_deliveries]
-    return web.json_response(
-        list_object(data, reply.total_size, page.limit, page.page, request.path)
-    )
+    return json_response(list_object(data, reply.total_size, page.limit, page.page, request.path))
