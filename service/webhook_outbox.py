@@ -11,7 +11,10 @@ anyway), and count the attempt as they claim it: a sender killed mid-attempt
 has made one. Once the lease expires, any sender takes the delivery up again.
 Settling an attempt is fenced by owner and attempt number, so a sender whose
 lease was taken over changes nothing. Leases and due times are on the
-database's clock, so replicas' clocks do not decide who sends when.
+database's clock, so replicas' clocks do not decide who sends when. A claim
+takes at most a tenant's share of the sender's slots, counting the attempts it
+has under way, so a tenant whose receiver never answers holds only its share
+while other tenants' events go out.
 """
 
 from __future__ import annotations
@@ -19,7 +22,8 @@ from __future__ import annotations
 import json
 import random
 import uuid
-from collections.abc import Sequence
+from collections import Counter
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -116,6 +120,7 @@ class DueDelivery:
     """A claimed delivery: what an attempt sends, and the attempt number that fences it."""
 
     id: str
+    tenant: str
     event_id: str
     endpoint_id: str
     payload: str
@@ -145,22 +150,31 @@ async def any_due(connection: DbConnection) -> bool:
     return (await connection.execute(_ANY_DUE)).first() is not None
 
 
+# The earliest due deliveries of tenants with room; a claim picks its rows from them.
+_CANDIDATES = (
+    select(deliveries.c.id, deliveries.c.tenant)
+    .where(*_is_due(), deliveries.c.tenant.not_in(bindparam("full", expanding=True)))
+    .order_by(deliveries.c.next_attempt_at)
+    .limit(bindparam("scan", type_=Integer))
+)
+# Candidates read before the claim locks them: rows another sender claimed meanwhile
+# are skipped, as locked (SKIP LOCKED) or as no longer due.
+SCAN_PER_SLOT = 8
+
+
 def _claim_statement() -> Any:
-    due = (
+    picked = (
         select(deliveries.c.id)
-        .where(*_is_due())
-        .order_by(deliveries.c.next_attempt_at)
-        .limit(bindparam("limit", type_=Integer))
+        .where(deliveries.c.id.in_(bindparam("ids", expanding=True)), *_is_due())
         .with_for_update(skip_locked=True)
-        # Run once, LIMIT and all, as the operations' claim does (claims.py).
-        .cte("due")
+        .cte("picked")
         .prefix_with("MATERIALIZED", dialect="postgresql")
     )
     now = database_now()
     return (
         update(deliveries)
         .where(
-            deliveries.c.id.in_(select(due.c.id)),
+            deliveries.c.id.in_(select(picked.c.id)),
             deliveries.c.status == WebhookDeliveryStatus.PENDING,
         )
         .values(
@@ -177,20 +191,50 @@ def _claim_statement() -> Any:
 _CLAIM_DUE = _claim_statement()
 
 
+@dataclass(frozen=True)
+class Room:
+    """What a sender may claim: `slots` attempts in all, at most `per_tenant` of a
+    tenant's at once, `under_way` counting each tenant's attempts running already."""
+
+    slots: int
+    per_tenant: int
+    under_way: Mapping[str, int]
+
+    def full_tenants(self) -> list[str]:
+        return sorted(t for t, n in self.under_way.items() if n >= self.per_tenant)
+
+    def pick(self, candidates: Sequence[Any]) -> list[str]:
+        """The candidates' ids in due order, each tenant's up to its room left."""
+        taken: Counter[str] = Counter(self.under_way)
+        ids: list[str] = []
+        for candidate in candidates:
+            if len(ids) == self.slots:
+                break
+            if taken[candidate.tenant] < self.per_tenant:
+                taken[candidate.tenant] += 1
+                ids.append(candidate.id)
+        return ids
+
+
 async def claim_due(
-    connection: DbConnection, owner: str, limit: int, lease_seconds: float
+    connection: DbConnection, owner: str, room: Room, lease_seconds: float
 ) -> tuple[list[DueDelivery], dict[str, Destination]]:
-    """Up to `limit` due deliveries, now `owner`'s for `lease_seconds`, and their endpoints."""
-    parameters = {"owner": owner, "limit": limit, "lease_seconds": lease_seconds}
+    """Due deliveries, as many as `room` allows, now `owner`'s for `lease_seconds`,
+    and their endpoints."""
+    scan = {"full": room.full_tenants(), "scan": room.slots * SCAN_PER_SLOT}
+    ids = room.pick((await connection.execute(_CANDIDATES, scan)).all())
+    if not ids:
+        return [], {}
+    parameters = {"ids": ids, "owner": owner, "lease_seconds": lease_seconds}
     claimed = [
         DueDelivery(**row) for row in (await connection.execute(_CLAIM_DUE, parameters)).mappings()
     ]
     if not claimed:
         return [], {}
-    ids = sorted({delivery.endpoint_id for delivery in claimed})
+    endpoint_ids = sorted({delivery.endpoint_id for delivery in claimed})
     rows = await connection.execute(
         select(endpoints.c.id, endpoints.c.url, endpoints.c.sealed_secret).where(
-            endpoints.c.id.in_(ids)
+            endpoints.c.id.in_(endpoint_ids)
         )
     )
     return claimed, {row.id: Destination(row.url, row.sealed_secret) for row in rows}

@@ -395,3 +395,33 @@ async def test_creates_at_once_on_two_replicas_stop_at_the_tenants_limit(
         assert sorted(statuses) == [200] * 16 + [422] * 8
         listed = await call(first, "GET", "/v1/webhook_endpoints", 200)
         assert listed["pagination"]["count"] == 16
+
+
+async def test_a_tenant_whose_receiver_never_answers_holds_only_its_share_of_the_sender(
+    tmp_path: Path, upstream_server: tuple[str, UpstreamLog]
+) -> None:
+    """Tenant A's 40 events to a receiver that answers nothing before the attempts time
+    out are more than the sender's 32 slots: tenant B's event still goes out at once.
+    Claimed by due time alone, A's attempts held every slot for the whole timeout."""
+    silent = Receiver(delays=[120.0] * 100)
+    answering = Receiver()
+    database_url = f"sqlite+aiosqlite:///{tmp_path / 'batchd.db'}"
+    env = {**ALLOW_LOOPBACK, "BATCH_WEBHOOK_TIMEOUT": "60"}
+    async with (
+        receiving(silent),
+        receiving(answering),
+        running_batchd(tmp_path, database_url, upstream_server[0], **env) as (_, http),
+    ):
+        await create_endpoint(http, silent.url, ["batch.completed"])
+        await create_endpoint(http, answering.url, ["batch.completed"], headers=OTHER_AUTH)
+        # All of A's events are due before B's: each is written as its batch ends.
+        for _ in range(40):
+            created = await create_batch(http, [{"http_method": "GET", "path": "/echo/a"}])
+            await wait_completed(http, created["id"], expand=False)
+        await silent.wait_for(1)
+        created = await create_batch(
+            http, [{"http_method": "GET", "path": "/echo/b"}], headers=OTHER_AUTH
+        )
+        [event] = await answering.wait_for(1, timeout=30)
+        assert event.event["data"]["object"]["id"] == created["id"]
+        assert all(received.event["type"] == "batch.completed" for received in silent.received)

@@ -64,7 +64,8 @@ async def receiving(receiver: Receiver) -> AsyncIterator[Receiver]:
     """Serves the receiver on its port until the block ends (it may be served again)."""
     app = web.Application()
     app.router.add_post("/hooks", receiver.handle)
-    runner = web.AppRunner(app)
+    # Answers still delayed at the end are cut off, not waited for (aiohttp waits 60 s).
+    runner = web.AppRunner(app, shutdown_timeout=1.0)
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", receiver.port)
     await site.start()

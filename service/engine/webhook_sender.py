@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections import Counter
 from datetime import UTC, datetime
 
 import aiohttp
@@ -27,11 +28,13 @@ from service.engine.retrying import until_done
 from service.engine.webhook_addresses import AddressRefused, PublicAddressResolver, check_literal
 from service.settings import ServiceSettings
 from service.waiting import POLL_SECONDS
-from service.webhook_outbox import Destination, DueDelivery, Outcome
+from service.webhook_outbox import Destination, DueDelivery, Outcome, Room
 
 log = logging.getLogger(__name__)
 # Attempts this process makes at once; a slow receiver holds one slot.
 MAX_CONCURRENT_ATTEMPTS = 32
+# A tenant's share of them: receivers that never answer hold no more than this.
+MAX_ATTEMPTS_PER_TENANT = 8
 # A lease outlives an attempt by this much, so that only a dead sender loses it.
 LEASE_MARGIN_SECONDS = 10.0
 ANSWER_PREVIEW_BYTES = 200
@@ -51,7 +54,8 @@ class WebhookSender:
         self.settings = settings
         self.sealer = sealer
         self.owner = owner
-        self._running: set[asyncio.Task[None]] = set()
+        # Each attempt under way, and the tenant it is for.
+        self._running: dict[asyncio.Task[None], str] = {}
         self._claimed: list[tuple[DueDelivery, Destination | None]] = []
         self._next_purge = 0.0
 
@@ -89,7 +93,7 @@ class WebhookSender:
             claimed = await until_done("claim webhook deliveries", self._claim)
             for delivery, destination in self._claimed:
                 task = asyncio.create_task(self._attempt(session, delivery, destination))
-                self._running.add(task)
+                self._running[task] = delivery.tenant
             if room and claimed == room:
                 continue  # more may be due
             if not self._running:
@@ -99,7 +103,7 @@ class WebhookSender:
                 self._running, timeout=POLL_SECONDS, return_when=asyncio.FIRST_COMPLETED
             )
             for task in done:
-                self._running.discard(task)
+                del self._running[task]
                 task.result()  # an attempt that raised is a bug: the engine stops
 
     async def _claim(self) -> int:
@@ -112,8 +116,11 @@ class WebhookSender:
             if not await webhook_outbox.any_due(reading):
                 return 0
         lease = self.settings.webhook_timeout + LEASE_MARGIN_SECONDS
+        shares = Room(room, MAX_ATTEMPTS_PER_TENANT, Counter(self._running.values()))
         async with self.database.write() as connection:
-            due, destinations = await webhook_outbox.claim_due(connection, self.owner, room, lease)
+            due, destinations = await webhook_outbox.claim_due(
+                connection, self.owner, shares, lease
+            )
         self._claimed = [(delivery, destinations.get(delivery.endpoint_id)) for delivery in due]
         return len(due)
 
