@@ -84,6 +84,8 @@ class ApiProblem(Exception):
     message: str
     validation_errors: Sequence[ValidationError] = ()
     headers: Mapping[str, str] = field(default_factory=dict)
+    # The request's framing is lost (its body was not read whole): no next request.
+    close_connection: bool = False
 
     def as_json(self) -> dict[str, Any]:
         name = status_name(self.status)

@@ -19,6 +19,7 @@ from gateway.backend import BACKEND_KEY, batch_service, call_options
 from gateway.batch_body import create_request
 from gateway.errors import unavailable
 from gateway.json_responses import json_response
+from gateway.request_body import read_body
 from gateway.retry_body import retry_request
 
 BATCH_EXPANDS = {"batch_operations", "outcome_counts"}
@@ -42,7 +43,9 @@ async def create_batch(request: web.Request) -> web.Response:
     expand = params.expansions(request.query, BATCH_EXPANDS)
     request_id = params.idempotency_key(request.headers)
     # Parsing and converting up to 10 MiB takes a while: off the event loop.
-    call = await asyncio.to_thread(create_request, await request.read(), _view(expand), request_id)
+    call = await asyncio.to_thread(
+        create_request, await read_body(request), _view(expand), request_id
+    )
     reply = await batch_service(request).CreateBatch(call, **call_options(request))
     return json_response(_shown(reply.batch, expand))
 
@@ -66,7 +69,9 @@ async def retry_batch(request: web.Request) -> web.Response:
     Its reply adds the extension key `retry_of`, the source batch's id."""
     expand = params.expansions(request.query, BATCH_EXPANDS)
     request_id = params.idempotency_key(request.headers)
-    call = retry_request(request.match_info["id"], await request.read(), _view(expand), request_id)
+    call = retry_request(
+        request.match_info["id"], await read_body(request), _view(expand), request_id
+    )
     reply = await batch_service(request).RetryBatch(call, **call_options(request))
     return json_response({**_shown(reply.batch, expand), "retry_of": reply.batch.retry_of})
 

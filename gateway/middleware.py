@@ -40,7 +40,10 @@ async def contract_errors(request: web.Request, handler: Handler) -> web.StreamR
 
 
 def problem_response(problem: ApiProblem) -> web.Response:
-    return json_response(problem.as_json(), status=problem.status, headers=problem.headers)
+    response = json_response(problem.as_json(), status=problem.status, headers=problem.headers)
+    if problem.close_connection:
+        response.force_close()
+    return response
 
 
 def _from_payload_error(request: web.Request, error: web.RequestPayloadError) -> ApiProblem:

@@ -34,6 +34,12 @@ class GatewaySettings:
             "seconds a connection may take to send a request's headers, idle time included",
         ),
     )
+    body_timeout: float = field(
+        default=60.0,
+        metadata=env(
+            "BATCH_HTTP_BODY_TIMEOUT", "seconds a client may take to send a request's body"
+        ),
+    )
     sse_keep_alive: float = field(
         default=15.0,
         metadata=env("BATCH_SSE_KEEP_ALIVE", "seconds of silence before an event stream's ping"),
@@ -41,11 +47,16 @@ class GatewaySettings:
 
     def __post_init__(self) -> None:
         host_port(self.http_address, "BATCH_HTTP_ADDRESS")
-        durations = (self.rpc_timeout, self.keepalive_timeout, self.sse_keep_alive)
+        durations = (
+            self.rpc_timeout,
+            self.keepalive_timeout,
+            self.body_timeout,
+            self.sse_keep_alive,
+        )
         if self.max_body_bytes < 1 or not all(duration > 0 for duration in durations):
             raise ConfigError(
-                "BATCH_MAX_BODY_BYTES, BATCH_RPC_TIMEOUT, BATCH_HTTP_KEEPALIVE_TIMEOUT and "
-                "BATCH_SSE_KEEP_ALIVE must be positive"
+                "BATCH_MAX_BODY_BYTES, BATCH_RPC_TIMEOUT, BATCH_HTTP_KEEPALIVE_TIMEOUT, "
+                "BATCH_HTTP_BODY_TIMEOUT and BATCH_SSE_KEEP_ALIVE must be positive"
             )
 
     @property

@@ -21,6 +21,7 @@ from gateway.backend import batch_service, call_options
 from gateway.batch_body import parse_json
 from gateway.errors import ValidationError, bad_request, unprocessable
 from gateway.json_responses import json_response
+from gateway.request_body import read_body
 
 KIND = "webhook_endpoint"
 _FIELDS = {"url", "webhook_events"}
@@ -104,7 +105,7 @@ def create_request(raw: bytes) -> batch_pb2.CreateWebhookEndpointRequest:
 
 async def create_endpoint(request: web.Request) -> web.Response:
     """The new endpoint and, this once, its `signing_secret`."""
-    call = create_request(await request.read())
+    call = create_request(await read_body(request))
     reply = await batch_service(request).CreateWebhookEndpoint(call, **call_options(request))
     endpoint = reply.webhook_endpoint
     return json_response({**endpoint_object(endpoint), "signing_secret": endpoint.signing_secret})

@@ -5,6 +5,7 @@ clients, dropped event streams and a stop with streams open. All against a real
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gzip
 import json
 import signal
@@ -28,6 +29,7 @@ from tests.upstream import running_upstream
 SECRET = "s3cr3t-live-token-7f9q2w"
 SECRET_AUTH = {"Authorization": f"Bearer {SECRET}"}
 KEEPALIVE_TIMEOUT = 2.0
+BODY_TIMEOUT = 2.0
 SHUTDOWN_GRACE = 5.0
 # Far more than any of these stops needs, far less than the 60 s an open stream held one.
 STOP_BOUND = SHUTDOWN_GRACE + 5
@@ -53,6 +55,7 @@ def hardening_env(tmp_path: Path, upstream_url: str) -> dict[str, str]:
         # Every level: no log line at all may carry a credential.
         BATCH_LOG_LEVEL="DEBUG",
         BATCH_HTTP_KEEPALIVE_TIMEOUT=str(KEEPALIVE_TIMEOUT),
+        BATCH_HTTP_BODY_TIMEOUT=str(BODY_TIMEOUT),
         BATCH_SHUTDOWN_GRACE=str(SHUTDOWN_GRACE),
     )
 
@@ -336,6 +339,59 @@ async def test_a_client_sending_headers_slowly_is_cut_off_while_others_are_serve
                 break
     writer.close()
     assert closed_after is not None, "a slow client kept its connection"
+
+
+BODY_PATHS = [
+    "/v1/batches",
+    "/v1/batches/00000000-0000-7000-8000-000000000000/retry",
+    "/v1/webhook_endpoints",
+]
+
+
+@pytest.mark.parametrize("path", BODY_PATHS)
+async def test_a_client_sending_a_body_slowly_gets_a_408_and_its_connection_closed(
+    stack: Stack, path: str
+) -> None:
+    """A byte of body every 0.2 s, so the connection is never idle: the whole body's
+    time is counted, and the answer is the contract's error."""
+    reader, writer = await asyncio.open_connection(*stack.host_port)
+    lines = [
+        f"POST {path} HTTP/1.1",
+        "Host: gateway",
+        f"Authorization: {AUTH['Authorization']}",
+        "Content-Type: application/json",
+        "Content-Length: 1000",
+        "",
+        "{",
+    ]
+    head = "\r\n".join(lines)
+    writer.write(head.encode())
+    received = b""
+    started = time.monotonic()
+    try:
+        while time.monotonic() - started < BODY_TIMEOUT + 5:
+            with contextlib.suppress(ConnectionError):
+                writer.write(b" ")
+                await writer.drain()
+            try:
+                chunk = await asyncio.wait_for(reader.read(65536), 0.2)
+            except TimeoutError:
+                continue
+            if not chunk:
+                break
+            received += chunk
+    finally:
+        writer.close()
+    answer = parse_answer(received)
+    assert answer.status == 408, answer
+    assert answer.json() == {
+        "http_status": "request_timeout",
+        "type": "request_timeout",
+        "code": "request_timeout",
+        "message": f"The request body did not arrive within {BODY_TIMEOUT:g} s",
+        "validation_errors": [],
+    }
+    assert answer.headers.get("connection") == "close"
 
 
 async def test_an_idle_connection_is_closed(stack: Stack) -> None:
