@@ -360,7 +360,7 @@ _RECORD_RESULT_ARRAYS = (
         lease_expires_at=None,
         updated_at=bindparam("now"),
     )
-    .returning(operations.c.batch_id)
+    .returning(operations.c.id)
 )
 
 
@@ -377,14 +377,21 @@ async def record_results(
     """Stores finished operations held by `owner`.
 
     In a batch that stops on failure, a failed, timed-out or >= 400 result
-    cancels the operations not yet started.
+    cancels the operations not yet started. Only a result written counts: a
+    zombie's failure (its claim was taken over, to be run again) stops nothing.
     """
     # Batches first, then their operations, as claims and cancels lock them: a
     # claim holds a batch while it waits for the next one in id order.
     await lock_batches(connection, {result.batch_id for result in results})
     written = await _write_results(connection, owner, now, results)
+    failures = [result for result in results if result.is_failure]
+    failed = (
+        {result.claim.id for result in failures} & written
+        if written is not None
+        else await _written_ids(connection, failures)
+    )
     stopped = await stop_after_failures(
-        connection, now, {r.batch_id for r in results if r.is_failure}
+        connection, now, {result.batch_id for result in failures if result.claim.id in failed}
     )
     if written is None:
         # Some claims were taken over: count from the statuses themselves.
@@ -393,15 +400,19 @@ async def record_results(
     # Each batch gained exactly what was written, and counting that is cheaper
     # than a recount, which grows with the batch. A stopped batch also lost its
     # pending operations: recount it.
-    added = {batch_id: count for batch_id, count in written.items() if batch_id not in stopped}
+    added = Counter(
+        result.batch_id
+        for result in results
+        if result.claim.id in written and result.batch_id not in stopped
+    )
     return Recorded(await refresh_batches(connection, now, stopped, added), stopped)
 
 
 async def _write_results(
     connection: DbConnection, owner: str, now: float, results: Sequence[Result]
-) -> Counter[str] | None:
-    """Writes the results whose claims still stand; how many each batch gained,
-    or None when some claim was taken over (SQLite counts rows, not batches)."""
+) -> set[str] | None:
+    """Writes the results whose claims still stand; the ids written, or None when
+    some claim was taken over (SQLite counts rows, and tells not which)."""
     if connection.dialect.name == "postgresql":
         changed = await connection.execute(
             _RECORD_RESULT_ARRAYS,
@@ -417,7 +428,7 @@ async def _write_results(
                 "now": now,
             },
         )
-        return Counter(changed.scalars())
+        return set(changed.scalars())
     written = await _record_result.execute_many(
         connection,
         [
@@ -438,7 +449,23 @@ async def _write_results(
     # SQLite's driver counts the rows of an executemany.
     if written.rowcount != len(results):
         return None
-    return Counter(result.batch_id for result in results)
+    return {result.claim.id for result in results}
+
+
+_WRITTEN = select(operations.c.id).where(
+    tuple_(operations.c.id, operations.c.lease_generation).in_(bindparam("claims", expanding=True)),
+    operations.c.lease_owner.is_(None),
+    operations.c.status.not_in((OperationStatus.PENDING, OperationStatus.IN_PROGRESS)),
+)
+
+
+async def _written_ids(connection: DbConnection, results: Sequence[Result]) -> set[str]:
+    """Which of these results stand written: their claim's generation ended, not
+    taken over (a new claim has a new generation)."""
+    if not results:
+        return set()
+    claimed = [(result.claim.id, result.claim.lease_generation) for result in results]
+    return set((await connection.execute(_WRITTEN, {"claims": claimed})).scalars())
 
 
 _MARK_SENT = (

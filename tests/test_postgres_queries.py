@@ -306,6 +306,35 @@ async def test_queue_requeues_expired_leases(database: Database) -> None:
     assert operations[0].response_body == "on time"
 
 
+async def test_a_zombies_failure_stops_no_batch_and_the_written_failure_does(
+    database: Database,
+) -> None:
+    """A batch that stops on failure: the late 500 of a claim taken over was not written,
+    so it must not cancel the batch's other operations; the rerun's own 500 does."""
+    batch, operations = new_batch("b1", CREATED, ["GET", "GET", "GET"])
+    async with database.write() as connection:
+        await store.insert_batch(connection, {**batch, "stop_on_failure": True}, operations)
+    [taken_over] = await claim(database, "gone", {"b1": 1})
+    async with database.write() as connection:
+        await claims.requeue(connection, CREATED + 40, False, expired_before=CREATED + 40)
+    [again] = await claim(database, "me", {"b1": 1})
+    assert (again.id, again.lease_generation) == (taken_over.id, taken_over.lease_generation + 1)
+
+    def failure(claimed: claims.Claim) -> claims.Result:
+        return claims.Result(claimed, OperationStatus.COMPLETED, 500, "oops", None, attempts=1)
+
+    async def record(owner: str, claimed: claims.Claim) -> tuple[list[str], list[str]]:
+        async with database.write() as connection:
+            recorded = await claims.record_results(
+                connection, owner, CREATED + 41, [failure(claimed)]
+            )
+            rows = await store.operations_page(connection, TENANT, "b1", -1, 100)
+        return recorded.stopped_batches, [row.status for row in rows]
+
+    assert await record("gone", taken_over) == ([], ["in_progress", "pending", "pending"])
+    assert await record("me", again) == (["b1"], ["completed", "canceled", "canceled"])
+
+
 @pytest.fixture
 async def postgres_database(postgres_url: str) -> AsyncIterator[Database]:
     """For what only PostgreSQL does: SQLite serialises writers, there is nothing to skip."""
