@@ -34,7 +34,7 @@ from sqlalchemy.exc import TimeoutError as PoolTimeout
 from batchd.logs import REQUEST_ID, REQUEST_ID_METADATA, clean_request_id
 from batchd.vocabulary import SERVICE_NAME
 from service import metrics
-from service.auth import Caller, Tenants, metadata_value
+from service.auth import Caller, Tenants
 from service.database import statement_refused
 from service.errors import ApiError
 
@@ -166,6 +166,20 @@ def fresh_request_id() -> str:
     return os.urandom(16).hex()
 
 
+def _metadata_values(context: Context) -> tuple[str | None, str | None]:
+    """The request id and the authorization header, the first text value of each, in one
+    pass: grpc builds the metadata afresh on every invocation_metadata()."""
+    request_id = authorization = None
+    for key, value in context.invocation_metadata() or ():
+        if not isinstance(value, str):
+            continue
+        if key == "authorization" and authorization is None:
+            authorization = value
+        elif key == REQUEST_ID_METADATA and request_id is None:
+            request_id = value
+    return request_id, authorization
+
+
 class _Scope:
     """One RPC: its request id and caller, how it ended, and how long it took."""
 
@@ -177,11 +191,11 @@ class _Scope:
         # Each RPC runs in a task of its own, so what is set here ends with it; nothing
         # is reset (a stream's generator may be closed from another task, where a reset
         # would fail).
-        request_id = metadata_value(context, REQUEST_ID_METADATA)
+        request_id, self.authorization = _metadata_values(context)
         REQUEST_ID.set(clean_request_id(request_id) or fresh_request_id())
 
     def authenticate(self, tenants: Tenants) -> None:
-        _CALLER.set(tenants.authenticate(self.context))
+        _CALLER.set(tenants.authenticate(self.authorization))
 
     def check_decoded(self, request: Any) -> None:
         if isinstance(request, Undecodable):
