@@ -26,16 +26,22 @@ def set_time(field: timestamp_pb2.Timestamp, unix_seconds: float) -> None:
 
 
 def operation_message(row: Any) -> batch_pb2.BatchOperation:
-    # Read on every GetBatchOperation: each field is set in place, nothing copied.
-    message = batch_pb2.BatchOperation(
-        id=row.id,
-        batch_id=row.batch_id,
-        http_method=HTTP_METHODS[row.http_method],
-        path=row.path,
-        status=OPERATION_STATUSES[row.status],
-        attempts=row.attempts,
-        position=row.position,
-    )
+    message = batch_pb2.BatchOperation()
+    fill_operation(message, row)
+    return message
+
+
+def fill_operation(message: batch_pb2.BatchOperation, row: Any) -> None:
+    """Fills an empty BatchOperation, such as a reply's field, in place: a message built
+    apart would be copied in whole, its stored response with it. Read on every
+    GetBatchOperation: each field is set in place, nothing copied."""
+    message.id = row.id
+    message.batch_id = row.batch_id
+    message.http_method = HTTP_METHODS[row.http_method]
+    message.path = row.path
+    message.status = OPERATION_STATUSES[row.status]
+    message.attempts = row.attempts
+    message.position = row.position
     set_time(message.create_time, row.created_at)
     set_time(message.update_time, row.updated_at)
     if row.query_params is not None:
@@ -47,7 +53,6 @@ def operation_message(row: Any) -> batch_pb2.BatchOperation:
         fill_value(message.response_body, row.response_body)
     if row.failure_reason is not None:
         message.failure_reason = row.failure_reason
-    return message
 
 
 def batch_message(
