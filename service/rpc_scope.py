@@ -85,8 +85,10 @@ def _decoding(deserializer: Callable[[bytes], Any] | None) -> Callable[[bytes], 
 class RpcScopeInterceptor(ServerInterceptor):
     """Wraps every BatchService method; health and reflection pass untouched."""
 
-    def __init__(self, tenants: Tenants) -> None:
+    def __init__(self, tenants: Tenants, innermost: bool = True) -> None:
+        """`innermost`: no interceptor runs after this one (tracing's wraps each call anew)."""
         self.tenants = tenants
+        self.innermost = innermost
         self._wrapped: dict[str, Handler] = {}
 
     async def intercept_service(
@@ -95,6 +97,10 @@ class RpcScopeInterceptor(ServerInterceptor):
         handler_call_details: grpc.HandlerCallDetails,
     ) -> Handler:
         method = handler_call_details.method
+        # Innermost, what the continuation finds for a method is grpc's own handler, the
+        # same on every call: once wrapped, it is answered without looking it up again.
+        if self.innermost and (wrapped := self._wrapped.get(method)) is not None:
+            return wrapped
         handler = await continuation(handler_call_details)
         if handler is None or not method.startswith(METHOD_PREFIX):
             return handler
