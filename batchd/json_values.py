@@ -69,29 +69,75 @@ def as_exact(number: float) -> int | float:
 
 def to_struct(data: dict[str, JSON]) -> struct_pb2.Struct:
     struct = struct_pb2.Struct()
-    struct.update(data)
+    fill_struct(struct, data)
     return struct
 
 
 def to_value(data: JSON) -> struct_pb2.Value:
     value = struct_pb2.Value()
-    # SetInParent first: update({}) and extend([]) alone leave the oneof unset, and
-    # an empty object or array would read back as null.
-    if isinstance(data, dict):
-        value.struct_value.SetInParent()
-        value.struct_value.update(data)
-    elif isinstance(data, list):
+    fill_value(value, data)
+    return value
+
+
+# Filled as protobuf's Struct.update() and ListValue.extend() fill them, for a third
+# less: every read converts a stored response, and those two dispatch each value
+# through a chain of isinstance() calls. JSON as json.loads makes it is dispatched here
+# by exact type, the commonest kinds in the loop itself; anything else (subclasses,
+# tuples, messages) takes protobuf's own path.
+
+
+def fill_struct(struct: struct_pb2.Struct, data: dict[str, JSON]) -> None:
+    """Fills an empty Struct (a message's field, in place) with `data`; marks it
+    present even when `data` is empty."""
+    if not data:
+        struct.SetInParent()
+    fields = struct.fields
+    for key, item in data.items():
+        kind = type(item)
+        if kind is str:
+            fields[key].string_value = item
+        elif kind is int or kind is float:
+            fields[key].number_value = item
+        elif kind is bool:
+            fields[key].bool_value = item
+        else:
+            fill_value(fields[key], item)
+
+
+def _fill_list(values: Any, data: list[JSON]) -> None:
+    for item in data:
+        kind = type(item)
+        if kind is str:
+            values.add().string_value = item
+        elif kind is int or kind is float:
+            values.add().number_value = item
+        elif kind is bool:
+            values.add().bool_value = item
+        else:
+            fill_value(values.add(), item)
+
+
+def fill_value(value: struct_pb2.Value, data: JSON) -> None:
+    """Fills an empty Value (a message's field, in place) with `data`: an empty
+    object or array stays one, not an unset value read back as null."""
+    kind = type(data)
+    if kind is dict:
+        fill_struct(value.struct_value, data)
+    elif kind is list:
         value.list_value.SetInParent()
-        value.list_value.extend(data)
+        _fill_list(value.list_value.values, data)
+    elif kind is str:
+        value.string_value = data
+    elif kind is int or kind is float:
+        value.number_value = data
+    elif kind is bool:
+        value.bool_value = data
     elif data is None:
         value.null_value = struct_pb2.NULL_VALUE
-    elif isinstance(data, bool):
-        value.bool_value = data
-    elif isinstance(data, int | float):
-        value.number_value = data
     else:
-        value.string_value = data
-    return value
+        holder = struct_pb2.ListValue()
+        holder.append(data)
+        value.CopyFrom(holder.values[0])
 
 
 def depth(value: JSON) -> int:

@@ -66,9 +66,9 @@ def batch_row(batch_id: str, count: int, now: float, finished: bool) -> dict[str
         "in_flight_limit": 16,
         "canceled_at": None,
         "correlation_id": None,
+        "traceparent": None,
         "retry_of": None,
         "labels": None,
-        "traceparent": None,
         "created_at": now,
         "updated_at": now,
     }

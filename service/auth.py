@@ -7,9 +7,6 @@ import logging
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
-
-import grpc
 
 from service.errors import unauthenticated
 
@@ -24,13 +21,6 @@ def _digest(token: str) -> bytes:
     # Looking up digests, not tokens, keeps lookup time independent of how
     # much of a guessed token is right.
     return hashlib.sha256(token.encode()).digest()
-
-
-def metadata_value(context: grpc.aio.ServicerContext[Any, Any], key: str) -> str | None:
-    for name, value in context.invocation_metadata() or ():
-        if name == key and isinstance(value, str):
-            return value
-    return None
 
 
 @dataclass(frozen=True)
@@ -56,17 +46,33 @@ class _UndecodableMetadataFilter(logging.Filter):
 _METADATA_FILTER = _UndecodableMetadataFilter()
 
 
+# Callers of headers that authenticated, kept: a header is checked once, not on every
+# call. Bounded, so that no stream of valid headers (a token has 64 spellings of
+# `Bearer`) grows it without end; past the bound a header is checked every time.
+MAX_KNOWN_HEADERS = 1024
+
+
 class Tenants:
     def __init__(self, tenants_by_token: Mapping[str, str]) -> None:
         self._by_digest = {_digest(token): tenant for token, tenant in tenants_by_token.items()}
+        # Keyed by the whole header: a dict compares a key's text only after its
+        # (randomly keyed) hash matched in full, so a header that is not a valid one
+        # never meets a comparison that could tell how much of it is right.
+        self._known: dict[str, Caller] = {}
         # Whoever holds the tokens keeps grpc from logging them; adding it twice is a no-op.
         logging.getLogger(_GRPC_LOGGER).addFilter(_METADATA_FILTER)
 
-    def authenticate(self, context: grpc.aio.ServicerContext[Any, Any]) -> Caller:
-        """The caller, from `authorization: Bearer <token>` metadata."""
-        header = metadata_value(context, "authorization") or ""
+    def authenticate(self, header: str | None) -> Caller:
+        """The caller, from the value of `authorization: Bearer <token>` metadata."""
+        header = header or ""
+        known = self._known.get(header)
+        if known is not None:
+            return known
         match = _BEARER.fullmatch(header)
         tenant = self._by_digest.get(_digest(match.group(1))) if match else None
         if tenant is None:
             raise unauthenticated()
-        return Caller(tenant, header)
+        caller = Caller(tenant, header)
+        if len(self._known) < MAX_KNOWN_HEADERS:
+            self._known[header] = caller
+        return caller

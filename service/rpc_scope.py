@@ -33,7 +33,7 @@ from sqlalchemy.exc import TimeoutError as PoolTimeout
 from batchd.logs import REQUEST_ID, REQUEST_ID_METADATA, clean_request_id, fresh_request_id
 from batchd.vocabulary import SERVICE_NAME
 from service import metrics
-from service.auth import Caller, Tenants, metadata_value
+from service.auth import Caller, Tenants
 from service.database import statement_refused
 from service.errors import ApiError
 
@@ -84,8 +84,10 @@ def _decoding(deserializer: Callable[[bytes], Any] | None) -> Callable[[bytes], 
 class RpcScopeInterceptor(ServerInterceptor):
     """Wraps every BatchService method; health and reflection pass untouched."""
 
-    def __init__(self, tenants: Tenants) -> None:
+    def __init__(self, tenants: Tenants, innermost: bool = True) -> None:
+        """`innermost`: no interceptor runs after this one (tracing's wraps each call anew)."""
         self.tenants = tenants
+        self.innermost = innermost
         self._wrapped: dict[str, Handler] = {}
 
     async def intercept_service(
@@ -94,6 +96,10 @@ class RpcScopeInterceptor(ServerInterceptor):
         handler_call_details: grpc.HandlerCallDetails,
     ) -> Handler:
         method = handler_call_details.method
+        # Innermost, what the continuation finds for a method is grpc's own handler, the
+        # same on every call: once wrapped, it is answered without looking it up again.
+        if self.innermost and (wrapped := self._wrapped.get(method)) is not None:
+            return wrapped
         handler = await continuation(handler_call_details)
         if handler is None or not method.startswith(METHOD_PREFIX):
             return handler
@@ -159,6 +165,20 @@ async def _write(context: Context, message: Any) -> None:
         raise asyncio.CancelledError from None
 
 
+def _metadata_values(context: Context) -> tuple[str | None, str | None]:
+    """The request id and the authorization header, the first text value of each, in one
+    pass: grpc builds the metadata afresh on every invocation_metadata()."""
+    request_id = authorization = None
+    for key, value in context.invocation_metadata() or ():
+        if not isinstance(value, str):
+            continue
+        if key == "authorization" and authorization is None:
+            authorization = value
+        elif key == REQUEST_ID_METADATA and request_id is None:
+            request_id = value
+    return request_id, authorization
+
+
 class _Scope:
     """One RPC: its request id and caller, how it ended, and how long it took."""
 
@@ -170,11 +190,11 @@ class _Scope:
         # Each RPC runs in a task of its own, so what is set here ends with it; nothing
         # is reset (a stream's generator may be closed from another task, where a reset
         # would fail).
-        request_id = metadata_value(context, REQUEST_ID_METADATA)
+        request_id, self.authorization = _metadata_values(context)
         REQUEST_ID.set(clean_request_id(request_id) or fresh_request_id())
 
     def authenticate(self, tenants: Tenants) -> None:
-        _CALLER.set(tenants.authenticate(self.context))
+        _CALLER.set(tenants.authenticate(self.authorization))
 
     def check_decoded(self, request: Any) -> None:
         if isinstance(request, Undecodable):

@@ -65,7 +65,9 @@ class Services:
     @classmethod
     def of(cls, servicer: BatchServicer) -> Services:
         # The first interceptor is the outermost: tracing's span runs inside the RPC scope.
-        interceptors = (RpcScopeInterceptor(servicer.tenants), *tracing.grpc_server_interceptors())
+        traced = tracing.grpc_server_interceptors()
+        scope = RpcScopeInterceptor(servicer.tenants, innermost=not traced)
+        interceptors = (scope, *traced)
         return cls(servicer, HealthServicer(), interceptors)
 
     def registrations(self) -> list[Registration]:

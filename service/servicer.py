@@ -178,7 +178,9 @@ class BatchServicer(WebhookEndpointRpcs, batch_pb2_grpc.BatchServiceServicer):
         self, request: batch_pb2.GetBatchOperationRequest, context: Context
     ) -> batch_pb2.GetBatchOperationResponse:
         row = await self._owned("batch_operation", store.OPERATION_BY_ID, request.id)
-        return batch_pb2.GetBatchOperationResponse(batch_operation=convert.operation_message(row))
+        reply = batch_pb2.GetBatchOperationResponse()
+        convert.fill_operation(reply.batch_operation, row)
+        return reply
 
     async def ListBatchOperations(
         self, request: batch_pb2.ListBatchOperationsRequest, context: Context

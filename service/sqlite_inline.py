@@ -96,7 +96,8 @@ def _record_type(columns: list[Any]) -> type[tuple[Any, ...]]:
 class _Lookup:
     sql: str
     parameter_names: tuple[str, ...]
-    processors: tuple[Callable[[Any], Any] | None, ...]
+    # (column index, result processor) of the columns that have one (JSON, booleans).
+    processors: tuple[tuple[int, Callable[[Any], Any]], ...]
     record: type[tuple[Any, ...]]
 
     @classmethod
@@ -107,8 +108,9 @@ class _Lookup:
             str(compiled),
             tuple(compiled.positiontup or ()),
             tuple(
-                column.type.dialect_impl(dialect).result_processor(dialect, None)
-                for column in columns
+                (index, process)
+                for index, column in enumerate(columns)
+                if (process := column.type.dialect_impl(dialect).result_processor(dialect, None))
             ),
             _record_type(columns),
         )
@@ -118,10 +120,11 @@ class _Lookup:
         row = connection.execute(self.sql, values).fetchone()
         if row is None:
             return None
-        return self.record._make(  # type: ignore[attr-defined]
-            value if process is None or value is None else process(value)
-            for process, value in zip(self.processors, row, strict=True)
-        )
+        values = list(row)
+        for index, process in self.processors:
+            if values[index] is not None:
+                values[index] = process(values[index])
+        return self.record._make(values)  # type: ignore[attr-defined]
 
 
 class InlineConnection:

@@ -7,13 +7,24 @@ from __future__ import annotations
 import json
 import re
 from decimal import Decimal
+from enum import IntEnum
 from typing import Any
 from urllib.parse import unquote
 
+import pytest
+from google.protobuf import struct_pb2
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
-from batchd.json_values import MAX_DEPTH, from_struct, load_json, storable, storable_document
+from batchd.json_values import (
+    MAX_DEPTH,
+    from_struct,
+    load_json,
+    storable,
+    storable_document,
+    to_struct,
+    to_value,
+)
 from batchd.v1 import batch_pb2
 from gateway.batch_body import create_request
 from gateway.errors import ApiProblem
@@ -125,3 +136,65 @@ def test_a_number_reaches_the_upstream_as_written_or_is_refused_by_name(number: 
         assert Decimal(written) == Decimal(number)
         if re.fullmatch(r"-?[0-9]+", number):
             assert written == str(int(number))
+
+
+def protobufs_own_value(data: Any) -> struct_pb2.Value:
+    """What protobuf's Struct.update() and ListValue.extend() make of `data`."""
+    holder = struct_pb2.ListValue()
+    holder.append(data)
+    return holder.values[0]
+
+
+class Colour(IntEnum):
+    RED = 1
+
+
+class Name(str):
+    """A str subclass: JSON from elsewhere than json.loads may hold one."""
+
+
+# Past every exact type fill_value dispatches on: what protobuf's path takes.
+unusual = st.sampled_from([(1, "a"), Colour.RED, Name("n"), ({"k": []},), [(), {}]])
+filled_values = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers(-(2**80), 2**80)
+    | st.floats(allow_nan=False)
+    | texts
+    | unusual,
+    lambda children: st.lists(children, max_size=3) | st.dictionaries(texts, children, max_size=3),
+    max_leaves=30,
+)
+
+
+@settings(max_examples=400, deadline=None)
+@given(filled_values)
+@example({})
+@example([])
+@example({"a": {}, "b": [], "c": [{}, []], "d": None})
+def test_values_fill_as_protobufs_own_update_does(data: Any) -> None:
+    try:
+        reference = protobufs_own_value(data)
+    except UnicodeEncodeError:  # a lone surrogate: no protobuf string holds one
+        with pytest.raises(UnicodeEncodeError):
+            to_value(data)
+        return
+    built = to_value(data)
+    assert built == reference
+    assert built.SerializeToString(deterministic=True) == reference.SerializeToString(
+        deterministic=True
+    )
+    if isinstance(data, dict):
+        struct = to_struct(data)
+        assert struct == reference.struct_value
+        assert struct.SerializeToString(deterministic=True) == (
+            reference.struct_value.SerializeToString(deterministic=True)
+        )
+
+
+@pytest.mark.parametrize("data", [object(), {"nested": [b"bytes"]}, {"big": 2**1100}, {1: "key"}])
+def test_what_protobuf_refuses_is_refused_alike(data: Any) -> None:
+    with pytest.raises(Exception) as expected:
+        protobufs_own_value(data)
+    with pytest.raises(type(expected.value)):
+        to_value(data)

@@ -18,6 +18,8 @@ from google.rpc import error_details_pb2
 from grpc_status import rpc_status
 
 from batchd.v1 import batch_pb2, batch_pb2_grpc
+from service.auth import Tenants
+from service.rpc_scope import RpcScopeInterceptor
 from service.server import Services, build_server
 from tests.grpc_client import bearer
 from tests.processes import Process, free_port, service_env, serving
@@ -145,3 +147,27 @@ async def test_a_read_pool_with_no_connection_free_is_unavailable(tmp_path: Path
     finally:
         await server.stop(None)
         await database.dispose()
+
+
+@dataclass(frozen=True)
+class _Details(grpc.HandlerCallDetails):
+    method: str
+    invocation_metadata: tuple[tuple[str, str], ...] = ()
+
+
+@pytest.mark.parametrize("innermost", [True, False])
+async def test_an_interceptor_after_the_scope_sees_every_call(innermost: bool) -> None:
+    """Tracing's interceptor, after the scope, wraps each call anew with what the call
+    carries: only a scope with nothing after it skips the lookup of a known method."""
+    looked_up: list[str] = []
+    handler = grpc.unary_unary_rpc_method_handler(lambda request, context: request)
+
+    async def continuation(details: grpc.HandlerCallDetails) -> Any:
+        looked_up.append(details.method)
+        return handler
+
+    scope = RpcScopeInterceptor(Tenants({}), innermost=innermost)
+    method = "/batchd.v1.BatchService/GetBatch"
+    wrapped = [await scope.intercept_service(continuation, _Details(method)) for _ in range(3)]
+    assert wrapped[0] is wrapped[1] is wrapped[2]
+    assert len(looked_up) == (1 if innermost else 3)
