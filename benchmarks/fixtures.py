@@ -66,6 +66,7 @@ def batch_row(batch_id: str, count: int, now: float, finished: bool) -> dict[str
         "in_flight_limit": 16,
         "canceled_at": None,
         "correlation_id": None,
+        "traceparent": None,
         "retry_of": None,
         "labels": None,
         "created_at": now,
