@@ -210,7 +210,7 @@ class Executor:
                 raw, size = await self._read_bounded(response)
                 return _Response(
                     response.status,
-                    self._stored_body(raw, size, response.content_type),
+                    self._stored_body(raw, size, response),
                     _retry_after(response.headers.get("Retry-After")),
                 )
         except aiohttp.ClientConnectorError as error:
@@ -238,8 +238,9 @@ class Executor:
                 kept += len(chunks[-1])
         return b"".join(chunks), size
 
-    def _stored_body(self, raw: bytes, size: int, content_type: str) -> Any:
-        """Parsed JSON; None for an empty body; else a bounded description."""
+    def _stored_body(self, raw: bytes, size: int, response: aiohttp.ClientResponse) -> Any:
+        """Parsed JSON; None for an empty body; else a bounded description (only
+        then is the Content-Type parsed: it costs a header parse per response)."""
         if size == 0:
             return None
         if size <= self.max_response_bytes:
@@ -256,7 +257,7 @@ class Executor:
             kind = "too_large"
         return {
             "batchd_unparsed_body": kind,
-            "content_type": _printable(content_type),
+            "content_type": _printable(response.content_type),
             "size_bytes": size,
             "preview": _preview(raw),
         }
