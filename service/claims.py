@@ -43,13 +43,16 @@ from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import (
+    Float,
     Integer,
     String,
     Text,
     bindparam,
+    case,
     cast,
     exists,
     func,
+    null,
     or_,
     select,
     true,
@@ -173,7 +176,8 @@ async def count_pending(connection: DbConnection) -> int:
 
 
 def _claim_statement(first_only: bool) -> ReturningUpdate[*tuple[Any, ...]]:
-    """Marks a batch's next `count` pending operations as `owner`'s, returning them.
+    """Marks a batch's next `count` pending operations as `owner`'s, returning them;
+    the first `marked` of them are marked sent (`sent_at`), in the same statement.
 
     `first_only`: the batch's first pending operation or none, never a later one
     because the first is locked by someone else (SKIP LOCKED would skip it).
@@ -185,7 +189,7 @@ def _claim_statement(first_only: bool) -> ReturningUpdate[*tuple[Any, ...]]:
         first = select(func.min(operations.c.position)).where(of_batch, is_pending)
         in_order.append(operations.c.position == first.scalar_subquery())
     next_pending = (
-        select(operations.c.id)
+        select(operations.c.id, operations.c.position)
         .where(of_batch, is_pending, *in_order)
         .order_by(operations.c.position)
         .limit(bindparam("count", type_=Integer))
@@ -195,18 +199,20 @@ def _claim_statement(first_only: bool) -> ReturningUpdate[*tuple[Any, ...]]:
         .cte("next_pending")
         .prefix_with("MATERIALIZED", dialect="postgresql")
     )
+    ranked = select(
+        next_pending.c.id,
+        func.row_number().over(order_by=next_pending.c.position).label("rank"),
+    ).cte("ranked")
+    marked = ranked.c.rank <= bindparam("marked", type_=Integer)
     return (
         update(operations)
-        .where(
-            operations.c.id.in_(select(next_pending.c.id)),
-            operations.c.status == OperationStatus.PENDING,
-        )
+        .where(operations.c.id == ranked.c.id, operations.c.status == OperationStatus.PENDING)
         .values(
             status=OperationStatus.IN_PROGRESS,
             lease_owner=bindparam("owner"),
             lease_expires_at=bindparam("lease_until"),
             lease_generation=operations.c.lease_generation + 1,
-            sent_at=bindparam("sent_at"),
+            sent_at=case((marked, bindparam("now", type_=Float)), else_=null()),
             updated_at=bindparam("now"),
         )
         .returning(*columns_of(operations, Claim))
@@ -279,14 +285,12 @@ async def claim(
             continue
         marked = max(0, min((start or {}).get(batch_id, 0), count, limit - running))
         statement = CLAIM_FIRST if limit == 1 else CLAIM_NEXT
-        for size, sent_at in ((marked, now), (count - marked, None)):
-            if size > 0:
-                parameters = {**of_batch, "count": size, "sent_at": sent_at, **lease}
-                rows = await connection.execute(statement, parameters)
-                claimed = [Claim(**row) for row in rows.mappings()]
-                claims.extend(claimed)
-                if claimed and status == BatchStatus.PENDING:
-                    started.add(batch_id)
+        parameters = {**of_batch, "count": count, "marked": marked, **lease}
+        rows = await connection.execute(statement, parameters)
+        claimed = [Claim(**row) for row in rows.mappings()]
+        claims.extend(claimed)
+        if claimed and status == BatchStatus.PENDING:
+            started.add(batch_id)
     # Only batches still pending: a round trip less for every other claim.
     if started:
         await connection.execute(_START_BATCHES, {"batch_ids": sorted(started), "now": now})
