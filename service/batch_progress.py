@@ -1,7 +1,7 @@
 """A batch's progress: its finished count, its end, and what stops or cancels it.
 
 Counts move in the same transaction as the operations they count, raised by
-the number of results just written or recounted from the operations' own
+the number of results being written or recounted from the operations' own
 statuses, so a read never sees them disagree. A batch whose every operation
 has finished ends (canceled if a cancel asked for it), and its credentials are
 erased, and its webhook events are written (webhook_outbox.py). The engine's
@@ -132,19 +132,28 @@ async def lock_batches(connection: DbConnection, batch_ids: Iterable[str]) -> No
         await connection.execute(_LOCK_BATCHES, {"batch_ids": sorted(batch_ids)})
 
 
-async def refresh_batches(
-    connection: DbConnection,
-    now: float,
-    recount: Iterable[str],
-    added: Mapping[str, int] | None = None,
-) -> list[str]:
-    """Moves finished counts: recounted from the statuses, or raised by a known number.
+async def add_finished(connection: DbConnection, now: float, added: Mapping[str, int]) -> None:
+    """Raises finished counts by the results about to be written, in the same
+    transaction. Each UPDATE locks the batch's row, and they go in id order: a
+    result group's lock on its batches, taken before their operations', as
+    claims and cancels take them (claims.record_results)."""
+    await _ADD_FINISHED.execute_many(
+        connection,
+        [
+            {"batch_id": batch_id, "added": added[batch_id], "now": now}
+            for batch_id in sorted(added)
+        ],
+    )
 
-    Finishes batches with no operation left, erasing their credentials.
-    """
-    added = added or {}
+
+async def refresh_batches(
+    connection: DbConnection, now: float, recount: Iterable[str], raised: Iterable[str] = ()
+) -> list[str]:
+    """Recounts finished counts from the statuses (`recount`); finishes these
+    batches and those whose counts add_finished raised (`raised`) if they have
+    no operation left, erasing their credentials."""
     recounted = sorted(recount)
-    ids = sorted({*recounted, *added})
+    ids = sorted({*recounted, *raised})
     if not ids:
         return []
     # Before a recount, lock the batches, in a stable order. Under READ
@@ -154,15 +163,6 @@ async def refresh_batches(
     # committed count. SQLite's writers take turns for whole transactions.
     if recounted:
         await lock_batches(connection, ids)
-    if added:
-        await _ADD_FINISHED.execute_many(
-            connection,
-            [
-                {"batch_id": batch_id, "added": added[batch_id], "now": now}
-                for batch_id in sorted(added)
-            ],
-        )
-    if recounted:
         await connection.execute(_RECOUNT_FINISHED, {"batch_ids": recounted, "now": now})
     finished_batches = await connection.execute(_FINISH_BATCHES, {"batch_ids": ids})
     finished = list(finished_batches.scalars())

@@ -43,13 +43,16 @@ from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import (
+    Float,
     Integer,
     String,
     Text,
     bindparam,
+    case,
     cast,
     exists,
     func,
+    null,
     or_,
     select,
     true,
@@ -60,7 +63,12 @@ from sqlalchemy.dialects.postgresql import ARRAY, JSONB
 from sqlalchemy.sql import ColumnElement, Select
 from sqlalchemy.sql.dml import ReturningUpdate
 
-from service.batch_progress import BATCH_IDS, lock_batches, refresh_batches, stop_after_failures
+from service.batch_progress import (
+    BATCH_IDS,
+    add_finished,
+    refresh_batches,
+    stop_after_failures,
+)
 from service.bulk import BulkStatement, json_text
 from service.database import DbConnection
 from service.database_clock import database_now
@@ -173,7 +181,8 @@ async def count_pending(connection: DbConnection) -> int:
 
 
 def _claim_statement(first_only: bool) -> ReturningUpdate[*tuple[Any, ...]]:
-    """Marks a batch's next `count` pending operations as `owner`'s, returning them.
+    """Marks a batch's next `count` pending operations as `owner`'s, returning them;
+    the first `marked` of them are marked sent (`sent_at`), in the same statement.
 
     `first_only`: the batch's first pending operation or none, never a later one
     because the first is locked by someone else (SKIP LOCKED would skip it).
@@ -185,7 +194,7 @@ def _claim_statement(first_only: bool) -> ReturningUpdate[*tuple[Any, ...]]:
         first = select(func.min(operations.c.position)).where(of_batch, is_pending)
         in_order.append(operations.c.position == first.scalar_subquery())
     next_pending = (
-        select(operations.c.id)
+        select(operations.c.id, operations.c.position)
         .where(of_batch, is_pending, *in_order)
         .order_by(operations.c.position)
         .limit(bindparam("count", type_=Integer))
@@ -195,18 +204,20 @@ def _claim_statement(first_only: bool) -> ReturningUpdate[*tuple[Any, ...]]:
         .cte("next_pending")
         .prefix_with("MATERIALIZED", dialect="postgresql")
     )
+    ranked = select(
+        next_pending.c.id,
+        func.row_number().over(order_by=next_pending.c.position).label("rank"),
+    ).cte("ranked")
+    marked = ranked.c.rank <= bindparam("marked", type_=Integer)
     return (
         update(operations)
-        .where(
-            operations.c.id.in_(select(next_pending.c.id)),
-            operations.c.status == OperationStatus.PENDING,
-        )
+        .where(operations.c.id == ranked.c.id, operations.c.status == OperationStatus.PENDING)
         .values(
             status=OperationStatus.IN_PROGRESS,
             lease_owner=bindparam("owner"),
             lease_expires_at=bindparam("lease_until"),
             lease_generation=operations.c.lease_generation + 1,
-            sent_at=bindparam("sent_at"),
+            sent_at=case((marked, bindparam("now", type_=Float)), else_=null()),
             updated_at=bindparam("now"),
         )
         .returning(*columns_of(operations, Claim))
@@ -279,14 +290,12 @@ async def claim(
             continue
         marked = max(0, min((start or {}).get(batch_id, 0), count, limit - running))
         statement = CLAIM_FIRST if limit == 1 else CLAIM_NEXT
-        for size, sent_at in ((marked, now), (count - marked, None)):
-            if size > 0:
-                parameters = {**of_batch, "count": size, "sent_at": sent_at, **lease}
-                rows = await connection.execute(statement, parameters)
-                claimed = [Claim(**row) for row in rows.mappings()]
-                claims.extend(claimed)
-                if claimed and status == BatchStatus.PENDING:
-                    started.add(batch_id)
+        parameters = {**of_batch, "count": count, "marked": marked, **lease}
+        rows = await connection.execute(statement, parameters)
+        claimed = [Claim(**row) for row in rows.mappings()]
+        claims.extend(claimed)
+        if claimed and status == BatchStatus.PENDING:
+            started.add(batch_id)
     # Only batches still pending: a round trip less for every other claim.
     if started:
         await connection.execute(_START_BATCHES, {"batch_ids": sorted(started), "now": now})
@@ -381,8 +390,12 @@ async def record_results(
     zombie's failure (its claim was taken over, to be run again) stops nothing.
     """
     # Batches first, then their operations, as claims and cancels lock them: a
-    # claim holds a batch while it waits for the next one in id order.
-    await lock_batches(connection, {result.batch_id for result in results})
+    # claim holds a batch while it waits for the next one in id order. Raising
+    # the counts by what is about to be written takes those locks, a round trip
+    # less than locking first, and is cheaper than a recount, which grows with
+    # the batch.
+    expected = Counter(result.batch_id for result in results)
+    await add_finished(connection, now, expected)
     written = await _write_results(connection, owner, now, results)
     failures = [result for result in results if result.is_failure]
     failed = (
@@ -393,19 +406,11 @@ async def record_results(
     stopped = await stop_after_failures(
         connection, now, {result.batch_id for result in failures if result.claim.id in failed}
     )
-    if written is None:
-        # Some claims were taken over: count from the statuses themselves.
-        recorded = {result.batch_id for result in results}
-        return Recorded(await refresh_batches(connection, now, recorded), stopped)
-    # Each batch gained exactly what was written, and counting that is cheaper
-    # than a recount, which grows with the batch. A stopped batch also lost its
-    # pending operations: recount it.
-    added = Counter(
-        result.batch_id
-        for result in results
-        if result.claim.id in written and result.batch_id not in stopped
-    )
-    return Recorded(await refresh_batches(connection, now, stopped, added), stopped)
+    # Some claims were taken over: count from the statuses themselves. A stopped
+    # batch also lost its pending operations: recount it.
+    all_written = written is not None and len(written) == len(results)
+    recount = set(stopped) if all_written else set(expected)
+    return Recorded(await refresh_batches(connection, now, recount, expected), stopped)
 
 
 async def _write_results(

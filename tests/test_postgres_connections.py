@@ -56,7 +56,7 @@ async def test_calls_succeed_after_the_server_terminated_every_connection(
     done = await run_batch(stub, [operation(GET, "/echo/one")])
     assert await cut_connections(postgres_server, private_postgres) > 0
 
-    # Pre-ping finds each pooled connection dead and opens a new one.
+    # The ping finds each pooled connection dead and opens a new one.
     reply = await get_batch(stub, done.id)
     assert reply.batch.status == batch_pb2.BATCH_STATUS_COMPLETED
     again = await run_batch(stub, [operation(GET, "/echo/two")])

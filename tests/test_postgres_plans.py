@@ -64,6 +64,7 @@ async def test_claims_lists_and_recovery_use_indexes_at_100k_operations(
                     claims.CLAIM_NEXT,
                     claim_batch="b50",
                     count=32,
+                    marked=16,
                     owner="me",
                     now=now,
                     lease_until=now,

@@ -110,7 +110,13 @@ TENANT_WIDE: list[Call] = [
 async def engine_plans(database: Database, now: float) -> list[str]:
     """A claim, the engine's look for work and its recovery, on the writer's connection."""
     claim = with_values(
-        claims.CLAIM_NEXT, claim_batch="b50", count=32, owner="me", now=now, lease_until=now
+        claims.CLAIM_NEXT,
+        claim_batch="b50",
+        count=32,
+        marked=16,
+        owner="me",
+        now=now,
+        lease_until=now,
     )
     recovery = select(operations.c.id).where(
         operations.c.status == OperationStatus.IN_PROGRESS, operations.c.lease_expires_at < now
