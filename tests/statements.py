@@ -7,6 +7,8 @@ from typing import Any
 from sqlalchemy import BindParameter, bindparam
 from sqlalchemy.sql import visitors
 
+from service import claims
+
 
 def with_values(statement: Any, **values: Any) -> Any:
     """The statement with these values in its named bind parameters."""
@@ -20,3 +22,16 @@ def with_values(statement: Any, **values: Any) -> Any:
 
     options: dict[str, Any] = {}
     return visitors.replacement_traverse(statement, options, bind)
+
+
+def claim_of_batch_50(now: float) -> Any:
+    """A claim of 32 operations of batch b50, 16 of them marked sent at once."""
+    return with_values(
+        claims.CLAIM_NEXT,
+        claim_batch="b50",
+        count=32,
+        marked=16,
+        owner="me",
+        now=now,
+        lease_until=now,
+    )

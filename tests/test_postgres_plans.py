@@ -13,7 +13,7 @@ from service.database import DbConnection, open_database
 from service.models import OperationStatus
 from service.store import batches, operations
 from tests import postgres
-from tests.statements import with_values
+from tests.statements import claim_of_batch_50, with_values
 
 BATCHES = 400
 OPERATIONS_PER_BATCH = 250  # 100,000 operations in all
@@ -58,18 +58,7 @@ async def test_claims_lists_and_recovery_use_indexes_at_100k_operations(
     async with database.write() as connection:
         await connection.execute(text("ANALYZE"))
         plans = {
-            "claim": await plan_of(
-                connection,
-                with_values(
-                    claims.CLAIM_NEXT,
-                    claim_batch="b50",
-                    count=32,
-                    marked=16,
-                    owner="me",
-                    now=now,
-                    lease_until=now,
-                ),
-            ),
+            "claim": await plan_of(connection, claim_of_batch_50(now)),
             "pending batches": await plan_of(
                 connection,
                 with_values(claims.BATCHES_WITH_PENDING_WORK, limit=256, held_tenants=["t7"]),

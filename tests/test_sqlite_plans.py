@@ -25,7 +25,7 @@ from service.store import (
     operations,
     operations_page,
 )
-from tests.statements import with_values
+from tests.statements import claim_of_batch_50, with_values
 
 TENANTS = 20
 BATCHES = 400
@@ -109,15 +109,7 @@ TENANT_WIDE: list[Call] = [
 
 async def engine_plans(database: Database, now: float) -> list[str]:
     """A claim, the engine's look for work and its recovery, on the writer's connection."""
-    claim = with_values(
-        claims.CLAIM_NEXT,
-        claim_batch="b50",
-        count=32,
-        marked=16,
-        owner="me",
-        now=now,
-        lease_until=now,
-    )
+    claim = claim_of_batch_50(now)
     recovery = select(operations.c.id).where(
         operations.c.status == OperationStatus.IN_PROGRESS, operations.c.lease_expires_at < now
     )
