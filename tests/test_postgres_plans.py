@@ -27,6 +27,11 @@ async def plan_of(connection: DbConnection, statement: Any) -> str:
     return "\n".join(row[0] for row in rows)
 
 
+async def plan_of_sql(connection: DbConnection, sql: str, parameters: Any) -> str:
+    rows = await connection.exec_driver_sql(f"EXPLAIN {sql}", parameters)
+    return "\n".join(row[0] for row in rows)
+
+
 async def test_claims_lists_and_recovery_use_indexes_at_100k_operations(
     private_postgres: str,
 ) -> None:
@@ -58,7 +63,7 @@ async def test_claims_lists_and_recovery_use_indexes_at_100k_operations(
     async with database.write() as connection:
         await connection.execute(text("ANALYZE"))
         plans = {
-            "claim": await plan_of(connection, claim_of_batch_50(now)),
+            "claim": await plan_of_sql(connection, *claim_of_batch_50(connection.dialect, now)),
             "pending batches": await plan_of(
                 connection,
                 with_values(claims.BATCHES_WITH_PENDING_WORK, limit=256, held_tenants=["t7"]),

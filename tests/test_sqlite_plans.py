@@ -109,13 +109,16 @@ TENANT_WIDE: list[Call] = [
 
 async def engine_plans(database: Database, now: float) -> list[str]:
     """A claim, the engine's look for work and its recovery, on the writer's connection."""
-    claim = claim_of_batch_50(now)
     recovery = select(operations.c.id).where(
         operations.c.status == OperationStatus.IN_PROGRESS, operations.c.lease_expires_at < now
     )
     looking = with_values(claims.BATCHES_WITH_PENDING_WORK, limit=9, held_tenants=["held"])
     async with database.write() as connection:
-        return [await plan_of(connection, literal(query)) for query in (claim, looking, recovery)]
+        claim = await plan_of(connection, *claim_of_batch_50(connection.dialect, now))
+        return [
+            claim,
+            *[await plan_of(connection, literal(query)) for query in (looking, recovery)],
+        ]
 
 
 async def test_batch_scoped_queries_and_claims_use_the_batch_index_at_100k(
