@@ -144,8 +144,14 @@ async def test_two_replicas_share_one_upstream_rate_limit(
 ) -> None:
     url = postgres.url_of(private_postgres)
     path = f"/limited/all/{RATE + BURST + 1}"
-    # INFO: each replica logs the operations it ran.
-    envs = [limited_env(url, upstream_server[0], BATCH_LOG_LEVEL="INFO") for _ in range(2)]
+    # INFO: each replica logs the operations it ran. Each may hold 16 claims (twice its 8
+    # slots), fewer than the two batches' room (32 each), so both replicas must send:
+    # with 128 a replica, the first to claim could take everything and the check below
+    # would be luck.
+    envs = [
+        limited_env(url, upstream_server[0], BATCH_LOG_LEVEL="INFO", BATCH_MAX_IN_FLIGHT="8")
+        for _ in range(2)
+    ]
     replicas = [
         await start_service(env, tmp_path / f"replica-{n}.log") for n, env in enumerate(envs)
     ]
