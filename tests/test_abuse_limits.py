@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable
 from pathlib import Path
 from typing import Any
 
@@ -230,13 +230,26 @@ async def test_event_streams_are_capped_per_tenant_and_in_all(
             await open_watch(stub, other_batch, OTHER_TOKEN)
         assert raised.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
         # A stream that ends gives its place back.
-        held.pop().cancel()
-        await asyncio.sleep(0.2)
-        held.append(await open_watch(stub, other_batch, OTHER_TOKEN))
+        await replaced(held, -1, open_watch(stub, other_batch, OTHER_TOKEN))
     finally:
-        for call in held:
-            call.cancel()
-        await asyncio.sleep(0.2)
+        await release(held)
+
+
+async def replaced(
+    held: list[grpc.aio.UnaryStreamCall[Any, Any]],
+    index: int,
+    opening: Awaitable[grpc.aio.UnaryStreamCall[Any, Any]],
+) -> None:
+    """Ends the held stream at `index`, then opens another once its place is given back."""
+    held.pop(index).cancel()
+    await asyncio.sleep(0.2)
+    held.append(await opening)
+
+
+async def release(held: list[grpc.aio.UnaryStreamCall[Any, Any]]) -> None:
+    for call in held:
+        call.cancel()
+    await asyncio.sleep(0.2)
 
 
 async def open_export(
@@ -275,13 +288,9 @@ async def test_exports_and_event_streams_share_the_tenants_streams(
             assert raised.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
             assert details(raised.value)[0] == code
         # The export that ends gives its place back.
-        held.pop(0).cancel()
-        await asyncio.sleep(0.2)
-        held.append(await open_watch(stub, batch_id, TOKEN))
+        await replaced(held, 0, open_watch(stub, batch_id, TOKEN))
     finally:
-        for call in held:
-            call.cancel()
-        await asyncio.sleep(0.2)
+        await release(held)
 
 
 @pytest.mark.parametrize("count", [1001, 40_000, 400_000])
