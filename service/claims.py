@@ -47,6 +47,7 @@ from sqlalchemy import (
     Integer,
     String,
     Text,
+    all_,
     bindparam,
     case,
     cast,
@@ -238,22 +239,42 @@ _LOCK_CLAIMABLE_BATCH = (
     )
     .with_for_update()
 )
-# The batch's claims, and of them those marked sent and not `finished`.
-_COUNT_HELD = select(
-    func.count(),
-    func.count().filter(
-        operations.c.sent_at.is_not(None),
-        operations.c.id.not_in(bindparam("finished", expanding=True)),
-    ),
-).where(
-    operations.c.batch_id == bindparam("claim_batch"),
-    operations.c.status == OperationStatus.IN_PROGRESS,
-)
+
+
+def _count_held(not_finished: ColumnElement[bool]) -> Select[int, int]:
+    """The batch's claims, and of them those marked sent and not `finished`."""
+    return select(
+        func.count(),
+        func.count().filter(operations.c.sent_at.is_not(None), not_finished),
+    ).where(
+        operations.c.batch_id == bindparam("claim_batch"),
+        operations.c.status == OperationStatus.IN_PROGRESS,
+    )
+
+
+# By dialect. PostgreSQL takes the ids as one array: an expanding IN list is
+# rendered anew on every execution, inside the batch's lock (~0.3 ms for 60 ids),
+# and each length is another statement for the server to prepare.
+_COUNT_HELD = {
+    "postgresql": _count_held(operations.c.id != all_(bindparam("finished", type_=ARRAY(String)))),
+    "sqlite": _count_held(operations.c.id.not_in(bindparam("finished", expanding=True))),
+}
 _START_BATCHES = (
     update(batches)
     .where(batches.c.id.in_(BATCH_IDS), batches.c.status == BatchStatus.PENDING)
     .values(status=BatchStatus.IN_PROGRESS, updated_at=bindparam("now"))
 )
+
+
+async def _count_held_of(
+    connection: DbConnection, batch_id: str, finished: Mapping[str, Collection[str]] | None
+) -> tuple[int, int]:
+    ended = list((finished or {}).get(batch_id, ()))
+    statement = _COUNT_HELD[connection.dialect.name]
+    held, running = (
+        await connection.execute(statement, {"claim_batch": batch_id, "finished": ended})
+    ).one()
+    return int(held), int(running)
 
 
 async def claim(
@@ -279,10 +300,7 @@ async def claim(
         if locked is None:
             continue
         limit, status = locked
-        ended = sorted((finished or {}).get(batch_id, ()))
-        held, running = (
-            await connection.execute(_COUNT_HELD, {**of_batch, "finished": ended})
-        ).one()
+        held, running = await _count_held_of(connection, batch_id, finished)
         # Sequential: the next operation only once every earlier one is stored.
         room = limit - held if limit == 1 else PREFETCH * limit - held
         count = min(wanted[batch_id], room)
@@ -292,7 +310,9 @@ async def claim(
         statement = CLAIM_FIRST if limit == 1 else CLAIM_NEXT
         parameters = {**of_batch, "count": count, "marked": marked, **lease}
         rows = await connection.execute(statement, parameters)
-        claimed = [Claim(**row) for row in rows.mappings()]
+        # By position, in the fields' order: a mapping per row costs twice as much,
+        # and this runs while the batch is locked.
+        claimed = [Claim(*row) for row in rows]
         claims.extend(claimed)
         if claimed and status == BatchStatus.PENDING:
             started.add(batch_id)
@@ -533,8 +553,7 @@ async def mark_within_limits(
         limit = (await connection.execute(_LOCK_CLAIMABLE_BATCH, of_batch)).scalar()
         if limit is None:
             continue  # canceled or over: its claims were ended with it
-        ended = sorted(finished.get(batch_id, ()))
-        _, running = (await connection.execute(_COUNT_HELD, {**of_batch, "finished": ended})).one()
+        _, running = await _count_held_of(connection, batch_id, finished)
         waiting = sorted(by_batch[batch_id], key=lambda claim: claim.id)
         room = max(0, limit - running)
         chosen.extend(waiting[:room])
