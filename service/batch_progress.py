@@ -25,7 +25,7 @@ from service.models import (
 from service.store import batches, operations
 from service.webhook_outbox import record_finished
 
-# The batches a statement of batch bookkeeping is about; claims use it too.
+# The batches a statement of batch bookkeeping is about.
 BATCH_IDS: BindParameter[str] = bindparam("batch_ids", expanding=True)
 
 

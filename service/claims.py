@@ -65,7 +65,6 @@ from sqlalchemy.sql import ColumnElement, Select
 from sqlalchemy.sql.dml import ReturningUpdate
 
 from service.batch_progress import (
-    BATCH_IDS,
     add_finished,
     refresh_batches,
     stop_after_failures,
@@ -229,16 +228,40 @@ def _claim_statement(first_only: bool) -> ReturningUpdate[*tuple[Any, ...]]:
 # more than running it. So are the other statements of claims and results.
 CLAIM_NEXT = _claim_statement(first_only=False)
 CLAIM_FIRST = _claim_statement(first_only=True)
-# The claim's lock on the batch: its limit and status, if it may still start operations.
-_LOCK_CLAIMABLE_BATCH = (
-    select(batches.c.in_flight_limit, batches.c.status)
-    .where(
-        batches.c.id == bindparam("claim_batch"),
-        batches.c.status.in_((BatchStatus.PENDING, BatchStatus.IN_PROGRESS)),
-        batches.c.canceled_at.is_(None),
-    )
-    .with_for_update()
+# A claim's turn at a batch, and the batch's limit and status if it may still
+# start operations. Claims and send marks of one batch take turns, fleet-wide,
+# so that each counts what the one before it marked. On PostgreSQL the turn is a
+# transaction's advisory lock on the batch's id rather than its row: result
+# groups and cancels, which write the row, then never wait for a claim, nor a
+# claim for them. The status comes from the statement's snapshot, which may
+# predate a cancel committed while it waited; that cancel ends what the claim
+# takes unmarked, as it ends every claim not marked sent. SQLite's writers take
+# turns anyway.
+_CLAIMABLE = select(batches.c.in_flight_limit, batches.c.status).where(
+    batches.c.id == bindparam("claim_batch"),
+    batches.c.status.in_((BatchStatus.PENDING, BatchStatus.IN_PROGRESS)),
+    batches.c.canceled_at.is_(None),
 )
+_TURN = (
+    select(func.pg_advisory_xact_lock(func.hashtextextended(bindparam("turn_key"), 0)))
+    .cte("turn")
+    .prefix_with("MATERIALIZED")
+)
+_TAKE_TURN = {
+    "postgresql": _CLAIMABLE.join_from(batches, _TURN, true()),
+    "sqlite": _CLAIMABLE,
+}
+_START_BATCH = (
+    update(batches)
+    .where(batches.c.id == bindparam("claim_batch"), batches.c.status == BatchStatus.PENDING)
+    .values(status=BatchStatus.IN_PROGRESS, updated_at=bindparam("now"))
+)
+
+
+async def _take_turn(connection: DbConnection, batch_id: str) -> tuple[int, str] | None:
+    parameters = {"claim_batch": batch_id, "turn_key": f"batch_claims:{batch_id}"}
+    row = (await connection.execute(_TAKE_TURN[connection.dialect.name], parameters)).first()
+    return None if row is None else (row.in_flight_limit, row.status)
 
 
 def _count_held(not_finished: ColumnElement[bool]) -> Select[int, int]:
@@ -259,11 +282,6 @@ _COUNT_HELD = {
     "postgresql": _count_held(operations.c.id != all_(bindparam("finished", type_=ARRAY(String)))),
     "sqlite": _count_held(operations.c.id.not_in(bindparam("finished", expanding=True))),
 }
-_START_BATCHES = (
-    update(batches)
-    .where(batches.c.id.in_(BATCH_IDS), batches.c.status == BatchStatus.PENDING)
-    .values(status=BatchStatus.IN_PROGRESS, updated_at=bindparam("now"))
-)
 
 
 async def _count_held_of(
@@ -291,15 +309,14 @@ async def claim(
     marked sent, within its fleet-wide running limit (`finished`: this owner's
     claims that run no more, by batch)."""
     claims: list[Claim] = []
-    started: set[str] = set()
     lease = {"owner": owner, "now": now, "lease_until": lease_until}
-    # Batches locked in one order by every replica, so no two claims deadlock.
+    # Batches taken in one order by every replica, so no two claims deadlock.
     for batch_id in sorted(wanted):
         of_batch = {"claim_batch": batch_id}
-        locked = (await connection.execute(_LOCK_CLAIMABLE_BATCH, of_batch)).one_or_none()
-        if locked is None:
+        turn = await _take_turn(connection, batch_id)
+        if turn is None:
             continue
-        limit, status = locked
+        limit, status = turn
         held, running = await _count_held_of(connection, batch_id, finished)
         # Sequential: the next operation only once every earlier one is stored.
         room = limit - held if limit == 1 else PREFETCH * limit - held
@@ -307,6 +324,10 @@ async def claim(
         if count <= 0:
             continue
         marked = max(0, min((start or {}).get(batch_id, 0), count, limit - running))
+        if status == BatchStatus.PENDING:
+            # Before its operations are locked: a cancel holds the batch's row while
+            # it waits for theirs.
+            await connection.execute(_START_BATCH, {**of_batch, "now": now})
         statement = CLAIM_FIRST if limit == 1 else CLAIM_NEXT
         parameters = {**of_batch, "count": count, "marked": marked, **lease}
         rows = await connection.execute(statement, parameters)
@@ -314,11 +335,6 @@ async def claim(
         # and this runs while the batch is locked.
         claimed = [Claim(*row) for row in rows]
         claims.extend(claimed)
-        if claimed and status == BatchStatus.PENDING:
-            started.add(batch_id)
-    # Only batches still pending: a round trip less for every other claim.
-    if started:
-        await connection.execute(_START_BATCHES, {"batch_ids": sorted(started), "now": now})
     claims.sort(key=lambda claim: claim.id)
     return claims
 
@@ -549,10 +565,10 @@ async def mark_within_limits(
     no_room: set[str] = set()
     # Batches in the order claims and results lock them, then their operations.
     for batch_id in sorted(by_batch):
-        of_batch = {"claim_batch": batch_id}
-        limit = (await connection.execute(_LOCK_CLAIMABLE_BATCH, of_batch)).scalar()
-        if limit is None:
+        turn = await _take_turn(connection, batch_id)
+        if turn is None:
             continue  # canceled or over: its claims were ended with it
+        limit, _ = turn
         _, running = await _count_held_of(connection, batch_id, finished)
         waiting = sorted(by_batch[batch_id], key=lambda claim: claim.id)
         room = max(0, limit - running)
