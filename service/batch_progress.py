@@ -136,7 +136,7 @@ async def add_finished(connection: DbConnection, now: float, added: Mapping[str,
     """Raises finished counts by the results about to be written, in the same
     transaction. Each UPDATE locks the batch's row, and they go in id order: a
     result group's lock on its batches, taken before their operations', as
-    claims and cancels take them (claims.record_results)."""
+    cancels take them (claims.record_results)."""
     await _ADD_FINISHED.execute_many(
         connection,
         [

@@ -10,11 +10,12 @@ LOCKED); SQLite ignores that clause, its writes being serialised anyway.
 
 A batch's limit (its `in_flight_limit`: 1 when sequential) holds across the
 fleet because everything that lets one of its operations be sent (a claim
-that starts it at once, the send gate's mark) locks the batch's row, then
-counts the batch's operations marked sent and still in progress, and marks no
-more than the room left, all in one transaction. Under READ COMMITTED the
-count, a statement after the lock, sees every mark committed by whoever held
-the lock before; SKIP LOCKED alone bounds no count. The count is the
+that starts it at once, the send gate's mark) takes its turn at the batch (a
+transaction's advisory lock on its id, on PostgreSQL), then counts the batch's
+operations marked sent and still in progress, and marks no more than the room
+left, all in one transaction. Under READ COMMITTED the count, a statement
+after the lock, sees every mark committed by whoever held the lock before;
+SKIP LOCKED alone bounds no count. The count is the
 operations' own statuses rather than a counter kept on the batch: every way
 out of `in_progress` (results, recovery, unclaim, cancel, stop) then frees its
 slot without touching the batch row, so no path can let a counter drift, and
@@ -425,11 +426,10 @@ async def record_results(
     cancels the operations not yet started. Only a result written counts: a
     zombie's failure (its claim was taken over, to be run again) stops nothing.
     """
-    # Batches first, then their operations, as claims and cancels lock them: a
-    # claim holds a batch while it waits for the next one in id order. Raising
-    # the counts by what is about to be written takes those locks, a round trip
-    # less than locking first, and is cheaper than a recount, which grows with
-    # the batch.
+    # Batches' rows first, then their operations', as cancels and stops lock
+    # them. Raising the counts by what is about to be written takes those
+    # locks, a round trip less than locking first, and is cheaper than a
+    # recount, which grows with the batch.
     expected = Counter(result.batch_id for result in results)
     await add_finished(connection, now, expected)
     written = await _write_results(connection, owner, now, results)
