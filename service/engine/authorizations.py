@@ -22,5 +22,8 @@ class Authorizations:
         return self._by_batch[batch_id]
 
     def forget(self, batch_id: str) -> None:
-        """The batch finished: its credentials are erased from the database, and here."""
+        """The batch finished or was canceled: nothing of it will be sent any more."""
         self._by_batch.pop(batch_id, None)
+
+    def __contains__(self, batch_id: str) -> bool:
+        return batch_id in self._by_batch

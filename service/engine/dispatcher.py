@@ -176,8 +176,14 @@ class Dispatcher:
         return [job.claim.id for job in self._scheduler.take_unstarted()]
 
     def batch_canceled(self, batch_id: str) -> None:
-        """Drops this process's unsent claims of a canceled batch."""
+        """Drops this process's unsent claims of a canceled batch, and the caller's
+        credentials: operations already sent hold their own copy."""
         self._cancel_unsent([batch_id])
+        self._authorizations.forget(batch_id)
+
+    def holds_credentials(self, batch_id: str) -> bool:
+        """Whether this process keeps the batch's caller's Authorization unsealed."""
+        return batch_id in self._authorizations
 
     def recorded(self, results: Iterable[Result], recorded: Recorded) -> None:
         """Forgets claims whose results are stored: there may be room to claim."""
