@@ -122,10 +122,16 @@ class BatchOperation(SQLModel, table=True):
     __tablename__ = "batch_operations"
     __table_args__ = (
         # Claims: the next pending operations of one batch, in submitted order.
-        Index("ix_operations_batch_status_position", "batch_id", "status", "position"),
         # Outcome counts (outcome_counts.py) read this index alone, never the rows
-        # with their stored responses.
-        Index("ix_operations_batch_outcomes", "batch_id", "status", "response_status"),
+        # with their stored responses. One index for both: every status write puts
+        # a new entry into each index (migration 0010).
+        Index(
+            "ix_operations_batch_status_position",
+            "batch_id",
+            "status",
+            "position",
+            "response_status",
+        ),
         Index("ix_operations_tenant_created", "tenant", "created_at"),
         Index("ix_operations_tenant_updated", "tenant", "updated_at"),
         # Recovery: in-progress operations whose lease expired.

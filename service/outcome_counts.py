@@ -10,8 +10,8 @@ between show in one and not the other.
 They are read rather than kept as counters: the statuses change in claims, results,
 cancels, stops and lease recovery, and counters would have to move in each of those
 transactions, while this read cannot disagree with the operations it counts. It reads
-the index (batch_id, status, response_status) alone (migration 0007), never the rows
-with their stored responses.
+the batch index (batch_id, status, position, response_status) alone (migrations 0007
+and 0010), never the rows with their stored responses.
 """
 
 from __future__ import annotations

@@ -204,5 +204,7 @@ async def test_on_sqlite_the_counts_read_only_the_covering_index(tmp_path: Path)
             steps = "\n".join(str(row[-1]) for row in plan)
     finally:
         await database.dispose()
-    assert "SEARCH batch_operations USING COVERING INDEX ix_operations_batch_outcomes" in steps
+    assert (
+        "SEARCH batch_operations USING COVERING INDEX ix_operations_batch_status_position" in steps
+    )
     assert "SCAN batch_operations" not in steps and "SCAN batches" not in steps, steps
