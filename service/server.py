@@ -28,7 +28,7 @@ from batchd.messages import MESSAGE_SIZE_OPTIONS
 from batchd.v1 import batch_pb2_grpc
 from batchd.vocabulary import SERVICE_NAME
 from service.in_process import InProcessChannel, Registration
-from service.rpc_scope import RpcScopeInterceptor
+from service.rpc_scope import AddToServer, RpcScope, RpcScopeInterceptor
 from service.servicer import BatchServicer
 
 # Limits against a client that abuses HTTP/2 itself (CVE-2023-44487, rapid
@@ -60,19 +60,24 @@ class Services:
 
     batches: BatchServicer
     health: HealthServicer
+    # How BatchService is registered: inside the RPC scope, or as generated.
+    add_batches: AddToServer
     interceptors: tuple[Any, ...]
 
     @classmethod
     def of(cls, servicer: BatchServicer) -> Services:
+        scope = RpcScope(servicer.tenants)
+        add_batches = batch_pb2_grpc.add_BatchServiceServicer_to_server
+        traced = tuple(tracing.grpc_server_interceptors())
+        if not traced:
+            # Wrapped as registered: no interceptor on the call path at all.
+            return cls(servicer, HealthServicer(), scope.registering(add_batches), ())
         # The first interceptor is the outermost: tracing's span runs inside the RPC scope.
-        traced = tracing.grpc_server_interceptors()
-        scope = RpcScopeInterceptor(servicer.tenants, innermost=not traced)
-        interceptors = (scope, *traced)
-        return cls(servicer, HealthServicer(), interceptors)
+        return cls(servicer, HealthServicer(), add_batches, (RpcScopeInterceptor(scope), *traced))
 
     def registrations(self) -> list[Registration]:
         return [
-            (batch_pb2_grpc.add_BatchServiceServicer_to_server, self.batches),
+            (self.add_batches, self.batches),
             (health_pb2_grpc.add_HealthServicer_to_server, self.health),
         ]
 
