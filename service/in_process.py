@@ -3,9 +3,10 @@
 What grpc-gateway's `Register...HandlerServer` does for a Go server: the caller keeps
 the generated stubs (`BatchServiceStub(channel)`) and its request and response
 messages; the call skips HTTP/2 and serialisation. Everything else is the server's:
-the handlers come from the same `add_*_to_server` registrations, and each call goes
-through the server's interceptors (RpcScopeInterceptor: authentication, request ids,
-metrics, logs, error mapping) in a task of its own, as grpc.aio runs it. A deadline
+the handlers come from the same `add_*_to_server` registrations (BatchService's
+wrapped in the RPC scope: authentication, request ids, metrics, logs, error mapping),
+and each call goes through the server's interceptors (with tracing on, the scope's
+and tracing's) in a task of its own, as grpc.aio runs it. A deadline
 cancels the handler and fails the call DEADLINE_EXCEEDED; a cancelled call cancels
 the handler. A failed call raises grpc.aio.AioRpcError with the status's trailing
 metadata, so rich error details (grpc-status-details-bin) read as over the wire.

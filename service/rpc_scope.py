@@ -1,17 +1,18 @@
-"""What every BatchService RPC goes through, unary or streaming: a server interceptor.
+"""What every BatchService RPC goes through, unary or streaming: the RPC scope.
 
-As in the grpc repository's async interceptor example, the interceptor publishes
-what the handler needs in context variables: the request id (`batchd.logs.REQUEST_ID`,
-which every log line carries) and the authenticated caller (`current_caller()`).
-Around the handler it maps errors (an ApiError becomes its rich status, a database
-error UNAVAILABLE or INTERNAL, anything else INTERNAL; no trace ever reaches the
-client), counts the call in the metrics and logs one event for it.
+The scope wraps each of the service's handlers. It publishes what the handler needs
+in context variables: the request id (`batchd.logs.REQUEST_ID`, which every log line
+carries) and the authenticated caller (`current_caller()`). Around the handler it
+maps errors (an ApiError becomes its rich status, a database error UNAVAILABLE or
+INTERNAL, anything else INTERNAL; no trace ever reaches the client), counts the call
+in the metrics and logs one event for it. The handlers are wrapped where they are
+registered, or, with tracing on, by a server interceptor (RpcScope says why).
 
 grpc decodes a request before any handler or interceptor runs, and answers a
-decoding failure UNKNOWN with the exception's class name. So the interceptor
-installs a request deserializer of its own that turns bytes that are no valid
-message (or nest deeper than protobuf parses) into an `Undecodable`, which the
-wrapped handler answers INVALID_ARGUMENT.
+decoding failure UNKNOWN with the exception's class name. So the scope installs a
+request deserializer of its own that turns bytes that are no valid message (or nest
+deeper than protobuf parses) into an `Undecodable`, which the wrapped handler
+answers INVALID_ARGUMENT.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from contextvars import ContextVar
 from typing import TYPE_CHECKING, Any, NoReturn, TypeAlias
 
@@ -44,10 +45,15 @@ METHOD_PREFIX = f"/{SERVICE_NAME}/"
 
 Context: TypeAlias = "grpc.aio.ServicerContext[Any, Any]"
 Handler: TypeAlias = "grpc.RpcMethodHandler[Any, Any]"
+GenericHandler: TypeAlias = "grpc.GenericRpcHandler[Any, Any]"
+# A generated `add_<Service>Servicer_to_server`.
+AddToServer: TypeAlias = Callable[[Any, Any], None]
 if TYPE_CHECKING:  # the stubs make these generic; grpc's classes are not, at run time
     ServerInterceptor = grpc.aio.ServerInterceptor[Any, Any]
+    GenericHandlerBase = grpc.GenericRpcHandler[Any, Any]
 else:
     ServerInterceptor = grpc.aio.ServerInterceptor
+    GenericHandlerBase = grpc.GenericRpcHandler
 _CALLER: ContextVar[Caller] = ContextVar("caller")
 
 
@@ -81,31 +87,35 @@ def _decoding(deserializer: Callable[[bytes], Any] | None) -> Callable[[bytes], 
     return deserialize
 
 
-class RpcScopeInterceptor(ServerInterceptor):
-    """Wraps every BatchService method; health and reflection pass untouched."""
+class RpcScope:
+    """Wraps BatchService's handlers in the scope, each once: the one place where both
+    ways of applying it get their wrapped handlers.
 
-    def __init__(self, tenants: Tenants, innermost: bool = True) -> None:
-        """`innermost`: no interceptor runs after this one (tracing's wraps each call anew)."""
+    Without tracing, `registering()` wraps the handlers as they are registered, so
+    that no interceptor is on the call path (grpc's interceptor machinery costs a call
+    more than the scope does). With tracing, RpcScopeInterceptor applies it, outside
+    tracing's own interceptor, so that the span runs inside the scope."""
+
+    def __init__(self, tenants: Tenants) -> None:
         self.tenants = tenants
-        self.innermost = innermost
         self._wrapped: dict[str, Handler] = {}
 
-    async def intercept_service(
-        self,
-        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[Handler]],
-        handler_call_details: grpc.HandlerCallDetails,
-    ) -> Handler:
-        method = handler_call_details.method
-        # Innermost, what the continuation finds for a method is grpc's own handler, the
-        # same on every call: once wrapped, it is answered without looking it up again.
-        if self.innermost and (wrapped := self._wrapped.get(method)) is not None:
-            return wrapped
-        handler = await continuation(handler_call_details)
-        if handler is None or not method.startswith(METHOD_PREFIX):
-            return handler
-        if method not in self._wrapped:
-            self._wrapped[method] = self._wrap(method.removeprefix(METHOD_PREFIX), handler)
-        return self._wrapped[method]
+    def wrapped(self, method: str, handler: Handler) -> Handler:
+        """`handler` of `method` (its full name) inside the scope: wrapped the first
+        time, the same afterwards."""
+        wrapped = self._wrapped.get(method)
+        if wrapped is None:
+            wrapped = self._wrap(method.removeprefix(METHOD_PREFIX), handler)
+            self._wrapped[method] = wrapped
+        return wrapped
+
+    def registering(self, add_to_server: AddToServer) -> AddToServer:
+        """A generated `add_*_to_server` whose handlers are registered inside the scope."""
+
+        def add_scoped(servicer: Any, server: Any) -> None:
+            add_to_server(servicer, _ScopedServer(server, self))
+
+        return add_scoped
 
     def _wrap(self, name: str, handler: Handler) -> Handler:
         if handler.unary_unary is not None:
@@ -154,6 +164,62 @@ class RpcScopeInterceptor(ServerInterceptor):
                 scope.close()
 
         return unary_stream
+
+
+class RpcScopeInterceptor(ServerInterceptor):
+    """The scope as the outermost server interceptor, for when tracing's runs inside
+    it; health and reflection pass untouched. Tracing's interceptor wraps each call
+    anew, so every call is looked up before the scope answers it."""
+
+    def __init__(self, scope: RpcScope) -> None:
+        self.scope = scope
+
+    async def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[Handler]],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> Handler:
+        method = handler_call_details.method
+        handler = await continuation(handler_call_details)
+        if handler is None or not method.startswith(METHOD_PREFIX):
+            return handler
+        return self.scope.wrapped(method, handler)
+
+
+class _ScopedServer:
+    """What a generated `add_*_to_server` registers on: the server (or in-process
+    channel) underneath, given every handler inside the scope."""
+
+    def __init__(self, server: Any, scope: RpcScope) -> None:
+        self._server = server
+        self._scope = scope
+
+    def add_generic_rpc_handlers(self, handlers: Iterable[GenericHandler]) -> None:
+        self._server.add_generic_rpc_handlers(
+            [_ScopedGenericHandler(handler, self._scope) for handler in handlers]
+        )
+
+    def add_registered_method_handlers(self, service: str, handlers: dict[str, Handler]) -> None:
+        """The handlers a grpc.aio server looks up first, by name."""
+        scoped = {
+            name: self._scope.wrapped(f"/{service}/{name}", handler)
+            for name, handler in handlers.items()
+        }
+        self._server.add_registered_method_handlers(service, scoped)
+
+
+class _ScopedGenericHandler(GenericHandlerBase):
+    """A generic handler's methods inside the scope."""
+
+    def __init__(self, handler: GenericHandler, scope: RpcScope) -> None:
+        self._handler = handler
+        self._scope = scope
+
+    def service(self, handler_call_details: grpc.HandlerCallDetails) -> Handler | None:
+        handler = self._handler.service(handler_call_details)
+        if handler is None:
+            return None
+        return self._scope.wrapped(handler_call_details.method, handler)
 
 
 async def _write(context: Context, message: Any) -> None:

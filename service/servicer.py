@@ -33,10 +33,10 @@ FINISHED_BATCH_MESSAGE_STATUSES = (
 
 
 class BatchServicer(WebhookEndpointRpcs, batch_pb2_grpc.BatchServiceServicer):
-    """The methods run inside RpcScopeInterceptor (service/rpc_scope.py): it authenticates
+    """The methods run inside the RPC scope (service/rpc_scope.py): it authenticates
     the caller, whom current_caller() returns, and turns what they raise into statuses.
 
-    `tenants` is who may call: the server installs the interceptor with it."""
+    `tenants` is who may call: the server builds the scope with it."""
 
     def __init__(
         self,

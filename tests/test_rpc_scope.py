@@ -19,7 +19,7 @@ from grpc_status import rpc_status
 
 from batchd.v1 import batch_pb2, batch_pb2_grpc
 from service.auth import Tenants
-from service.rpc_scope import RpcScopeInterceptor
+from service.rpc_scope import RpcScope, RpcScopeInterceptor
 from service.server import Services, build_server
 from tests.grpc_client import bearer
 from tests.processes import Process, free_port, service_env, serving
@@ -155,10 +155,9 @@ class _Details(grpc.HandlerCallDetails):
     invocation_metadata: tuple[tuple[str, str], ...] = ()
 
 
-@pytest.mark.parametrize("innermost", [True, False])
-async def test_an_interceptor_after_the_scope_sees_every_call(innermost: bool) -> None:
+async def test_an_interceptor_after_the_scope_sees_every_call() -> None:
     """Tracing's interceptor, after the scope, wraps each call anew with what the call
-    carries: only a scope with nothing after it skips the lookup of a known method."""
+    carries: the scope looks every call up, and answers it with its one wrapping."""
     looked_up: list[str] = []
     handler = grpc.unary_unary_rpc_method_handler(lambda request, context: request)
 
@@ -166,8 +165,48 @@ async def test_an_interceptor_after_the_scope_sees_every_call(innermost: bool) -
         looked_up.append(details.method)
         return handler
 
-    scope = RpcScopeInterceptor(Tenants({}), innermost=innermost)
+    scope = RpcScopeInterceptor(RpcScope(Tenants({})))
     method = "/batchd.v1.BatchService/GetBatch"
     wrapped = [await scope.intercept_service(continuation, _Details(method)) for _ in range(3)]
     assert wrapped[0] is wrapped[1] is wrapped[2]
-    assert len(looked_up) == (1 if innermost else 3)
+    assert wrapped[0] is not handler
+    assert len(looked_up) == 3
+
+
+class _Registered:
+    """What generated `add_*_to_server` functions register, as a server receives it."""
+
+    def __init__(self) -> None:
+        self.generic: list[grpc.GenericRpcHandler[Any, Any]] = []
+        self.by_method: dict[str, grpc.RpcMethodHandler[Any, Any]] = {}
+
+    def add_generic_rpc_handlers(self, handlers: Any) -> None:
+        self.generic.extend(handlers)
+
+    def add_registered_method_handlers(self, service: str, handlers: dict[str, Any]) -> None:
+        self.by_method.update({f"/{service}/{name}": h for name, h in handlers.items()})
+
+    def found(self, method: str) -> Any:
+        """The handler of `method` as grpc.aio finds it: registered first, then generic."""
+        generic = [h.service(_Details(method)) for h in self.generic]
+        return self.by_method.get(method), [h for h in generic if h is not None]
+
+
+async def test_without_tracing_the_scope_is_in_the_registered_handlers(tmp_path: Path) -> None:
+    """No interceptor on the call path: what a server finds for a BatchService method,
+    registered or generic, is the scope's one wrapping; health's handlers are as generated."""
+    url = await migrated_sqlite(tmp_path)
+    database = sqlite_database(url)
+    try:
+        services = Services.of(servicer_of(database, url))
+        assert services.interceptors == ()
+        registered = _Registered()
+        for add_to_server, servicer in services.registrations():
+            add_to_server(servicer, registered)
+        by_name, [generic] = registered.found("/batchd.v1.BatchService/GetBatch")
+        assert by_name is generic
+        assert by_name.unary_unary != services.batches.GetBatch
+        _, [check] = registered.found("/grpc.health.v1.Health/Check")
+        assert check.unary_unary == services.health.Check
+    finally:
+        await database.dispose()
