@@ -333,7 +333,7 @@ async def claim(
         parameters = {**of_batch, "count": count, "marked": marked, **lease}
         rows = await connection.execute(statement, parameters)
         # By position, in the fields' order: a mapping per row costs twice as much,
-        # and this runs while the batch is locked.
+        # and this runs during the batch's turn.
         claimed = [Claim(*row) for row in rows]
         claims.extend(claimed)
     claims.sort(key=lambda claim: claim.id)
@@ -563,7 +563,7 @@ async def mark_within_limits(
         by_batch[claim.batch_id].append(claim)
     chosen: list[Claim] = []
     no_room: set[str] = set()
-    # Batches in the order claims and results lock them, then their operations.
+    # Batches in the order claims take their turns, then their operations.
     for batch_id in sorted(by_batch):
         turn = await _take_turn(connection, batch_id)
         if turn is None:

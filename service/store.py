@@ -38,7 +38,7 @@ if TYPE_CHECKING:
 def columns_of(table: Table, row_type: type[DataclassInstance]) -> list[Column[Any]]:
     """The table's columns a row dataclass names, in its fields' order, so that the
     dataclass alone states the row's shape: select them, read back with
-    `row_type(**row_mapping)`."""
+    `row_type(**row_mapping)`, or `row_type(*row)` where the mapping costs too much."""
     return [table.c[field.name] for field in dataclasses.fields(row_type)]
 
 
@@ -89,7 +89,7 @@ async def get_batch(connection: DbConnection, tenant: str, batch_id: str) -> Row
     return row
 
 
-# What convert.operation_message shows of an operation: its claim's columns are
+# What convert.fill_operation shows of an operation: its claim's columns are
 # no part of any message, and a read of one row costs less without them.
 OPERATION_MESSAGE_COLUMNS = [
     operations.c[name]

@@ -219,6 +219,6 @@ class _SharedEvents:
                 )
             message = Event(batch=self._batches[batch.id])
             if operation is not None:
-                message.batch_operation.CopyFrom(convert.operation_message(operation))
+                convert.fill_operation(message.batch_operation, operation)
             self._events[key] = message
         return self._events[key]

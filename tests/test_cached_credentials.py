@@ -10,21 +10,14 @@ from pathlib import Path
 import pytest
 
 from batchd.v1 import batch_pb2, batch_pb2_grpc
-from service.auth import Tenants
-from service.credentials import sealer_from_settings
 from service.database import open_database
 from service.engine.engine import Engine
 from service.engine.urls import Upstream
-from service.rate_limit import CreateRateLimiter
 from service.server import Services
-from service.servicer import BatchServicer
 from service.settings import ServiceSettings
-from service.signals import Signals
-from service.stream_slots import StreamLimits
-from service.validation import BatchLimits
 from tests.grpc_client import GET, bearer, operation
 from tests.processes import TOKEN
-from tests.servicers import migrated_sqlite
+from tests.servicers import migrated_sqlite, servicer_of
 from tests.upstream import UpstreamLog
 
 
@@ -36,27 +29,18 @@ class Served:
 
 @pytest.fixture
 async def served(tmp_path: Path, upstream_server: tuple[str, UpstreamLog]) -> AsyncIterator[Served]:
-    """The servicer and an engine in this process, sharing one database and its signals."""
+    """The servicer and an engine in this process, sharing one database, its sealer and
+    its signals."""
     url = await migrated_sqlite(tmp_path)
     database = open_database(url)
-    signals = Signals(url)
-    sealer = sealer_from_settings("", dev_mode=True)
-    servicer = BatchServicer(
-        database,
-        Tenants({TOKEN: "tenant-a"}),
-        sealer,
-        BatchLimits(10, 1 << 20, 16),
-        signals,
-        CreateRateLimiter(0, 1),
-        StreamLimits(10, 10),
-    )
+    servicer = servicer_of(database, url)
     settings = ServiceSettings(database_url=url, api_tokens=f"{TOKEN}:tenant-a")
-    engine = Engine(database, settings, sealer, Upstream.parse(upstream_server[0]), signals)
+    upstream = Upstream.parse(upstream_server[0])
+    engine = Engine(database, settings, servicer.sealer, upstream, servicer.signals)
     await engine.start(on_death=lambda: None)
     try:
-        yield Served(
-            batch_pb2_grpc.BatchServiceStub(Services.of(servicer).in_process_channel()), engine
-        )
+        channel = Services.of(servicer).in_process_channel()
+        yield Served(batch_pb2_grpc.BatchServiceStub(channel), engine)
     finally:
         await engine.stop(grace=1)
         await database.dispose()
