@@ -13,7 +13,9 @@ fleet because everything that lets one of its operations be sent (a claim
 that starts it at once, the send gate's mark) takes its turn at the batch (a
 transaction's advisory lock on its id, on PostgreSQL), then counts the batch's
 operations marked sent and still in progress, and marks no more than the room
-left, all in one transaction. Under READ COMMITTED the count, a statement
+left, all in one transaction: on PostgreSQL one call of a function that runs
+these steps (migration 0011), one round trip, with the lock held only while
+it runs. Under READ COMMITTED the count, a statement
 after the lock, sees every mark committed by whoever held the lock before;
 SKIP LOCKED alone bounds no count. The count is the
 operations' own statuses rather than a counter kept on the batch: every way
@@ -44,19 +46,21 @@ from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import (
+    Boolean,
     Float,
     Integer,
     String,
     Text,
-    all_,
     bindparam,
     case,
     cast,
+    column,
     exists,
     func,
     null,
     or_,
     select,
+    text,
     true,
     tuple_,
     update,
@@ -230,28 +234,15 @@ def _claim_statement(first_only: bool) -> ReturningUpdate[*tuple[Any, ...]]:
 CLAIM_NEXT = _claim_statement(first_only=False)
 CLAIM_FIRST = _claim_statement(first_only=True)
 # A claim's turn at a batch, and the batch's limit and status if it may still
-# start operations. Claims and send marks of one batch take turns, fleet-wide,
-# so that each counts what the one before it marked. On PostgreSQL the turn is a
-# transaction's advisory lock on the batch's id rather than its row: result
-# groups and cancels, which write the row, then never wait for a claim, nor a
-# claim for them. The status comes from the statement's snapshot, which may
-# predate a cancel committed while it waited; that cancel ends what the claim
-# takes unmarked, as it ends every claim not marked sent. SQLite's writers take
-# turns anyway.
+# start operations: claims and send marks of one batch take turns, so that each
+# counts what the one before it marked. SQLite's writers take turns anyway;
+# PostgreSQL takes an advisory lock on the batch's id, inside the functions of
+# migration 0011, which run these steps in one round trip.
 _CLAIMABLE = select(batches.c.in_flight_limit, batches.c.status).where(
     batches.c.id == bindparam("claim_batch"),
     batches.c.status.in_((BatchStatus.PENDING, BatchStatus.IN_PROGRESS)),
     batches.c.canceled_at.is_(None),
 )
-_TURN = (
-    select(func.pg_advisory_xact_lock(func.hashtextextended(bindparam("turn_key"), 0)))
-    .cte("turn")
-    .prefix_with("MATERIALIZED")
-)
-_TAKE_TURN = {
-    "postgresql": _CLAIMABLE.join_from(batches, _TURN, true()),
-    "sqlite": _CLAIMABLE,
-}
 _START_BATCH = (
     update(batches)
     .where(batches.c.id == bindparam("claim_batch"), batches.c.status == BatchStatus.PENDING)
@@ -260,40 +251,44 @@ _START_BATCH = (
 
 
 async def _take_turn(connection: DbConnection, batch_id: str) -> tuple[int, str] | None:
-    parameters = {"claim_batch": batch_id, "turn_key": f"batch_claims:{batch_id}"}
-    row = (await connection.execute(_TAKE_TURN[connection.dialect.name], parameters)).first()
+    row = (await connection.execute(_CLAIMABLE, {"claim_batch": batch_id})).first()
     return None if row is None else (row.in_flight_limit, row.status)
 
 
-def _count_held(not_finished: ColumnElement[bool]) -> Select[int, int]:
-    """The batch's claims, and of them those marked sent and not `finished`."""
-    return select(
-        func.count(),
-        func.count().filter(operations.c.sent_at.is_not(None), not_finished),
-    ).where(
-        operations.c.batch_id == bindparam("claim_batch"),
-        operations.c.status == OperationStatus.IN_PROGRESS,
-    )
-
-
-# By dialect. PostgreSQL takes the ids as one array: an expanding IN list is
-# rendered anew on every execution, inside the batch's lock (~0.3 ms for 60 ids),
-# and each length is another statement for the server to prepare.
-_COUNT_HELD = {
-    "postgresql": _count_held(operations.c.id != all_(bindparam("finished", type_=ARRAY(String)))),
-    "sqlite": _count_held(operations.c.id.not_in(bindparam("finished", expanding=True))),
-}
+# The batch's claims, and of them those marked sent and not this owner's `finished`.
+_COUNT_HELD = select(
+    func.count(),
+    func.count().filter(
+        operations.c.sent_at.is_not(None),
+        operations.c.id.not_in(bindparam("finished", expanding=True)),
+    ),
+).where(
+    operations.c.batch_id == bindparam("claim_batch"),
+    operations.c.status == OperationStatus.IN_PROGRESS,
+)
 
 
 async def _count_held_of(
     connection: DbConnection, batch_id: str, finished: Mapping[str, Collection[str]] | None
 ) -> tuple[int, int]:
     ended = list((finished or {}).get(batch_id, ()))
-    statement = _COUNT_HELD[connection.dialect.name]
-    held, running = (
-        await connection.execute(statement, {"claim_batch": batch_id, "finished": ended})
-    ).one()
+    parameters = {"claim_batch": batch_id, "finished": ended}
+    held, running = (await connection.execute(_COUNT_HELD, parameters)).one()
     return int(held), int(running)
+
+
+def _all_finished(finished: Mapping[str, Collection[str]] | None) -> list[str]:
+    return [claim_id for ids in (finished or {}).values() for claim_id in ids]
+
+
+# PostgreSQL: the steps of `claim` and `mark_within_limits` below, in one call each.
+_CLAIM_CALL = text(
+    "SELECT * FROM batchd_claim(:batch_ids, :wanted, :to_start, :prefetch, :finished,"
+    " :owner, :now, :lease_until)"
+).columns(*columns_of(operations, Claim))
+_MARK_CALL = text(
+    "SELECT * FROM batchd_mark_sent(:batch_ids, :claim_ids, :generations, :finished, :owner, :now)"
+).columns(operations.c.id, column("sent", Boolean))
 
 
 async def claim(
@@ -309,6 +304,10 @@ async def claim(
     within the batch's room for claims; the first `start[batch_id]` of them are
     marked sent, within its fleet-wide running limit (`finished`: this owner's
     claims that run no more, by batch)."""
+    if connection.dialect.name == "postgresql":
+        return await _claim_in_one_call(
+            connection, owner, now, lease_until, wanted, start, finished
+        )
     claims: list[Claim] = []
     lease = {"owner": owner, "now": now, "lease_until": lease_until}
     # Batches taken in one order by every replica, so no two claims deadlock.
@@ -338,6 +337,30 @@ async def claim(
         claims.extend(claimed)
     claims.sort(key=lambda claim: claim.id)
     return claims
+
+
+async def _claim_in_one_call(
+    connection: DbConnection,
+    owner: str,
+    now: float,
+    lease_until: float,
+    wanted: Mapping[str, int],
+    start: Mapping[str, int] | None,
+    finished: Mapping[str, Collection[str]] | None,
+) -> list[Claim]:
+    batch_ids = sorted(wanted)
+    parameters = {
+        "batch_ids": batch_ids,
+        "wanted": [wanted[batch_id] for batch_id in batch_ids],
+        "to_start": [(start or {}).get(batch_id, 0) for batch_id in batch_ids],
+        "prefetch": PREFETCH,
+        "finished": _all_finished(finished),
+        "owner": owner,
+        "now": now,
+        "lease_until": lease_until,
+    }
+    rows = await connection.execute(_CLAIM_CALL, parameters)
+    return sorted((Claim(*row) for row in rows), key=lambda claim: claim.id)
 
 
 _record_result = BulkStatement(
@@ -558,6 +581,8 @@ async def mark_within_limits(
     """Marks these claims sent as far as each batch's fleet-wide limit allows,
     earliest first (`finished`: this owner's claims that run no more, by batch).
     Those neither sent nor out of room were ended (cancel, stop, recovery)."""
+    if connection.dialect.name == "postgresql":
+        return await _mark_in_one_call(connection, owner, now, to_send, finished)
     by_batch: defaultdict[str, list[Claim]] = defaultdict(list)
     for claim in to_send:
         by_batch[claim.batch_id].append(claim)
@@ -575,6 +600,27 @@ async def mark_within_limits(
         chosen.extend(waiting[:room])
         no_room.update(claim.id for claim in waiting[room:])
     return Marks(await mark_sent(connection, owner, now, chosen), no_room)
+
+
+async def _mark_in_one_call(
+    connection: DbConnection,
+    owner: str,
+    now: float,
+    to_send: Sequence[Claim],
+    finished: Mapping[str, Collection[str]],
+) -> Marks:
+    parameters = {
+        "batch_ids": [claim.batch_id for claim in to_send],
+        "claim_ids": [claim.id for claim in to_send],
+        "generations": [claim.lease_generation for claim in to_send],
+        "finished": _all_finished(finished),
+        "owner": owner,
+        "now": now,
+    }
+    marks = Marks(set(), set())
+    for claim_id, sent in await connection.execute(_MARK_CALL, parameters):
+        (marks.sent if sent else marks.no_room).add(claim_id)
+    return marks
 
 
 def _held_by(owner: str, operation_ids: Sequence[str]) -> list[ColumnElement[bool]]:

@@ -13,7 +13,7 @@ from service.database import DbConnection, open_database
 from service.models import OperationStatus
 from service.store import batches, operations
 from tests import postgres
-from tests.statements import claim_of_batch_50, with_values
+from tests.statements import with_values
 
 BATCHES = 400
 OPERATIONS_PER_BATCH = 250  # 100,000 operations in all
@@ -27,9 +27,31 @@ async def plan_of(connection: DbConnection, statement: Any) -> str:
     return "\n".join(row[0] for row in rows)
 
 
-async def plan_of_sql(connection: DbConnection, sql: str, parameters: Any) -> str:
-    rows = await connection.exec_driver_sql(f"EXPLAIN {sql}", parameters)
-    return "\n".join(row[0] for row in rows)
+async def plans_inside(database: str, call: str, *arguments: Any) -> list[str]:
+    """The plans of the statements a function runs for this call, as PostgreSQL
+    would keep them for every later call (generic plans: PL/pgSQL switches to
+    them after five calls), told by auto_explain."""
+    connection = await postgres.connect(database)
+    plans: list[str] = []
+    connection.add_log_listener(lambda _, message: plans.append(message.message))
+    try:
+        await connection.execute("LOAD 'auto_explain'")
+        for setting in (
+            "auto_explain.log_min_duration = 0",
+            "auto_explain.log_nested_statements = on",
+            "plan_cache_mode = force_generic_plan",
+            "client_min_messages = log",
+        ):
+            await connection.execute(f"SET {setting}")
+        await connection.fetch(call, *arguments)
+    finally:
+        await connection.close()
+    return [plan for plan in plans if call not in plan and reads_a_table(plan)]
+
+
+def reads_a_table(plan: str) -> bool:
+    nodes = plan.partition("\n  ")[2] if "Query Text" in plan else plan
+    return " on batch_operations" in nodes or " on batches" in nodes
 
 
 async def test_claims_lists_and_recovery_use_indexes_at_100k_operations(
@@ -62,8 +84,41 @@ async def test_claims_lists_and_recovery_use_indexes_at_100k_operations(
         )
     async with database.write() as connection:
         await connection.execute(text("ANALYZE"))
+    # The functions of migration 0011, each statement inside them: the turn, the
+    # count, the claim or the mark.
+    claim_steps = await plans_inside(
+        private_postgres,
+        "SELECT * FROM batchd_claim($1, $2, $3, 2, '{}', 'me', $4, $5)",
+        ["b50"],
+        [32],
+        [16],
+        now,
+        now + 30,
+    )
+    claimed = await postgres.connect(private_postgres)
+    try:
+        rows = await claimed.fetch(
+            "SELECT id, lease_generation FROM batch_operations"
+            " WHERE batch_id = 'b50' AND status = 'in_progress' AND sent_at IS NULL"
+        )
+    finally:
+        await claimed.close()
+    mark_steps = await plans_inside(
+        private_postgres,
+        "SELECT * FROM batchd_mark_sent($1, $2, $3, '{}', 'me', $4)",
+        ["b50"] * len(rows),
+        [row[0] for row in rows],
+        [row[1] for row in rows],
+        now,
+    )
+    # The batch's row, its count, its claim or its mark.
+    assert len(rows) == 16 and len(claim_steps) == 3 and len(mark_steps) == 3
+    for step in [*claim_steps, *mark_steps]:
+        assert "Seq Scan" not in step, step
+    async with database.write() as connection:
         plans = {
-            "claim": await plan_of_sql(connection, *claim_of_batch_50(connection.dialect, now)),
+            **{f"claim step {n}": plan for n, plan in enumerate(claim_steps)},
+            **{f"mark step {n}": plan for n, plan in enumerate(mark_steps)},
             "pending batches": await plan_of(
                 connection,
                 with_values(claims.BATCHES_WITH_PENDING_WORK, limit=256, held_tenants=["t7"]),

@@ -228,7 +228,7 @@ class Dispatcher:
         by_id = {batch.id: batch for batch in candidates}
         entered = self._enter_at_once(wanted, by_id)
         try:
-            async with self.database.write() as connection:
+            async with self.database.write_statement() as connection:
                 now = time.time()  # once the connection is held: a lease from before would be short
                 claimed = await claims.claim(
                     connection,

@@ -79,7 +79,7 @@ class SendGate:
 
         async def mark() -> None:
             nonlocal marks
-            async with self.database.write() as connection:
+            async with self.database.write_statement() as connection:
                 marks = await claims.mark_within_limits(
                     connection, self.owner, time.time(), to_send, self._finished()
                 )
