@@ -71,7 +71,12 @@ class Service:
         server = build_server(services, settings.grpc_address, settings.max_watches)
         health = HealthMonitor(database, services.health)
         engine = Engine(
-            database, settings, sealer, upstream, signals, extra_side_tasks={"health": health.run}
+            database.for_engine(),
+            settings,
+            sealer,
+            upstream,
+            signals,
+            extra_side_tasks={"health": health.run},
         )
         # A dead engine drains and stops the process the way SIGTERM does; stop()
         # then makes its exit status say so.

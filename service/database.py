@@ -7,11 +7,14 @@ its transactions with BEGIN IMMEDIATE (see sqlite_inline.py); primary-key
 lookups run there too, and other reads use aiosqlite's pool. WAL with
 synchronous=NORMAL keeps every commit across a process crash (a power loss may
 drop the last few): the README says so.
-On PostgreSQL reads and writes share one pooled engine. Each connection is pinged
-when taken from the pool, so connections the server dropped are replaced
-instead of failing a call. The ping is one plain statement: SQLAlchemy's own
-wraps it in BEGIN and ROLLBACK, three round trips on every checkout, several
-per claim and per result group. A server that cannot be reached at all
+On PostgreSQL the calls' reads and writes share one pooled engine. Each of its
+connections is pinged when taken from the pool, so connections the server
+dropped are replaced instead of failing a call. The ping is one plain
+statement: SQLAlchemy's own wraps it in BEGIN and ROLLBACK, three round trips
+on every checkout. The execution engine has a pool of its own, without the
+ping (`for_engine`): it retries every step whole when the database is away,
+so a dropped connection costs it one retry rather than a round trip on every
+claim, mark and result group. A server that cannot be reached at all
 surfaces as a DBAPIError like any other database failure, which callers
 answer with UNAVAILABLE or retry.
 """
@@ -95,6 +98,13 @@ class Database:
     inline_writer: InlineWriter | None = None
     # PostgreSQL: the same pool, its reads in autocommit mode.
     reader: AsyncEngine | None = None
+    # PostgreSQL: the execution engine's view, on a pool of its own.
+    engine_side: Database | None = None
+
+    def for_engine(self) -> Database:
+        """What the execution engine uses: on PostgreSQL, connections that are not
+        pinged at checkout (its steps retry when the database is away)."""
+        return self.engine_side or self
 
     @property
     def is_sqlite(self) -> bool:
@@ -151,6 +161,8 @@ class Database:
             self.inline_reader.close()
         if self.inline_writer is not None:
             await self.inline_writer.close()
+        if self.engine_side is not None:
+            await self.engine_side.dispose()
         await self.engine.dispose()
 
 
@@ -189,19 +201,8 @@ def parse_database_url(url: str) -> URL:
 def open_database(url: str) -> Database:
     parsed = parse_database_url(url)
     if parsed.get_backend_name() != "sqlite":
-        engine = create_async_engine(
-            url,
-            hide_parameters=HIDE_PARAMETERS,
-            pool_size=10,
-            max_overflow=10,
-            connect_args={"timeout": CONNECT_TIMEOUT_SECONDS},
-        )
-        event.listen(engine.sync_engine, "do_connect", _connect_reporting_network_errors)
-        event.listen(engine.sync_engine, "checkout", _ping)
-        # A read in a transaction of its own costs a BEGIN and a ROLLBACK, two
-        # round trips, for nothing: under READ COMMITTED each statement has its
-        # own snapshot anyway, and no read locks rows.
-        return Database(engine, reader=engine.execution_options(isolation_level="AUTOCOMMIT"))
+        engine_side = _postgres_database(url, pool_size=5, pinged=False)
+        return _postgres_database(url, pool_size=10, pinged=True, engine_side=engine_side)
     if parsed.database and parsed.database != ":memory:":
         Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
     # Readers run in autocommit mode and never hold a transaction, so returning
@@ -238,6 +239,26 @@ def open_database(url: str) -> Database:
         inline_reader=InlineReader(inline_reader),
         inline_writer=InlineWriter(inline_writer),
     )
+
+
+def _postgres_database(
+    url: str, pool_size: int, pinged: bool, engine_side: Database | None = None
+) -> Database:
+    engine = create_async_engine(
+        url,
+        hide_parameters=HIDE_PARAMETERS,
+        pool_size=pool_size,
+        max_overflow=pool_size,
+        connect_args={"timeout": CONNECT_TIMEOUT_SECONDS},
+    )
+    event.listen(engine.sync_engine, "do_connect", _connect_reporting_network_errors)
+    if pinged:
+        event.listen(engine.sync_engine, "checkout", _ping)
+    # A read in a transaction of its own costs a BEGIN and a ROLLBACK, two
+    # round trips, for nothing: under READ COMMITTED each statement has its
+    # own snapshot anyway, and no read locks rows.
+    reader = engine.execution_options(isolation_level="AUTOCOMMIT")
+    return Database(engine, reader=reader, engine_side=engine_side)
 
 
 def _connect_reporting_network_errors(
