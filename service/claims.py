@@ -26,7 +26,10 @@ recovery takes it back. The marking replica may leave out of the count its own
 claims whose exchange with the upstream has ended but whose result is not
 stored yet (`finished`): they run nowhere, and their slots refill without
 waiting for the result write. Claims not marked are prefetched: a batch may
-hold up to PREFETCH times its limit of claims, so slots refill from memory; a
+hold up to PREFETCH times its limit of claims, so slots refill from memory,
+but a claimer gets no more of them than the room the batch has left and the
+slots its own running operations will free: behind room that other replicas
+hold they would only wait, and take turns at the send gate in vain. A
 sequential batch gets none, its next operation is claimed only once the
 previous one's result is stored, so operations run strictly in order.
 
@@ -43,7 +46,7 @@ from __future__ import annotations
 from collections import Counter, defaultdict
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from sqlalchemy import (
     Boolean,
@@ -51,6 +54,7 @@ from sqlalchemy import (
     Integer,
     String,
     Text,
+    and_,
     bindparam,
     case,
     cast,
@@ -255,13 +259,23 @@ async def _take_turn(connection: DbConnection, batch_id: str) -> tuple[int, str]
     return None if row is None else (row.in_flight_limit, row.status)
 
 
-# The batch's claims, and of them those marked sent and not this owner's `finished`.
+class Held(NamedTuple):
+    """A batch's claims, fleet-wide: all of them, and those that run (marked sent and
+    not among the claimer's `finished`), and of those the claimer's own."""
+
+    claimed: int
+    running: int
+    own_running: int
+
+
+_RUNS = and_(
+    operations.c.sent_at.is_not(None),
+    operations.c.id.not_in(bindparam("finished", expanding=True)),
+)
 _COUNT_HELD = select(
     func.count(),
-    func.count().filter(
-        operations.c.sent_at.is_not(None),
-        operations.c.id.not_in(bindparam("finished", expanding=True)),
-    ),
+    func.count().filter(_RUNS),
+    func.count().filter(_RUNS, operations.c.lease_owner == bindparam("owner")),
 ).where(
     operations.c.batch_id == bindparam("claim_batch"),
     operations.c.status == OperationStatus.IN_PROGRESS,
@@ -269,12 +283,16 @@ _COUNT_HELD = select(
 
 
 async def _count_held_of(
-    connection: DbConnection, batch_id: str, finished: Mapping[str, Collection[str]] | None
-) -> tuple[int, int]:
+    connection: DbConnection,
+    batch_id: str,
+    owner: str,
+    finished: Mapping[str, Collection[str]] | None,
+) -> Held:
     ended = list((finished or {}).get(batch_id, ()))
-    parameters = {"claim_batch": batch_id, "finished": ended}
-    held, running = (await connection.execute(_COUNT_HELD, parameters)).one()
-    return int(held), int(running)
+    parameters = {"claim_batch": batch_id, "owner": owner, "finished": ended}
+    return Held(
+        *(int(count) for count in (await connection.execute(_COUNT_HELD, parameters)).one())
+    )
 
 
 def _all_finished(finished: Mapping[str, Collection[str]] | None) -> list[str]:
@@ -317,13 +335,17 @@ async def claim(
         if turn is None:
             continue
         limit, status = turn
-        held, running = await _count_held_of(connection, batch_id, finished)
+        held = await _count_held_of(connection, batch_id, owner, finished)
         # Sequential: the next operation only once every earlier one is stored.
-        room = limit - held if limit == 1 else PREFETCH * limit - held
+        room = limit - held.claimed if limit == 1 else PREFETCH * limit - held.claimed
         count = min(wanted[batch_id], room)
+        marked = max(0, min((start or {}).get(batch_id, 0), count, limit - held.running))
+        # Claims not marked wait for room: no more than the batch has left now, and
+        # than the claimer's own running operations will free. Room that other
+        # replicas hold would keep them waiting, and their turns at the gate in vain.
+        count = min(count, held.own_running + max(0, limit - held.running))
         if count <= 0:
             continue
-        marked = max(0, min((start or {}).get(batch_id, 0), count, limit - running))
         if status == BatchStatus.PENDING:
             # Before its operations are locked: a cancel holds the batch's row while
             # it waits for theirs.
@@ -594,7 +616,7 @@ async def mark_within_limits(
         if turn is None:
             continue  # canceled or over: its claims were ended with it
         limit, _ = turn
-        _, running = await _count_held_of(connection, batch_id, finished)
+        running = (await _count_held_of(connection, batch_id, owner, finished)).running
         waiting = sorted(by_batch[batch_id], key=lambda claim: claim.id)
         room = max(0, limit - running)
         chosen.extend(waiting[:room])

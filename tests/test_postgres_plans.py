@@ -91,7 +91,7 @@ async def test_claims_lists_and_recovery_use_indexes_at_100k_operations(
         "SELECT * FROM batchd_claim($1, $2, $3, 2, '{}', 'me', $4, $5)",
         ["b50"],
         [32],
-        [16],
+        [8],
         now,
         now + 30,
     )
@@ -112,7 +112,7 @@ async def test_claims_lists_and_recovery_use_indexes_at_100k_operations(
         now,
     )
     # The batch's row, its count, its claim or its mark.
-    assert len(rows) == 16 and len(claim_steps) == 3 and len(mark_steps) == 3
+    assert len(rows) == 8 and len(claim_steps) == 3 and len(mark_steps) == 3
     for step in [*claim_steps, *mark_steps]:
         assert "Seq Scan" not in step, step
     async with database.write() as connection:

@@ -350,17 +350,19 @@ async def test_claims_of_one_batch_take_turns_and_count_each_others(
     await insert(database, "b1", CREATED, ["GET"] * 40)  # its limit: 16 at once, 32 claimed
     await insert(database, "b2", CREATED, ["GET"] * 5)
     async with database.write() as holding:
+        # Nothing runs yet: no more claims than the 16 the batch could run now.
         held = await claims.claim(holding, "one", CREATED, CREATED + 30, {"b1": 20})
         # A claim of another batch does not wait for this transaction.
         elsewhere = await asyncio.wait_for(claim(database, "two", {"b2": 2}), 30)
-        # One of the same batch waits on the batch's row, to count these claims.
+        # One of the same batch waits for the batch's turn, to count these claims.
         same_batch = asyncio.create_task(claim(database, "two", {"b1": 20}))
         await asyncio.sleep(0.5)
         assert not same_batch.done()
     later = await asyncio.wait_for(same_batch, 30)
-    assert sorted(c.id for c in held) == sorted(f"b1-op{n}" for n in range(20))
+    assert sorted(c.id for c in held) == sorted(f"b1-op{n}" for n in range(16))
     assert [c.id for c in elsewhere] == ["b2-op0", "b2-op1"]
-    assert sorted(c.id for c in later) == sorted(f"b1-op{n}" for n in range(20, 32))
+    # Twice the limit claimed in all, none of them marked: the room to claim is full.
+    assert sorted(c.id for c in later) == sorted(f"b1-op{n}" for n in range(16, 32))
 
 
 async def test_marks_sent_keep_a_batch_within_its_limit_across_owners(
@@ -385,9 +387,13 @@ async def test_marks_sent_keep_a_batch_within_its_limit_across_owners(
     first = await claim_starting("one", 10, 10)
     assert all(c.sent_at is not None for c in first)
     second = await claim_starting("two", 10, 10)
-    # Only 6 places were left: the other 4 are prefetched, unsent.
-    assert [c.sent_at is not None for c in second] == [True] * 6 + [False] * 4
-    unsent = second[6:]
+    # Only 6 places were left, and two runs nothing else there: 6 claims, all sent.
+    assert [c.sent_at is not None for c in second] == [True] * 6
+    # The batch is full: a claimer running nothing of it gets no claims to wait with ...
+    assert await claim_starting("three", 5, 5) == []
+    # ... one running some gets as many as its own will free, prefetched, unsent.
+    unsent = await claim_starting("two", 8, 0)
+    assert [c.sent_at for c in unsent] == [None] * 6
     assert await mark("two", unsent, []) == claims.Marks(set(), {c.id for c in unsent})
     more = await claim_starting("one", 2, 0)
     assert [c.sent_at for c in more] == [None, None]

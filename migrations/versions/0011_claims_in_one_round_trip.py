@@ -42,8 +42,12 @@ TURN = """
     FROM batches b
     WHERE b.id = the_batch AND b.status IN ('pending', 'in_progress') AND b.canceled_at IS NULL;
     CONTINUE WHEN NOT FOUND;  -- canceled or over: it claims and sends nothing more
-    SELECT count(*), count(*) FILTER (WHERE o.sent_at IS NOT NULL AND o.id <> ALL(finished))
-    INTO held, running
+    SELECT
+        count(*),
+        count(*) FILTER (WHERE o.sent_at IS NOT NULL AND o.id <> ALL(finished)),
+        count(*) FILTER (
+            WHERE o.sent_at IS NOT NULL AND o.lease_owner = claim_owner AND o.id <> ALL(finished))
+    INTO held, running, own_running
     FROM batch_operations o
     WHERE o.batch_id = the_batch AND o.status = 'in_progress';
 """
@@ -64,6 +68,7 @@ DECLARE
     batch_status text;
     held int;
     running int;
+    own_running int;
     claimed int;
     marked int;
 BEGIN
@@ -76,6 +81,11 @@ BEGIN
         );
         CONTINUE WHEN claimed <= 0;
         marked := greatest(0, least(to_start[i], claimed, batch_limit - running));
+        -- Claims not marked wait for room: no more than the batch has left now, and
+        -- than the caller's own running operations will free. Room that other
+        -- replicas hold would keep them waiting, and their turns at the gate in vain.
+        claimed := least(claimed, own_running + greatest(0, batch_limit - running));
+        CONTINUE WHEN claimed <= 0;
         IF batch_status = 'pending' THEN
             -- Before its operations are locked: a cancel holds the batch's row
             -- while it waits for theirs.
@@ -123,6 +133,7 @@ DECLARE
     batch_status text;
     held int;
     running int;
+    own_running int;
     chosen text[];
     room int;
 BEGIN
