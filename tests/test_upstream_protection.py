@@ -130,17 +130,22 @@ async def test_the_upstream_rate_limit_holds_and_the_upstream_refuses_nothing(
     database_url: str, upstream_server: tuple[str, UpstreamLog], tmp_path: Path
 ) -> None:
     # The upstream itself refuses beyond RATE + BURST a second (one more for delivery
-    # jitter, as SLACK): it must never have to.
+    # jitter, as SLACK): it must never have to, unless its own process was kept
+    # waiting longer than that and the requests sent meanwhile came at once (see
+    # the next test): those refusals are retried, and counted.
     path = f"/limited/all/{RATE + BURST + 1}"
     env = limited_env(database_url, upstream_server[0])
     async with serving(env, tmp_path / "service.log") as (_, stub):
         batch = await run_batch(stub, mixed_operations(600, path), timeout=120)
-    seen = upstream_server[1].requests
-    assert len(seen) == 600
+    log = upstream_server[1]
     assert {op.response_status for op in batch.batch_operations} == {200}
-    assert {op.attempts for op in batch.batch_operations} == {1}
-    assert_within_rate([r.at for r in seen], RATE, BURST)
-    assert_measured_rate_at_most([r.at for r in seen], RATE)
+    refused = assert_sent_until_accepted(log.spans, [batch.batch_operations])
+    assert len(log.requests) == 600 + refused
+    if log.longest_stall <= SLACK:
+        assert refused == 0
+    arrivals = [r.at for r in log.requests]
+    assert_within_rate(arrivals, RATE, BURST, SLACK + log.longest_stall)
+    assert_measured_rate_at_most(arrivals, RATE)
 
 
 async def test_two_replicas_share_one_upstream_rate_limit(
@@ -190,6 +195,8 @@ async def test_two_replicas_share_one_upstream_rate_limit(
     refused = assert_sent_until_accepted(log.spans, [b.batch_operations for b in batches])
     assert len(log.requests) == 160 + refused
     print(f"{refused} refused; the upstream's longest stall {log.longest_stall:.3f} s")
+    if log.longest_stall <= SLACK:
+        assert refused == 0
     arrivals = [r.at for r in log.requests]
     assert_within_rate(arrivals, RATE, BURST, SLACK + log.longest_stall)
     assert_measured_rate_at_most(arrivals, RATE)
