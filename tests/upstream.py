@@ -12,7 +12,7 @@ import json
 import time
 from collections import Counter, deque
 from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, suppress
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -40,6 +40,8 @@ class Span:
     idempotency_key: str
     start: float
     end: float
+    # The status it was answered with; None when no answer was made (the handler failed).
+    status: int | None = None
 
 
 @dataclass
@@ -49,6 +51,9 @@ class UpstreamLog:
     # Requests being answered right now, and the most there ever were at once.
     in_flight: int = 0
     max_in_flight: int = 0
+    # The longest this process's event loop was kept from running (seconds beyond
+    # STALL_TICK): requests that came meanwhile are stamped that much late, together.
+    longest_stall: float = 0.0
 
     def by_idempotency_key(self) -> Counter[str]:
         return Counter(r.headers.get("Idempotency-Key", "") for r in self.requests)
@@ -80,12 +85,15 @@ async def record(
     )
     log.max_in_flight = max(log.max_in_flight, log.in_flight)
     start = time.monotonic()
+    status = None
     try:
-        return await handler(request)
+        response = await handler(request)
+        status = response.status
+        return response
     finally:
         log.in_flight -= 1
         key = request.headers.get("Idempotency-Key", "")
-        log.spans.append(Span(request.path, key, start, time.monotonic()))
+        log.spans.append(Span(request.path, key, start, time.monotonic(), status))
 
 
 async def echo(request: web.Request) -> web.Response:
@@ -286,6 +294,19 @@ def make_app() -> web.Application:
     return app
 
 
+STALL_TICK = 0.02
+
+
+async def watch_stalls(log: UpstreamLog) -> None:
+    """Measures how late this process's loop wakes up, for as long as it runs: on a
+    loaded machine the upstream itself may be kept waiting, and then the requests
+    sent meanwhile arrive at once, whatever pace they were sent at."""
+    while True:
+        before = time.monotonic()
+        await asyncio.sleep(STALL_TICK)
+        log.longest_stall = max(log.longest_stall, time.monotonic() - before - STALL_TICK)
+
+
 @asynccontextmanager
 async def running_upstream() -> AsyncIterator[tuple[str, UpstreamLog]]:
     app = make_app()
@@ -294,5 +315,11 @@ async def running_upstream() -> AsyncIterator[tuple[str, UpstreamLog]]:
     site = web.TCPSite(runner, "127.0.0.1", 0)
     await site.start()
     port = runner.addresses[0][1]
-    yield f"http://127.0.0.1:{port}", app[LOG_KEY]
-    await runner.cleanup()
+    stalls = asyncio.create_task(watch_stalls(app[LOG_KEY]))
+    try:
+        yield f"http://127.0.0.1:{port}", app[LOG_KEY]
+    finally:
+        stalls.cancel()
+        with suppress(asyncio.CancelledError):
+            await stalls
+        await runner.cleanup()
