@@ -30,7 +30,8 @@ REPLICAS = 3
 RACERS = REPLICAS
 ROUNDS = 20
 OPERATIONS = 12
-# A first claim takes twice this, marks this many sent and holds the rest unsent.
+# A first claim marks this many sent; the replica's next claims hold as many more
+# unsent behind them (claims.py).
 PER_BATCH_LIMIT = 4
 # Bounds every call: a cancel stuck behind a lock shows as DEADLINE_EXCEEDED.
 CALL_TIMEOUT = 10
@@ -49,8 +50,8 @@ async def fleet(
     private_postgres: str, upstream_server: tuple[str, UpstreamLog], tmp_path: Path
 ) -> AsyncIterator[Fleet]:
     """Three replicas, each running at most PER_BATCH_LIMIT operations of a batch: a
-    first claim marks that many sent in the claim itself and holds more unsent, which
-    a cancel must end on whichever replica holds them."""
+    first claim marks that many sent in the claim itself, and the next claims of its
+    replica hold more unsent, which a cancel must end on whichever replica holds them."""
     envs = [
         service_env(
             postgres.url_of(private_postgres),
