@@ -215,6 +215,7 @@ class Dispatcher:
                 connection, MAX_CANDIDATE_BATCHES, held_tenants
             )
         self._candidate_tenants = {batch.tenant for batch in candidates}
+        self._forget_batches_gone({batch.id for batch in candidates})
         wanted = self._scheduler.to_claim(
             {
                 batch.id: batch.in_flight_limit
@@ -263,6 +264,19 @@ class Dispatcher:
         self._leave(entered, by_id)
         self._start_ready()
         return len(claimed)
+
+    def _forget_batches_gone(self, with_pending_work: set[str]) -> None:
+        """Batches with nothing pending and no claim held here: another replica may
+        have finished them, which nothing tells this one. Their callers' credentials
+        go; a batch merely left out of the candidates is unsealed again if claimed."""
+        gone = [
+            batch_id
+            for batch_id in self._tenant_of
+            if batch_id not in with_pending_work and not self._scheduler.holds(batch_id)
+        ]
+        for batch_id in gone:
+            self._authorizations.forget(batch_id)
+            del self._tenant_of[batch_id]
 
     def _enter_at_once(
         self, wanted: dict[str, int], by_id: dict[str, claims.ActiveBatch]

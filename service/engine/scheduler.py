@@ -45,6 +45,10 @@ class Scheduler(Generic[Item]):
     def claimed(self) -> int:
         return self._claimed_per_batch.total()
 
+    def holds(self, batch_id: str) -> bool:
+        """Whether any claim of the batch is held here, running or not."""
+        return self._claimed_per_batch[batch_id] > 0
+
     def wants_more(self, held: Set[str] = frozenset()) -> bool:
         """Whether claiming is worth a round trip: room for half a running set, or nothing ready."""
         room = self.max_claimed - self._claimed_beside(held)
