@@ -97,7 +97,9 @@ async def test_credentials_of_a_batch_another_engine_finished_are_dropped(
     try:
         stub = batch_pb2_grpc.BatchServiceStub(Services.of(servicer).in_process_channel())
         batch = batch_pb2.Batch(
-            batch_operations=[operation(GET, f"/slow/0.1/{i}") for i in range(10)]
+            # Alone, the first engine would take 1.5 s: the second, which only polls
+            # (every POLL_SECONDS), is sure to find some of it pending.
+            batch_operations=[operation(GET, f"/slow/0.3/{i}") for i in range(10)]
         )
         reply = await stub.CreateBatch(batch_pb2.CreateBatchRequest(batch=batch), metadata=bearer())
         batch_id, held_by = reply.batch.id, set[int]()
