@@ -290,9 +290,8 @@ async def _count_held_of(
 ) -> Held:
     ended = list((finished or {}).get(batch_id, ()))
     parameters = {"claim_batch": batch_id, "owner": owner, "finished": ended}
-    return Held(
-        *(int(count) for count in (await connection.execute(_COUNT_HELD, parameters)).one())
-    )
+    counts = (await connection.execute(_COUNT_HELD, parameters)).one()
+    return Held(*(int(count) for count in counts))
 
 
 def _all_finished(finished: Mapping[str, Collection[str]] | None) -> list[str]:

@@ -7,7 +7,7 @@ import os
 import signal
 import socket
 import sys
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -118,6 +118,26 @@ async def serving(
             yield process, batch_pb2_grpc.BatchServiceStub(channel)
     finally:
         await process.stop()
+
+
+@asynccontextmanager
+async def replicas_serving(
+    envs: Sequence[Mapping[str, str]], log_dir: Path
+) -> AsyncIterator[tuple[list[Process], list[batch_pb2_grpc.BatchServiceStub]]]:
+    """A replica for each env (logs replica-N.log), and a client of each; on the way
+    out the clients close and every replica still running is stopped."""
+    replicas: list[Process] = []
+    channels = [grpc.aio.insecure_channel(env["BATCH_GRPC_ADDRESS"]) for env in envs]
+    try:
+        for n, env in enumerate(envs):
+            replicas.append(await start_service(env, log_dir / f"replica-{n}.log"))
+        yield replicas, [batch_pb2_grpc.BatchServiceStub(channel) for channel in channels]
+    finally:
+        for channel in channels:
+            await channel.close(None)
+        for replica in replicas:
+            if replica.process is not None and replica.process.returncode is None:
+                await replica.stop()
 
 
 def gateway_env(grpc_target: str, **overrides: str) -> dict[str, str]:

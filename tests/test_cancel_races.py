@@ -21,7 +21,7 @@ import pytest
 from batchd.v1 import batch_pb2, batch_pb2_grpc
 from tests import postgres
 from tests.grpc_client import GET, POST, bearer, details, operation
-from tests.processes import Process, service_env, start_service
+from tests.processes import Process, replicas_serving, service_env
 from tests.upstream import UpstreamLog
 
 REPLICAS = 3
@@ -60,19 +60,8 @@ async def fleet(
         )
         for _ in range(REPLICAS)
     ]
-    replicas: list[Process] = []
-    channels = [grpc.aio.insecure_channel(env["BATCH_GRPC_ADDRESS"]) for env in envs]
-    try:
-        for n, env in enumerate(envs):
-            replicas.append(await start_service(env, tmp_path / f"replica-{n}.log"))
-        stubs = [batch_pb2_grpc.BatchServiceStub(channel) for channel in channels]
+    async with replicas_serving(envs, tmp_path) as (replicas, stubs):
         yield Fleet(stubs, replicas, private_postgres)
-    finally:
-        for channel in channels:
-            await channel.close(None)
-        for replica in replicas:
-            if replica.process is not None and replica.process.returncode is None:
-                await replica.stop()
 
 
 def operations_of(batch: int) -> list[batch_pb2.BatchOperation]:

@@ -12,13 +12,12 @@ import time
 from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 
-import grpc
 import pytest
 
 from batchd.v1 import batch_pb2, batch_pb2_grpc
 from tests import postgres
 from tests.grpc_client import GET, bearer, operation, wait_completed, wait_finished_at_least
-from tests.processes import Process, service_env, start_service
+from tests.processes import replicas_serving, service_env
 from tests.upstream import Span, UpstreamLog
 
 REPLICAS = 3
@@ -40,17 +39,10 @@ async def fleet(
         )
         for _ in range(REPLICAS)
     ]
-    replicas: list[Process] = []
-    channels = [grpc.aio.insecure_channel(env["BATCH_GRPC_ADDRESS"]) for env in envs]
-    try:
-        for n, env in enumerate(envs):
-            replicas.append(await start_service(env, tmp_path / f"replica-{n}.log"))
-        yield [batch_pb2_grpc.BatchServiceStub(channel) for channel in channels]
-    finally:
-        for channel in channels:
-            await channel.close(None)
-        for replica in replicas:
-            assert await replica.stop() == 0, replica.log()
+    async with replicas_serving(envs, tmp_path) as (replicas, stubs):
+        yield stubs
+    for replica in replicas:
+        assert await replica.stop() == 0, replica.log()
 
 
 async def create(

@@ -12,7 +12,6 @@ from collections.abc import AsyncIterable, AsyncIterator, Sequence
 from pathlib import Path
 
 import aiohttp
-import grpc
 
 from batchd.v1 import batch_pb2, batch_pb2_grpc
 from service import rate_buckets
@@ -22,7 +21,7 @@ from service.migrate import upgrade_database
 from service.settings import ServiceSettings
 from tests import postgres
 from tests.grpc_client import GET, POST, bearer, operation, run_batch, wait_completed
-from tests.processes import OTHER_TOKEN, free_port, service_env, serving, start_service
+from tests.processes import OTHER_TOKEN, free_port, replicas_serving, service_env, serving
 from tests.upstream import SeenRequest, Span, UpstreamLog
 
 PATCH = batch_pb2.HTTP_METHOD_PATCH
@@ -161,23 +160,17 @@ async def test_two_replicas_share_one_upstream_rate_limit(
         limited_env(url, upstream_server[0], BATCH_LOG_LEVEL="INFO", BATCH_MAX_IN_FLIGHT="8")
         for _ in range(2)
     ]
-    replicas = [
-        await start_service(env, tmp_path / f"replica-{n}.log") for n, env in enumerate(envs)
-    ]
-    try:
-        async with grpc.aio.insecure_channel(envs[0]["BATCH_GRPC_ADDRESS"]) as channel:
-            stub = batch_pb2_grpc.BatchServiceStub(channel)
-            created = [
-                await stub.CreateBatch(
-                    batch_pb2.CreateBatchRequest(
-                        batch=batch_pb2.Batch(batch_operations=mixed_operations(80, f"{path}/{b}"))
-                    ),
-                    metadata=bearer(),
-                )
-                for b in range(2)
-            ]
-            batches = [await wait_completed(stub, c.batch.id, timeout=60) for c in created]
-    finally:
+    async with replicas_serving(envs, tmp_path) as (replicas, stubs):
+        created = [
+            await stubs[0].CreateBatch(
+                batch_pb2.CreateBatchRequest(
+                    batch=batch_pb2.Batch(batch_operations=mixed_operations(80, f"{path}/{b}"))
+                ),
+                metadata=bearer(),
+            )
+            for b in range(2)
+        ]
+        batches = [await wait_completed(stubs[0], c.batch.id, timeout=60) for c in created]
         for replica in replicas:
             assert await replica.stop() == 0
     log = upstream_server[1]

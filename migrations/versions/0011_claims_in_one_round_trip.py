@@ -34,6 +34,10 @@ down_revision: str | Sequence[str] | None = "0010"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
+# A batch's turn, in a loop over `the_batch`: both functions declare its variables.
+TURN_VARIABLES = (
+    "the_batch text; batch_limit int; batch_status text; held int; running int; own_running int;"
+)
 # Both take their batches in the order given (the caller sorts them, as every
 # replica does, so no two calls deadlock).
 TURN = """
@@ -63,12 +67,7 @@ CREATE FUNCTION batchd_claim(
 ) LANGUAGE plpgsql VOLATILE AS $$
 #variable_conflict use_column
 DECLARE
-    the_batch text;
-    batch_limit int;
-    batch_status text;
-    held int;
-    running int;
-    own_running int;
+    {TURN_VARIABLES}
     claimed int;
     marked int;
 BEGIN
@@ -128,12 +127,7 @@ CREATE FUNCTION batchd_mark_sent(
 ) RETURNS TABLE (id varchar, sent boolean) LANGUAGE plpgsql VOLATILE AS $$
 #variable_conflict use_column
 DECLARE
-    the_batch text;
-    batch_limit int;
-    batch_status text;
-    held int;
-    running int;
-    own_running int;
+    {TURN_VARIABLES}
     chosen text[];
     room int;
 BEGIN
